@@ -1,0 +1,1 @@
+"""Messages, server state, RNG derivation and tensor plumbing shared by every layer."""

@@ -1,0 +1,75 @@
+"""ServerState: everything the coordinator must not lose, in one serialisable value.
+
+Tensors go to safetensors; everything else is plain JSON (``to_json``/``from_json``), so a
+checkpoint never needs pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from phalanx.core.tensors import Manifest
+from phalanx.types import ClientId, HealthState
+
+
+@dataclass(frozen=True)
+class ClientHealth:
+    score: float = 1.0
+    state: HealthState = HealthState.HEALTHY
+    sidelined_until: int = -1  # first round at which a sidelined client may be probed
+    cooldown: int = 0  # length of the last sideline, doubled on each relapse
+    successes: int = 0
+    failures: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "state": self.state.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClientHealth:
+        return cls(**{**data, "state": HealthState(data["state"])})
+
+
+@dataclass(frozen=True)
+class ServerState:
+    round: int  # the next round to run
+    model_version: int  # number of committed rounds
+    params: torch.Tensor  # flat float32 global model
+    manifest: Manifest
+    health: dict[ClientId, ClientHealth]
+    history: tuple[dict[str, Any], ...] = ()  # one RoundRecord.to_json() per finished round
+    clock: float = 0.0  # engine clock at the end of the last round
+    config_digest: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_changes(self, **changes: Any) -> ServerState:
+        return replace(self, **changes)
+
+    def metadata_json(self) -> dict[str, Any]:
+        """Everything but the parameter tensor."""
+        return {
+            "round": self.round,
+            "model_version": self.model_version,
+            "manifest": self.manifest.to_json(),
+            "health": {str(c): h.to_json() for c, h in sorted(self.health.items())},
+            "history": list(self.history),
+            "clock": self.clock,
+            "config_digest": self.config_digest,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], params: torch.Tensor) -> ServerState:
+        return cls(
+            round=int(meta["round"]),
+            model_version=int(meta["model_version"]),
+            params=params,
+            manifest=Manifest.from_json(meta["manifest"]),
+            health={int(c): ClientHealth.from_json(h) for c, h in meta["health"].items()},
+            history=tuple(meta["history"]),
+            clock=float(meta["clock"]),
+            config_digest=str(meta["config_digest"]),
+            extra=dict(meta.get("extra", {})),
+        )

@@ -1,0 +1,103 @@
+"""A model inside the engine is one flat float32 vector plus a manifest of its tensors.
+
+Aggregators then see an ``n x d`` stack, and validation can check names, shapes and dtypes
+of what a client sent against the manifest before anything is flattened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+# The dtypes phalanx accepts on the wire; all are stored as float32 inside the engine.
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    @property
+    def numel(self) -> int:
+        size = 1
+        for dim in self.shape:
+            size *= dim
+        return size
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Names, shapes and dtypes of a model's tensors, in a fixed order."""
+
+    specs: tuple[TensorSpec, ...]
+
+    @classmethod
+    def of(cls, tensors: Mapping[str, torch.Tensor]) -> Manifest:
+        return cls(
+            tuple(TensorSpec(k, tuple(v.shape), dtype_name(v.dtype)) for k, v in tensors.items())
+        )
+
+    @property
+    def dim(self) -> int:
+        return sum(spec.numel for spec in self.specs)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.specs)
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in self.specs]
+
+    @classmethod
+    def from_json(cls, items: list[dict[str, object]]) -> Manifest:
+        return cls(
+            tuple(
+                TensorSpec(str(i["name"]), tuple(int(d) for d in i["shape"]), str(i["dtype"]))  # type: ignore[attr-defined]
+                for i in items
+            )
+        )
+
+
+def flatten(tensors: Mapping[str, torch.Tensor], manifest: Manifest) -> torch.Tensor:
+    """Concatenate tensors in manifest order into one float32 vector."""
+    parts = [tensors[spec.name].detach().reshape(-1).float() for spec in manifest.specs]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def unflatten(vector: torch.Tensor, manifest: Manifest) -> dict[str, torch.Tensor]:
+    """Views of ``vector`` shaped as the manifest's tensors (no copy)."""
+    out: dict[str, torch.Tensor] = {}
+    offset = 0
+    for spec in manifest.specs:
+        out[spec.name] = vector[offset : offset + spec.numel].view(spec.shape)
+        offset += spec.numel
+    return out
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """Raw little-endian bytes of a tensor (what travels and what checksums cover)."""
+    return tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def payload_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        header = f"{name}|{dtype_name(tensor.dtype)}|{tuple(tensor.shape)}|"
+        digest.update(header.encode())
+        digest.update(tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
+def payload_size(tensors: Mapping[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())

@@ -1,0 +1,1 @@
+"""The round engine: selection, dispatch, collection, validation, aggregation and commit."""

@@ -1,0 +1,70 @@
+"""What happened in a round, as plain data: the source of summaries, plots and reports.
+
+Each finished round becomes one ``RoundRecord``; ``to_json`` is one line of
+``history.jsonl`` and one entry of ``ServerState.history``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from phalanx.types import ClientId, FailureKind, RejectReason
+
+
+@dataclass
+class RoundEvent:
+    """One failure or rejection, as the engine saw it."""
+
+    client: ClientId
+    attempt: int
+    kind: FailureKind
+    time: float
+    detail: str = ""
+    reason: RejectReason | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["kind"] = self.kind.value
+        data["reason"] = self.reason.value if self.reason else None
+        return data
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    model_version: int  # after this round: +1 if committed
+    committed: bool = False
+    reasons: list[str] = field(default_factory=list)  # why a round was discarded
+    dispatched: list[ClientId] = field(default_factory=list)  # every client asked, in order
+    accepted: list[ClientId] = field(default_factory=list)
+    accepted_attempts: list[int] = field(default_factory=list)  # parallel to ``accepted``
+    events: list[RoundEvent] = field(default_factory=list)
+    retries: int = 0
+    replacements: int = 0
+    probes: int = 0
+    cancelled: int = 0  # over-selected tasks no longer needed
+    partial: int = 0  # accepted updates with work_fraction < 1
+    injected: list[dict[str, Any]] = field(default_factory=list)  # from the runtime, if any
+    metrics: dict[str, float] = field(default_factory=dict)
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    wall_s: float = 0.0
+
+    def failure_counts(self) -> Counter[str]:
+        return Counter(event.kind.value for event in self.events)
+
+    def rejection_counts(self) -> Counter[str]:
+        return Counter(e.reason.value for e in self.events if e.reason is not None)
+
+    def injected_counts(self) -> Counter[str]:
+        return Counter(str(item["kind"]) for item in self.injected)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["events"] = [event.to_json() for event in self.events]
+        data["failures"] = dict(self.failure_counts())
+        data["rejections"] = dict(self.rejection_counts())
+        data["injected_counts"] = dict(self.injected_counts())
+        return data

@@ -1,0 +1,53 @@
+"""The one exception tree of phalanx.
+
+Faults of clients are *inputs* to the engine and never raise; these exceptions are for the
+caller's mistakes and for the coordinator's own failures::
+
+    PhalanxError                      exit code 1
+    ├── ConfigError                   exit code 2  bad key, value or registry name
+    ├── WorkloadError                 exit code 3  a data set or model cannot be built
+    ├── AggregationError              exit code 4  an aggregator cannot run on its input
+    ├── CheckpointError               exit code 5  nothing valid to resume from, write failed
+    └── RuntimeFailure                exit code 6  a runtime broke (not a client: the transport)
+
+Foreign errors (pydantic, OS, safetensors) are translated where they enter: config loading,
+checkpoint I/O and the runtimes.
+"""
+
+from __future__ import annotations
+
+
+class PhalanxError(Exception):
+    """Base of every error phalanx raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(PhalanxError):
+    """A configuration key, value or registry name is invalid; the message names it."""
+
+    exit_code = 2
+
+
+class WorkloadError(PhalanxError):
+    """A workload's data or model cannot be built from its parameters."""
+
+    exit_code = 3
+
+
+class AggregationError(PhalanxError):
+    """An aggregator was given input it cannot handle (shape, tolerance, weights)."""
+
+    exit_code = 4
+
+
+class CheckpointError(PhalanxError):
+    """A checkpoint cannot be written, or no valid checkpoint exists to resume from."""
+
+    exit_code = 5
+
+
+class RuntimeFailure(PhalanxError):
+    """The runtime itself (not a client) failed: a worker pool died, a transport broke."""
+
+    exit_code = 6
