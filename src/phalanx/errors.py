@@ -8,7 +8,7 @@ caller's mistakes and for the coordinator's own failures::
     ├── WorkloadError                 exit code 3  a data set or model cannot be built
     ├── AggregationError              exit code 4  an aggregator cannot run on its input
     ├── CheckpointError               exit code 5  nothing valid to resume from, write failed
-    └── RuntimeFailure                exit code 6  a runtime broke (not a client: the transport)
+    └── RuntimeBackendError           exit code 6  a runtime broke (not a client: the transport)
 
 Foreign errors (pydantic, OS, safetensors) are translated where they enter: config loading,
 checkpoint I/O and the runtimes.
@@ -47,7 +47,7 @@ class CheckpointError(PhalanxError):
     exit_code = 5
 
 
-class RuntimeFailure(PhalanxError):
+class RuntimeBackendError(PhalanxError):
     """The runtime itself (not a client) failed: a worker pool died, a transport broke."""
 
     exit_code = 6

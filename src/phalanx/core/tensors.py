@@ -85,7 +85,15 @@ def unflatten(vector: torch.Tensor, manifest: Manifest) -> dict[str, torch.Tenso
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
     """Raw little-endian bytes of a tensor (what travels and what checksums cover)."""
-    return tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return _byte_view(tensor).tobytes()
+
+
+def _byte_view(tensor: torch.Tensor) -> memoryview:
+    """The tensor's bytes without a copy when it is already contiguous on the CPU."""
+    array = tensor.detach().cpu().numpy()
+    if not array.flags.c_contiguous:
+        array = array.copy()
+    return memoryview(array.data).cast("B")
 
 
 def payload_digest(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -95,7 +103,7 @@ def payload_digest(tensors: Mapping[str, torch.Tensor]) -> str:
         tensor = tensors[name]
         header = f"{name}|{dtype_name(tensor.dtype)}|{tuple(tensor.shape)}|"
         digest.update(header.encode())
-        digest.update(tensor_bytes(tensor))
+        digest.update(_byte_view(tensor))
     return digest.hexdigest()
 
 

@@ -1,0 +1,225 @@
+"""Seed parity: phalanx against the seed program and plain-PyTorch loops, on one machine.
+
+Run ``.venv/bin/python benchmarks/seed_parity.py`` from the repository root.
+
+Each contender runs in its *own* subprocess, one after another, so that whole-process wall
+time (interpreter start and imports included) and peak RSS belong to that contender alone:
+
+- ``seed``: the tutorial program, extracted at run time into a temporary directory
+  (see ``_seed_program.py``; its code is never written into the repository);
+- ``phalanx (faults on)`` / ``(faults off)``: ``python -m phalanx run`` on the default
+  scenario, which is the seed's scenario and failure mix;
+- ``plain loop, client by client`` and ``plain loop, batched (floor)``: ``_plain_loops.py``.
+
+The parent measures wall time around ``Popen`` + ``os.wait4`` (which also yields the
+child's ``ru_maxrss``; on Linux that is the peak of the child and of any descendants it
+reaped, a maximum, not a sum). Training-only time and final accuracy are the child's own
+report. Children run with ``OMP_NUM_THREADS=MKL_NUM_THREADS=1`` and pin torch to one
+thread, so the comparison does not depend on how many cores the host happens to have.
+The parent never imports torch: Linux counts the image a child was forked from in its
+``ru_maxrss``, so a light parent (~20 MiB) keeps every child's peak its own.
+A contender that fails (phalanx is built concurrently) is reported in its row; the script
+itself carries on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from _measure import ChildRun, Measurement, failure_reason, run_child, summarise
+from _report import checks, machine_info, render, to_markdown
+from _seed_program import SeedWorkspace, seed_workspace
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+# --- contenders --------------------------------------------------------------------------
+
+
+class ContenderError(RuntimeError):
+    """A contender ran but did not produce its numbers."""
+
+
+def last_json_line(stdout: str) -> dict[str, Any]:
+    """The child's report: the last stdout line that parses as a JSON object."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                return dict(json.loads(line))
+    raise ContenderError("no JSON report on stdout")
+
+
+def read_json_report(run: ChildRun, scratch: Path) -> tuple[float, float]:
+    """(train_s, accuracy) from the child's own JSON line (seed runner, plain loops)."""
+    report = last_json_line(run.stdout)
+    return float(report["train_s"]), float(report["accuracy"])
+
+
+def read_phalanx_summary(run: ChildRun, scratch: Path) -> tuple[float, float]:
+    """(train_s, accuracy) from ``summary.json`` in the run's ``--out`` directory."""
+    path = scratch / "summary.json"
+    if not path.is_file():
+        raise ContenderError(f"no summary.json in --out (found: {sorted(os.listdir(scratch))})")
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    missing = [key for key in ("train_time_s", "final_accuracy") if key not in summary]
+    if missing:
+        raise ContenderError(f"summary.json lacks {missing}; has {sorted(summary)}")
+    return float(summary["train_time_s"]), float(summary["final_accuracy"])
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One row: how to start it (given a fresh scratch dir) and how to read its report."""
+
+    key: str
+    label: str
+    argv: Callable[[Path], list[str]]
+    read: Callable[[ChildRun, Path], tuple[float, float]]
+
+
+def contenders(seed: SeedWorkspace | None) -> list[Contender]:
+    """All rows, in run order. ``seed`` is None when the tutorial could not be extracted."""
+    py = sys.executable
+    phalanx = [py, "-m", "phalanx", "run", "--out"]
+    plain = [py, str(BENCH_DIR / "_plain_loops.py")]
+
+    def seed_argv(_: Path) -> list[str]:
+        if seed is None:
+            raise ContenderError("seed tutorial not found under ../shared/seed/*.txt")
+        return seed.argv(py)
+
+    return [
+        Contender("seed", "seed", seed_argv, read_json_report),
+        Contender(
+            "phalanx_on", "phalanx (faults on)", lambda d: [*phalanx, str(d)], read_phalanx_summary
+        ),
+        Contender(
+            "phalanx_off",
+            "phalanx (faults off)",
+            lambda d: [*phalanx, str(d), "--set", "faults.enabled=false"],
+            read_phalanx_summary,
+        ),
+        Contender(
+            "plain_client",
+            "plain loop, client by client",
+            lambda _: [*plain, "client"],
+            read_json_report,
+        ),
+        Contender(
+            "plain_batched",
+            "plain loop, batched (floor)",
+            lambda _: [*plain, "batched"],
+            read_json_report,
+        ),
+    ]
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+def measure(contender: Contender, timeout_s: float) -> Measurement:
+    """Run the contender once in a fresh scratch directory; never raises for its failures."""
+    with tempfile.TemporaryDirectory(prefix=f"seed-parity-{contender.key}-") as tmp:
+        scratch = Path(tmp)
+        try:
+            run = run_child(contender.argv(scratch), timeout_s, REPO_ROOT)
+        except (ContenderError, OSError) as exc:
+            return Measurement(error=str(exc))
+        base = Measurement(whole_s=run.wall_s, rss_mib=run.maxrss_kib / 1024)
+        error = failure_reason(run, timeout_s)
+        if error is None:
+            try:
+                train_s, accuracy = contender.read(run, scratch)
+                return Measurement(base.whole_s, train_s, base.rss_mib, accuracy)
+            except (ContenderError, KeyError, TypeError, ValueError, OSError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        return Measurement(whole_s=base.whole_s, rss_mib=base.rss_mib, error=error)
+
+
+# --- command -----------------------------------------------------------------------------
+
+
+def open_seed(stack: contextlib.ExitStack, console: Console) -> SeedWorkspace | None:
+    """Extract the seed for the duration of ``stack``; None (and a note) if it cannot be."""
+    try:
+        return stack.enter_context(seed_workspace(REPO_ROOT))
+    except (OSError, RuntimeError) as exc:
+        console.print(f"[yellow]seed unavailable: {exc}[/]")
+        return None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    keys = [c.key for c in contenders(None)]
+    parser.add_argument("--repeats", type=int, default=1, help="runs per contender (median)")
+    parser.add_argument("--json", type=Path, help="write every number to this JSON file")
+    parser.add_argument("--markdown", type=Path, help="write the tables as markdown")
+    parser.add_argument("--only", action="append", choices=keys, help="run only these (repeat)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per child run")
+    parser.add_argument("--strict", action="store_true", help="exit 1 unless everything PASSes")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    return args
+
+
+def run_all(
+    chosen: list[Contender], repeats: int, timeout_s: float, console: Console
+) -> dict[str, list[Measurement]]:
+    """Every contender ``repeats`` times, interleaved so slow drift hits all rows alike."""
+    runs: dict[str, list[Measurement]] = {c.key: [] for c in chosen}
+    for rep in range(1, repeats + 1):
+        for c in chosen:
+            console.print(f"[dim]run {rep}/{repeats}: {c.label} ...[/]")
+            runs[c.key].append(measure(c, timeout_s))
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Piped output has no width; give the five columns room instead of wrapping at 80.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    wanted = set(args.only or [c.key for c in contenders(None)])
+    with contextlib.ExitStack() as stack:
+        seed = open_seed(stack, console) if "seed" in wanted else None
+        chosen = [c for c in contenders(seed) if c.key in wanted]
+        runs = run_all(chosen, args.repeats, args.timeout, console)
+    medians = {key: summarise(r) for key, r in runs.items()}
+    rows = [(c.label, medians[c.key]) for c in chosen]
+    verdicts = checks(medians)
+    info = machine_info(args.repeats)
+    render(console, rows, verdicts)
+    if args.json:
+        payload = {
+            "machine": info,
+            "contenders": {
+                c.key: {
+                    "label": c.label,
+                    "median": asdict(medians[c.key]),
+                    "runs": [asdict(r) for r in runs[c.key]],
+                }
+                for c in chosen
+            },
+            "checks": [asdict(c) for c in verdicts],
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    if args.markdown:
+        args.markdown.write_text(to_markdown(rows, verdicts, info), encoding="utf-8")
+    clean = all(m.error is None for m in medians.values())
+    return 0 if not args.strict or (clean and all(c.passed for c in verdicts)) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""The bytes of one checkpoint: encoding a ``ServerState`` and verifying it on the way back.
+
+Kept apart from any filesystem so every store (local, replicated) writes and checks exactly
+the same three files. A checkpoint directory ``round-00000042/`` holds::
+
+    params.safetensors   one tensor "params": the flat float32 model
+    state.json           ServerState.metadata_json(), keys sorted
+    MANIFEST.json        {"format": 1, "round": 42, "files": {name: sha256}, "sizes": {name: n}}
+
+Decoding checks each payload's size and sha256 against the manifest before parsing it, and
+parses only with safetensors and json: bytes from disk are never unpickled. Every problem is
+raised as ``CheckpointError`` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+
+from phalanx.core.state import ServerState
+from phalanx.errors import CheckpointError
+
+FORMAT_VERSION = 1
+PARAMS_FILE = "params.safetensors"
+STATE_FILE = "state.json"
+MANIFEST_FILE = "MANIFEST.json"
+PAYLOAD_FILES = (PARAMS_FILE, STATE_FILE)
+
+_V = TypeVar("_V")
+_DIR_NAME = re.compile(r"round-(\d{8,})")
+
+
+def dir_name(round_: int) -> str:
+    """Zero-padded so that names sort in round order for a human listing the root."""
+    return f"round-{round_:08d}"
+
+
+def parse_dir_name(name: str) -> int | None:
+    """The round a checkpoint directory is named for, or None for anything else (temp dirs)."""
+    match = _DIR_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def problem(where: str, name: str, reason: str) -> CheckpointError:
+    """One message shape for every defect, so operators can grep which file went bad."""
+    return CheckpointError(f"{where}/{name}: {reason}")
+
+
+@dataclass(frozen=True)
+class CheckpointManifest:
+    """The parsed MANIFEST.json: what each payload file must hash to and how long it is."""
+
+    round: int
+    digests: dict[str, str]
+    sizes: dict[str, int]
+
+
+def encode(state: ServerState) -> dict[str, bytes]:
+    """All three files of a checkpoint of ``state``, keyed by file name."""
+    params = state.params.detach()
+    if params.dtype != torch.float32 or params.dim() != 1:
+        raise CheckpointError(
+            f"params must be a flat float32 vector; got {params.dtype} of shape "
+            f"{tuple(params.shape)}"
+        )
+    try:
+        meta = json.dumps(state.metadata_json(), sort_keys=True).encode()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"server state is not JSON-serialisable: {exc}") from exc
+    tensors: bytes = safetensors.torch.save({"params": params.cpu().contiguous()})
+    payload = {PARAMS_FILE: tensors, STATE_FILE: meta}
+    manifest = {
+        "format": FORMAT_VERSION,
+        "round": state.round,
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in payload.items()},
+        "sizes": {name: len(data) for name, data in payload.items()},
+    }
+    return {**payload, MANIFEST_FILE: json.dumps(manifest, sort_keys=True, indent=2).encode()}
+
+
+def parse_manifest(raw: bytes, *, where: str) -> CheckpointManifest:
+    """Parse and shape-check MANIFEST.json; the manifest is the root of trust for the rest."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise problem(where, MANIFEST_FILE, f"bad json ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise problem(where, MANIFEST_FILE, f"unsupported format {found!r}")
+    digests = _table(data.get("files"), str)
+    sizes = _table(data.get("sizes"), int)
+    round_ = data.get("round")
+    if type(round_) is not int or digests is None or sizes is None:
+        raise problem(where, MANIFEST_FILE, "missing or malformed round, files or sizes")
+    return CheckpointManifest(round_, digests, sizes)
+
+
+def _table(value: object, kind: type[_V]) -> dict[str, _V] | None:
+    """``value`` if it maps exactly the payload file names to ``kind`` (bool is no int)."""
+    if not isinstance(value, dict) or sorted(value) != sorted(PAYLOAD_FILES):
+        return None
+    if not all(type(item) is kind for item in value.values()):
+        return None
+    return {str(name): item for name, item in value.items()}
+
+
+def verify(name: str, data: bytes, manifest: CheckpointManifest, *, where: str) -> None:
+    """Size first (it names truncation plainly), then sha256, before anything parses ``data``."""
+    expected = manifest.sizes[name]
+    if len(data) < expected:
+        raise problem(where, name, f"truncated ({len(data)} of {expected} bytes)")
+    if len(data) != expected:
+        raise problem(where, name, f"size mismatch ({len(data)} bytes, expected {expected})")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest.digests[name]:
+        raise problem(
+            where, name, f"digest mismatch (sha256 {digest}, expected {manifest.digests[name]})"
+        )
+
+
+def decode(
+    manifest: CheckpointManifest, payload: Mapping[str, bytes], *, where: str
+) -> ServerState:
+    """Rebuild the state from verified payload bytes and cross-check it against the manifest."""
+    params = _decode_params(payload[PARAMS_FILE], where=where)
+    try:
+        meta = json.loads(payload[STATE_FILE].decode("utf-8"))
+        state = ServerState.from_metadata(meta, params)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise problem(where, STATE_FILE, f"bad json ({exc})") from exc
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise problem(where, STATE_FILE, f"bad server state ({exc!r})") from exc
+    if state.round != manifest.round:
+        raise problem(where, STATE_FILE, f"round {state.round} != manifest round {manifest.round}")
+    if params.numel() != state.manifest.dim:
+        raise problem(
+            where, PARAMS_FILE, f"{params.numel()} values, model manifest dim {state.manifest.dim}"
+        )
+    return state
+
+
+def _decode_params(raw: bytes, *, where: str) -> torch.Tensor:
+    """The single flat float32 tensor, parsed by safetensors (never torch.load)."""
+    try:
+        tensors: dict[str, torch.Tensor] = safetensors.torch.load(raw)
+    except SafetensorError as exc:
+        raise problem(where, PARAMS_FILE, f"bad safetensors ({exc})") from exc
+    params = tensors.get("params")
+    if list(tensors) != ["params"] or params is None:
+        raise problem(where, PARAMS_FILE, f"expected one tensor 'params'; got {sorted(tensors)}")
+    if params.dtype != torch.float32 or params.dim() != 1:
+        raise problem(where, PARAMS_FILE, f"params is {params.dtype} {tuple(params.shape)}")
+    return params

@@ -1,0 +1,168 @@
+"""The round loop: select -> collect -> validate -> aggregate -> gate -> commit -> evaluate.
+
+Errors during a round are latched, not raised; one gate at the end decides whether the round
+commits. A discarded round leaves the global model exactly as it was (never an older one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from phalanx.aggregation import Aggregator, StreamingAggregator, build_aggregator
+from phalanx.config import RunConfig
+from phalanx.core.state import ServerState
+from phalanx.core.tensors import Manifest
+from phalanx.engine.collect import Collection, Collector, RoundInputs
+from phalanx.engine.health import HealthMonitor
+from phalanx.engine.history import RoundRecord
+from phalanx.engine.ports import Runtime
+from phalanx.engine.retry import RetryPolicy
+from phalanx.engine.selection import sample_clients
+from phalanx.engine.validation import Accepted, relative_norm_outliers
+from phalanx.errors import AggregationError
+
+log = logging.getLogger("phalanx.engine")
+
+Evaluate = Callable[[torch.Tensor], dict[str, float]]
+RoundHook = Callable[[ServerState, RoundRecord], None]
+
+
+def config_digest(config: RunConfig) -> str:
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+
+class Engine:
+    def __init__(
+        self,
+        config: RunConfig,
+        runtime: Runtime,
+        *,
+        evaluate: Evaluate | None = None,
+        aggregator: Aggregator | None = None,
+        on_round: Sequence[RoundHook] = (),
+    ) -> None:
+        self._config = config
+        self._runtime = runtime
+        self._evaluate = evaluate
+        self._aggregator = aggregator or build_aggregator(config.aggregation.name)
+        self._on_round = tuple(on_round)
+        self._health = HealthMonitor(config.health)
+        retry = RetryPolicy(config.retry, seed=config.seed)
+        self._collector = Collector(config, runtime, self._health, retry)
+
+    def initial_state(self, params: torch.Tensor, manifest: Manifest) -> ServerState:
+        return ServerState(
+            round=0,
+            model_version=0,
+            params=params.detach().float().clone(),
+            manifest=manifest,
+            health=self._health.new_table(self._runtime.client_ids()),
+            config_digest=config_digest(self._config),
+        )
+
+    async def run(self, state: ServerState) -> ServerState:
+        while state.round < self._config.rounds:
+            state = await self.run_round(state)
+        return state
+
+    async def run_round(self, state: ServerState) -> ServerState:
+        wall_start = time.perf_counter()
+        clock = self._runtime.clock
+        record = RoundRecord(
+            round=state.round, model_version=state.model_version, started_at=clock.now()
+        )
+        health = self._health.open_round(state.health, state.round)
+        healthy, probation = self._health.split(health)
+        col = Collection(
+            RoundInputs(state.round, state.model_version, state.params, state.manifest),
+            deadline=clock.now() + self._config.deadlines.round_s,
+            health=health,
+            record=record,
+        )
+        probes = sample_clients(
+            probation, self._config.health.max_probes_per_round,
+            seed=self._config.seed, round_index=state.round, stream="probe",
+        )  # fmt: skip
+        required = self._config.quorum.required(self._config.selection.clients_per_round)
+        if len(healthy) + len(probes) < required:
+            record.reasons.append(
+                f"only {len(healthy)} healthy and {len(probes)} probed clients; "
+                f"quorum needs {required}"
+            )
+        else:
+            await self._collector.collect(col, healthy, probes)
+        new_params = self._gate_and_aggregate(col, required)
+        record.injected = self._runtime.fault_log(state.round)
+        return self._finish(state, col, new_params, wall_start)
+
+    def _gate_and_aggregate(self, col: Collection, required: int) -> torch.Tensor | None:
+        record = col.record
+        for accepted, verdict in relative_norm_outliers(
+            list(col.accepted.values()), self._config.validation
+        ):
+            del col.accepted[accepted.update.key.client]
+            self._collector.reject(col, accepted.update.key, verdict)
+        chosen = [col.accepted[c] for c in sorted(col.accepted)]  # canonical order
+        record.accepted = [a.update.key.client for a in chosen]
+        record.accepted_attempts = [a.update.key.attempt for a in chosen]
+        record.partial = sum(1 for a in chosen if a.update.work_fraction < 1)
+        if record.reasons:
+            return None
+        if len(chosen) < required:
+            record.reasons.append(f"quorum not met: {len(chosen)} accepted updates < {required}")
+            return None
+        try:
+            step = self._aggregate(chosen)
+        except AggregationError as error:  # latched: the round is discarded, not the run
+            record.reasons.append(f"aggregation failed: {error}")
+            return None
+        if not bool(torch.isfinite(step).all()):
+            record.reasons.append("aggregate is not finite")
+            return None
+        return col.inputs.params + step
+
+    def _aggregate(self, chosen: list[Accepted]) -> torch.Tensor:
+        agg = self._aggregator
+        if isinstance(agg, StreamingAggregator):
+            agg.begin(chosen[0].delta.numel())
+            for item in chosen:
+                agg.add(item.delta, item.weight)
+            return agg.finish()
+        deltas = torch.stack([a.delta for a in chosen])
+        weights = torch.tensor([a.weight for a in chosen], dtype=torch.float32)
+        return agg.aggregate(deltas, weights)
+
+    def _finish(
+        self,
+        state: ServerState,
+        col: Collection,
+        new_params: torch.Tensor | None,
+        wall_start: float,
+    ) -> ServerState:
+        record = col.record
+        record.committed = new_params is not None
+        params = new_params if new_params is not None else state.params
+        version = state.model_version + (1 if record.committed else 0)
+        record.model_version = version
+        if self._evaluate is not None and (state.round + 1) % self._config.eval_every == 0:
+            record.metrics = self._evaluate(params)
+        record.ended_at = self._runtime.clock.now()
+        record.wall_s = time.perf_counter() - wall_start
+        if not record.committed:
+            log.warning("round %s discarded: %s", state.round, "; ".join(record.reasons))
+        new_state = state.with_changes(
+            round=state.round + 1,
+            model_version=version,
+            params=params,
+            health=col.health,
+            history=(*state.history, record.to_json()),
+            clock=record.ended_at,
+        )
+        for hook in self._on_round:
+            hook(new_state, record)
+        return new_state

@@ -1,0 +1,70 @@
+"""Client health: an exponentially decayed success score. A client whose score falls below
+the threshold is sidelined for a cool-down, then put on probation (probed again); success on
+probation readmits it, failure sidelines it for twice as long (capped)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from phalanx.config import HealthConfig
+from phalanx.core.state import ClientHealth
+from phalanx.types import ClientId, HealthState
+
+HealthTable = dict[ClientId, ClientHealth]
+
+
+class HealthMonitor:
+    def __init__(self, config: HealthConfig) -> None:
+        self._config = config
+
+    def new_table(self, clients: Iterable[ClientId]) -> HealthTable:
+        return {client: ClientHealth() for client in clients}
+
+    def open_round(self, table: Mapping[ClientId, ClientHealth], round_index: int) -> HealthTable:
+        """Sidelined clients whose cool-down has passed move to probation."""
+        return {
+            client: (
+                replace(health, state=HealthState.PROBATION)
+                if health.state is HealthState.SIDELINED and round_index >= health.sidelined_until
+                else health
+            )
+            for client, health in table.items()
+        }
+
+    def split(
+        self, table: Mapping[ClientId, ClientHealth]
+    ) -> tuple[list[ClientId], list[ClientId]]:
+        """(healthy, on probation), each sorted."""
+        healthy = sorted(c for c, h in table.items() if h.state is HealthState.HEALTHY)
+        probation = sorted(c for c, h in table.items() if h.state is HealthState.PROBATION)
+        return healthy, probation
+
+    def success(self, health: ClientHealth) -> ClientHealth:
+        config = self._config
+        score = config.decay * health.score + (1 - config.decay)
+        if health.state is HealthState.PROBATION:
+            return replace(
+                health,
+                state=HealthState.HEALTHY,
+                score=max(score, config.readmit_score),
+                successes=health.successes + 1,
+            )
+        return replace(health, score=score, successes=health.successes + 1)
+
+    def failure(self, health: ClientHealth, round_index: int) -> ClientHealth:
+        config = self._config
+        score = config.decay * health.score
+        failed = replace(health, score=score, failures=health.failures + 1)
+        if health.state is HealthState.PROBATION:
+            cooldown = min(config.max_cooldown_rounds, max(1, health.cooldown) * 2)
+        elif health.state is HealthState.HEALTHY and score < config.sideline_below:
+            cooldown = config.cooldown_rounds
+        else:
+            return failed
+        return replace(
+            failed,
+            state=HealthState.SIDELINED,
+            sidelined_until=round_index + 1 + cooldown,
+            cooldown=cooldown,
+        )

@@ -1,0 +1,1 @@
+"""The embedded simulation: virtual clients on a virtual clock, with fault injection."""

@@ -1,0 +1,181 @@
+"""The embedded simulation runtime: virtual clients on one machine, on a virtual clock.
+
+At submission each task's fate and timing are decided from the fault plan and the latency
+model; its reply (or failure) becomes an event at a virtual time. Training is lazy and
+batched: when the earliest pending reply is needed, it and the next few replies due are
+trained together, so over-selected tasks that the engine cancels cost nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from phalanx.config import RunConfig
+from phalanx.core.messages import ClientUpdate, Event, TaskFailure, TaskKey, TrainTask
+from phalanx.core.rng import torch_rng
+from phalanx.core.tensors import Manifest, payload_digest, unflatten
+from phalanx.engine.clock import VirtualClock
+from phalanx.errors import RuntimeBackendError
+from phalanx.faults import FaultDecision, FaultPlan, corrupt_tensors, flip_bits
+from phalanx.runtime.inprocess.latency import LatencyModel
+from phalanx.runtime.inprocess.trainers import LocalTrainer, TrainJob, TrainOutcome
+from phalanx.types import ClientId, Corruption, FailureKind, FaultKind
+
+
+@dataclass
+class _Pending:
+    task: TrainTask
+    due: float
+    kind: FailureKind | None  # None: an update is due; else the failure the transport sees
+    decision: FaultDecision | None
+    steps: int
+    total_steps: int
+    outcome: TrainOutcome | None = None
+
+
+class SimulationRuntime:
+    def __init__(
+        self,
+        config: RunConfig,
+        trainer: LocalTrainer,
+        manifest: Manifest,
+        *,
+        num_clients: int,
+        clock: VirtualClock | None = None,
+    ) -> None:
+        self._config = config
+        self._trainer = trainer
+        self._manifest = manifest
+        self._num_clients = num_clients
+        self._clock = clock or VirtualClock()
+        self._latency = LatencyModel(config.latency, seed=config.seed, num_clients=num_clients)
+        self.plan = FaultPlan(config.faults, seed=config.seed)
+        self._pending: dict[TaskKey, _Pending] = {}
+        self._queue: list[tuple[float, int, TaskKey]] = []  # (due, submission order, key)
+        self._submitted = 0
+
+    @property
+    def clock(self) -> VirtualClock:
+        return self._clock
+
+    def client_ids(self) -> list[ClientId]:
+        return list(range(self._num_clients))
+
+    def declared_examples(self, client: ClientId) -> int | None:
+        return self._trainer.num_examples(client)
+
+    def fault_log(self, round_index: int) -> list[dict[str, Any]]:
+        return self.plan.fired(round_index)
+
+    async def close(self) -> None:
+        self._pending.clear()
+        self._queue.clear()
+
+    def cancel(self, key: TaskKey) -> None:
+        self._pending.pop(key, None)
+
+    def submit(self, task: TrainTask) -> None:
+        key = task.key
+        decision = self.plan.decide(key)
+        if decision is not None:
+            self.plan.record(key, decision)
+        kind = decision.kind if decision else None
+        timing = self._latency.timing(key, straggling=kind is FaultKind.STRAGGLE)
+        total = self._trainer.total_steps(key.client)
+        steps = total
+        partial = self._config.partial_work
+        if partial.enabled and task.issued_at + timing.duration(total) > task.deadline:
+            fits = timing.steps_within(task.deadline - task.issued_at)
+            if fits >= math.ceil(partial.min_fraction * total):
+                steps = fits
+        due = task.issued_at + timing.duration(steps)
+        failure: FailureKind | None = None
+        if kind is FaultKind.HANG:
+            return  # never replies; the engine's deadline finds out
+        if kind is FaultKind.CRASH:
+            fraction = decision.fraction if decision else 0.5
+            due = task.issued_at + fraction * timing.duration(steps)
+            due += self._config.latency.crash_detect_s
+            failure = FailureKind.CRASH
+        elif kind is FaultKind.DROP:
+            due += self._config.latency.crash_detect_s
+            failure = FailureKind.DROP
+        self._pending[key] = _Pending(task, due, failure, decision, steps, total)
+        heapq.heappush(self._queue, (due, self._submitted, key))
+        self._submitted += 1
+
+    async def next_event(self, until: float) -> Event | None:
+        while self._queue and self._queue[0][0] <= until:
+            due, _, key = heapq.heappop(self._queue)
+            pending = self._pending.pop(key, None)
+            if pending is None:
+                continue  # cancelled
+            self._clock.advance_to(due)
+            return self._deliver(pending)
+        self._clock.advance_to(until)
+        return None
+
+    def _deliver(self, pending: _Pending) -> Event:
+        key = pending.task.key
+        if pending.kind is not None:
+            return TaskFailure(key, pending.kind, f"injected {pending.kind.value}")
+        if pending.outcome is None:
+            self._train_due(pending)
+        outcome = pending.outcome
+        if outcome is None:
+            raise RuntimeBackendError(f"trainer returned no outcome for {key}")
+        if outcome.tensors is None:
+            error = outcome.error or "crash: no result"
+            kind = FailureKind.TIMEOUT if error.startswith("hang") else FailureKind.CRASH
+            return TaskFailure(key, kind, error)
+        return self._as_update(pending, outcome)
+
+    def _train_due(self, first: _Pending) -> None:
+        """Train ``first`` together with the next replies due on the same model."""
+        width = self._config.selection.clients_per_round
+        batch = [first]
+        for _, _, key in sorted(self._queue):
+            if len(batch) >= width:
+                break
+            other = self._pending.get(key)
+            if (
+                other
+                and other.kind is None
+                and other.outcome is None
+                and (other.task.params is first.task.params)
+            ):
+                batch.append(other)
+        jobs = [TrainJob(p.task.key, p.steps) for p in batch]
+        for pending, outcome in zip(
+            batch, self._trainer.train(first.task.params, jobs), strict=True
+        ):
+            pending.outcome = outcome
+
+    def _as_update(self, pending: _Pending, outcome: TrainOutcome) -> ClientUpdate:
+        task, decision = pending.task, pending.decision
+        tensors = outcome.tensors or {}
+        corruption = decision.corruption if decision else None
+        key = task.key
+        rng = torch_rng(self._config.seed, "corrupt", key.round, key.client, key.attempt)
+        faults = self._config.faults
+        if corruption is not None and corruption is not Corruption.BITFLIP:
+            reference = unflatten(task.params, self._manifest)
+            tensors = corrupt_tensors(
+                tensors, reference, corruption, generator=rng,
+                noise_std=faults.noise_std, scale=faults.scale,
+            )  # fmt: skip
+        checksum = payload_digest(tensors)
+        if corruption is Corruption.BITFLIP:
+            tensors = flip_bits(tensors, generator=rng)
+        return ClientUpdate(
+            key=key,
+            model_version=task.model_version,
+            tensors=tensors,
+            num_examples=outcome.num_examples,
+            work_fraction=pending.steps / max(pending.total_steps, 1),
+            checksum=checksum,
+            metrics=outcome.metrics,
+        )

@@ -1,0 +1,265 @@
+"""Worker processes that run a user's per-client training function under a wall-clock guard.
+
+The simulation uses this pool for training it cannot batch. Workers are forked, so they inherit
+``train_fn`` and all it closes over without pickling; parent and worker then exchange bytes
+only (4-byte length, JSON header, safetensors), and nothing that crossed is unpickled.
+
+``WorkerOutcome.error`` is None, ``"error: ..."`` (the function raised; the worker lives on),
+``"crash: ..."`` (the worker died) or ``"hang: ..."`` (no reply within ``hang_guard_s``: the
+worker is SIGKILLed). Dead workers are replaced when next needed. Workers are daemonic (a
+user's function cannot start processes). libgomp is not fork-safe: a worker forked from a
+parent that ran torch on several threads hangs in its first multi-threaded kernel, so workers
+get ``threads_per_worker`` threads only while the parent's torch runs on one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing as mp
+import signal
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkProcess
+from typing import Any
+
+import torch
+from safetensors.torch import load, save
+
+from phalanx.errors import ConfigError, RuntimeBackendError
+
+log = logging.getLogger("phalanx.runtime.workers")
+
+Tensors = dict[str, torch.Tensor]
+TrainFn = Callable[[int, Tensors, dict[str, Any]], tuple[Tensors, dict[str, float]]]
+_LEN = struct.Struct("<I")
+_REAP_S = 5.0  # bound on waiting for a killed worker to be reaped
+_CLOSE_GRACE_S = 1.0  # idle workers exit on EOF; busy ones are killed after this
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    job_id: int
+    client_id: int
+    params: Tensors
+    meta: dict[str, Any]  # JSON-serialisable
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """New tensors by name, or None and the reason ("hang: ..." / "crash: ..." / "error: ...")."""
+
+    job_id: int
+    tensors: Tensors | None
+    metrics: dict[str, float]
+    error: str | None
+    wall_s: float
+
+
+def _pack(header: dict[str, Any], tensors: Mapping[str, torch.Tensor] | None) -> bytes:
+    """4-byte length, JSON header, then safetensors (own contiguous copies: views may share)."""
+    head = json.dumps(header).encode()
+    own = {
+        k: v.detach().clone(memory_format=torch.contiguous_format)
+        for k, v in (tensors or {}).items()
+    }
+    return _LEN.pack(len(head)) + head + (b"" if tensors is None else save(own))
+
+
+def _unpack(data: bytes) -> tuple[dict[str, Any], Tensors | None]:
+    (n,) = _LEN.unpack_from(data)
+    header: dict[str, Any] = json.loads(data[_LEN.size : _LEN.size + n])
+    body = data[_LEN.size + n :]
+    return header, (load(body) if body else None)
+
+
+def _answer(train_fn: TrainFn, request: bytes) -> bytes:
+    header, params = _unpack(request)
+    reply: dict[str, Any] = {"job_id": header["job_id"], "metrics": {}, "error": None}
+    try:
+        tensors, metrics = train_fn(header["client_id"], params or {}, header["meta"])
+        reply["metrics"] = {str(k): float(v) for k, v in metrics.items()}
+        return _pack(reply, tensors)
+    except Exception as exc:
+        reply["metrics"], reply["error"] = {}, f"error: {type(exc).__name__}: {exc}"
+        return _pack(reply, None)
+
+
+def _serve(conn: Connection, train_fn: TrainFn, threads: int, inherited: list[Connection]) -> None:
+    """A worker's life: answer requests one at a time until the parent closes the pipe."""
+    for other in inherited:  # the parent's ends: holding them would hide the parent's EOF
+        other.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for sig in (signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)  # never poke the parent's event loop
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # refused once inter-op work has started
+        torch.set_num_interop_threads(threads)
+    while True:
+        try:
+            conn.send_bytes(_answer(train_fn, conn.recv_bytes()))
+        except (EOFError, OSError):
+            return
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "crash: worker lost, exit status unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"crash: killed by signal {signal.Signals(-code).name}"
+        return f"crash: killed by signal {-code}"
+    return f"crash: exit code {code}"
+
+
+@dataclass
+class _Slot:
+    proc: ForkProcess
+    conn: Connection
+    job: int | None = None  # index into the running batch
+    started: float = 0.0
+
+
+class WorkerPool:
+    """Runs ``train_fn`` for each job on up to ``workers`` forked processes."""
+
+    def __init__(
+        self,
+        train_fn: TrainFn,
+        *,
+        workers: int = 2,
+        threads_per_worker: int = 1,
+        hang_guard_s: float = 120.0,
+    ) -> None:
+        if workers < 1 or threads_per_worker < 1 or not hang_guard_s > 0:
+            raise ConfigError(
+                "WorkerPool needs workers >= 1, threads_per_worker >= 1, hang_guard_s > 0; "
+                f"got {workers}, {threads_per_worker}, {hang_guard_s}"
+            )
+        try:
+            self._ctx = mp.get_context("fork")
+        except ValueError as exc:
+            raise RuntimeBackendError("WorkerPool needs the 'fork' start method") from exc
+        self._train_fn, self._threads, self._guard = train_fn, threads_per_worker, hang_guard_s
+        self._slots: list[_Slot | None] = [None] * workers
+        self._closed = False
+
+    def run(self, jobs: Sequence[WorkerJob]) -> list[WorkerOutcome]:
+        """Run every job; block until each has an outcome; return them in job order."""
+        if self._closed:
+            raise RuntimeBackendError("WorkerPool.run called after close()")
+        queue, done = deque(range(len(jobs))), dict[int, WorkerOutcome]()
+        try:
+            while len(done) < len(jobs):  # each pass ends a job or waits out a deadline
+                self._dispatch(jobs, queue, done)
+                self._collect(jobs, done)
+        except BaseException:
+            self._shutdown(0.0)  # workers hold jobs we no longer track
+            raise
+        return [done[i] for i in range(len(jobs))]
+
+    def close(self) -> None:
+        self._closed = True
+        self._shutdown(_CLOSE_GRACE_S)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _spawn(self) -> _Slot:
+        parent, child = self._ctx.Pipe()
+        inherited = [s.conn for s in self._slots if s is not None] + [parent]
+        threads = self._threads if torch.get_num_threads() == 1 else 1  # libgomp: see above
+        if threads < self._threads:
+            log.warning("multi-threaded parent: workers get 1 thread, not %s", self._threads)
+        args = (child, self._train_fn, threads, inherited)
+        proc = self._ctx.Process(target=_serve, args=args, daemon=True)
+        proc.start()
+        child.close()
+        return _Slot(proc, parent)
+
+    def _dispatch(
+        self, jobs: Sequence[WorkerJob], queue: deque[int], done: dict[int, WorkerOutcome]
+    ) -> None:
+        for i, slot in enumerate(self._slots):
+            if not queue:
+                return
+            if slot is not None and slot.job is not None:
+                continue
+            if slot is None or not slot.proc.is_alive():
+                self._stop(i, 0.0)
+                slot = self._slots[i] = self._spawn()
+            idx = queue.popleft()
+            slot.job, slot.started, job = idx, time.monotonic(), jobs[idx]
+            header = {"job_id": job.job_id, "client_id": job.client_id, "meta": job.meta}
+            try:
+                slot.conn.send_bytes(_pack(header, job.params))
+            except OSError:
+                done[idx] = self._lost(i, slot, job, None)
+
+    def _collect(self, jobs: Sequence[WorkerJob], done: dict[int, WorkerOutcome]) -> None:
+        busy = [(i, s, s.job) for i, s in enumerate(self._slots) if s and s.job is not None]
+        if not busy:
+            return
+        timeout = min(s.started for _, s, _ in busy) + self._guard - time.monotonic()
+        objs = [o for _, s, _ in busy for o in (s.conn, s.proc.sentinel)]
+        ready = set(wait(objs, max(0.0, timeout)))
+        now = time.monotonic()
+        for i, slot, idx in busy:
+            if slot.conn in ready:
+                done[idx] = self._receive(i, slot, jobs[idx])
+            elif slot.proc.sentinel in ready:
+                done[idx] = self._lost(i, slot, jobs[idx], None)
+            elif now >= slot.started + self._guard:
+                reason = f"hang: no reply within {self._guard:g} s; worker killed"
+                done[idx] = self._lost(i, slot, jobs[idx], reason)
+
+    def _receive(self, i: int, slot: _Slot, job: WorkerJob) -> WorkerOutcome:
+        try:
+            header, tensors = _unpack(slot.conn.recv_bytes())
+        except (EOFError, OSError):
+            return self._lost(i, slot, job, None)
+        except Exception as exc:  # a garbled reply: that worker is not to be trusted
+            return self._lost(i, slot, job, f"crash: unreadable reply ({exc})")
+        slot.job = None
+        wall = time.monotonic() - slot.started
+        return WorkerOutcome(job.job_id, tensors, header["metrics"], header["error"], wall)
+
+    def _lost(self, i: int, slot: _Slot, job: WorkerJob, reason: str | None) -> WorkerOutcome:
+        """Stop slot i's worker; ``reason`` None means it died and its exit code says why."""
+        wall = time.monotonic() - slot.started
+        code = self._stop(i, 0.0 if reason else _REAP_S)
+        reason = reason or _exit_reason(code)
+        log.warning("worker job %s (client %s): %s", job.job_id, job.client_id, reason)
+        return WorkerOutcome(job.job_id, None, {}, reason, wall)
+
+    def _stop(self, i: int, grace_s: float) -> int | None:
+        """Free slot i: close its pipe, give its worker ``grace_s`` to exit, then SIGKILL it."""
+        slot, self._slots[i] = self._slots[i], None
+        if slot is None:
+            return None
+        slot.conn.close()
+        slot.proc.join(grace_s)
+        if slot.proc.exitcode is None:
+            slot.proc.kill()
+            slot.proc.join(_REAP_S)
+        code = slot.proc.exitcode
+        if code is not None:
+            slot.proc.close()
+        return code
+
+    def _shutdown(self, grace_s: float) -> None:
+        for slot in self._slots:  # idle workers see EOF and exit on their own
+            if slot is not None:
+                slot.conn.close()
+        deadline = time.monotonic() + grace_s
+        for i in range(len(self._slots)):
+            self._stop(i, max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,171 @@
+"""Run a federated job in the embedded simulation: the engine, a simulated client pool, the
+fault plan, checkpoints and the run's outputs, wired together.
+
+This is the user API: give a config, a model factory and per-client data (or let a built-in
+workload provide them) and call ``run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from phalanx.checkpoint import LocalCheckpointStore
+from phalanx.config import RunConfig
+from phalanx.core.rng import derive_seed
+from phalanx.core.state import ServerState
+from phalanx.core.tensors import Manifest, flatten
+from phalanx.engine.clock import VirtualClock
+from phalanx.engine.engine import Engine, Evaluate, RoundHook, config_digest
+from phalanx.engine.history import RoundRecord
+from phalanx.errors import CheckpointError, ConfigError
+from phalanx.evaluation import classification_evaluator
+from phalanx.runtime.inprocess.runtime import SimulationRuntime
+from phalanx.runtime.inprocess.trainers import BatchedTrainer, LocalTrainer
+from phalanx.workloads import build_workload
+from phalanx.workloads.base import ClientData
+
+log = logging.getLogger("phalanx.simulation")
+
+ModelFactory = Callable[[], nn.Module]
+
+
+@dataclass
+class RunResult:
+    state: ServerState
+    history: list[dict[str, Any]]
+    train_time_s: float
+    faults_fired: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def params(self) -> torch.Tensor:
+        return self.state.params
+
+
+def initial_model(make_model: ModelFactory, seed: int) -> nn.Module:
+    """The model's initial weights depend on the seed only, not on global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        return make_model()
+
+
+def model_manifest(model: nn.Module) -> tuple[torch.Tensor, Manifest]:
+    tensors = {name: p.detach() for name, p in model.named_parameters()}
+    manifest = Manifest.of(tensors)
+    return flatten(tensors, manifest), manifest
+
+
+class Simulation:
+    """A simulated federation: ``Simulation(config, model=..., clients=..., test=...).run()``.
+
+    With no model or clients the config's built-in workload supplies them.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        model: ModelFactory | None = None,
+        clients: Sequence[ClientData] | None = None,
+        test: ClientData | None = None,
+        evaluate: Evaluate | None = None,
+        trainer: Callable[[nn.Module, Manifest], LocalTrainer] | None = None,
+    ) -> None:
+        if (model is None) != (clients is None):
+            raise ConfigError("give both model and clients, or neither (to use the workload)")
+        if model is None or clients is None:
+            workload = build_workload(config.workload, config.seed)
+            model, clients, test = workload.make_model, workload.clients, workload.test
+        if len(clients) != config.workload.num_clients:
+            raise ConfigError(
+                f"workload.num_clients is {config.workload.num_clients} "
+                f"but {len(clients)} clients' data were given"
+            )
+        self.config = config
+        self.model = initial_model(model, config.seed)
+        self.initial_params, self.manifest = model_manifest(self.model)
+        self.clients = list(clients)
+        self._evaluate = evaluate or (
+            classification_evaluator(self.model, self.manifest, test) if test is not None else None
+        )
+        self._trainer = (
+            trainer(self.model, self.manifest)
+            if trainer is not None
+            else BatchedTrainer(
+                self.model, self.manifest, self.clients, config.training,
+                seed=config.seed, batched=config.simulation.batched,
+            )
+        )  # fmt: skip
+
+    def run(
+        self,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        on_round: Sequence[RoundHook] = (),
+    ) -> RunResult:
+        return asyncio.run(
+            self.run_async(checkpoint_dir=checkpoint_dir, resume=resume, on_round=on_round)
+        )
+
+    async def run_async(
+        self,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+        on_round: Sequence[RoundHook] = (),
+    ) -> RunResult:
+        store = self._store(checkpoint_dir)
+        state = self._resume_state(store) if resume and store else None
+        clock = VirtualClock(state.clock if state else 0.0)
+        runtime = SimulationRuntime(
+            self.config, self._trainer, self.manifest,
+            num_clients=len(self.clients), clock=clock,
+        )  # fmt: skip
+        hooks = [*on_round, *([self._checkpoint_hook(store)] if store else [])]
+        engine = Engine(self.config, runtime, evaluate=self._evaluate, on_round=hooks)
+        state = state or engine.initial_state(self.initial_params, self.manifest)
+        start = time.perf_counter()
+        try:
+            state = await engine.run(state)
+        finally:
+            await runtime.close()
+        elapsed = time.perf_counter() - start
+        return RunResult(state, list(state.history), elapsed, dict(runtime.plan.counts))
+
+    def _store(self, checkpoint_dir: Path | None) -> LocalCheckpointStore | None:
+        if checkpoint_dir is None or self.config.checkpoint.every == 0:
+            return None
+        return LocalCheckpointStore(checkpoint_dir, keep=self.config.checkpoint.keep)
+
+    def _resume_state(self, store: LocalCheckpointStore) -> ServerState | None:
+        state = store.latest_valid()
+        if state is None:
+            log.info("no checkpoint to resume from; starting at round 0")
+            return None
+        if state.config_digest != config_digest(self.config):
+            raise CheckpointError(
+                f"checkpoint at round {state.round} was made with another configuration "
+                f"(digest {state.config_digest}, now {config_digest(self.config)}); "
+                "resume with the same scenario and overrides"
+            )
+        log.info("resuming at round %s (model version %s)", state.round, state.model_version)
+        return state
+
+    def _checkpoint_hook(self, store: LocalCheckpointStore) -> RoundHook:
+        every = self.config.checkpoint.every
+        last = self.config.rounds
+
+        def save(state: ServerState, record: RoundRecord) -> None:
+            if state.round % every == 0 or state.round == last:
+                store.save(state)
+
+        return save

@@ -1,0 +1,223 @@
+"""LocalCheckpointStore: atomic writes, pruning, and detection of every kind of damage."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from phalanx.checkpoint import CheckpointInfo, LocalCheckpointStore
+from phalanx.core.state import ClientHealth, ServerState
+from phalanx.core.tensors import Manifest
+from phalanx.errors import CheckpointError, ConfigError
+from phalanx.types import HealthState
+
+FILES = ["params.safetensors", "state.json", "MANIFEST.json"]
+
+
+def make_state(round_: int) -> ServerState:
+    return ServerState(
+        round=round_,
+        model_version=round_ - 1,
+        params=torch.arange(6.0) + round_,
+        manifest=Manifest.of({"w": torch.zeros(2, 3)}),
+        health={
+            0: ClientHealth(),
+            3: ClientHealth(0.25, HealthState.SIDELINED, sidelined_until=7, cooldown=2),
+        },
+        history=({"round": round_ - 1, "committed": True},),
+        clock=12.5,
+        config_digest="abc",
+        extra={"note": "x"},
+    )
+
+
+def saved_store(tmp_path: Path, rounds: list[int], keep: int = 3) -> LocalCheckpointStore:
+    store = LocalCheckpointStore(tmp_path, keep=keep)
+    for round_ in rounds:
+        store.save(make_state(round_))
+    return store
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_round_trip_is_exact(tmp_path: Path) -> None:
+    store = LocalCheckpointStore(tmp_path)
+    state = make_state(4)
+
+    path = store.save(state)
+    loaded = store.load(path)
+
+    assert path == tmp_path / "round-00000004"
+    assert torch.equal(loaded.params, state.params)
+    assert loaded.params.dtype == torch.float32
+    assert loaded.manifest == state.manifest
+    assert loaded.health == state.health
+    assert loaded.history == state.history
+    assert loaded.metadata_json() == state.metadata_json()
+
+
+def test_manifest_lists_digests_and_sizes(tmp_path: Path) -> None:
+    path = LocalCheckpointStore(tmp_path).save(make_state(2))
+
+    manifest = json.loads((path / "MANIFEST.json").read_text())
+
+    assert manifest["format"] == 1
+    assert manifest["round"] == 2
+    assert sorted(manifest["files"]) == ["params.safetensors", "state.json"]
+    assert manifest["sizes"]["state.json"] == (path / "state.json").stat().st_size
+
+
+def test_save_leaves_no_temp_dirs(tmp_path: Path) -> None:
+    saved_store(tmp_path, [1, 2])
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["round-00000001", "round-00000002"]
+
+
+def test_resave_same_round_replaces_it(tmp_path: Path) -> None:
+    store = saved_store(tmp_path, [5])
+    newer = make_state(5).with_changes(params=torch.full((6,), 9.0))
+
+    store.save(newer)
+
+    assert torch.equal(store.load(tmp_path / "round-00000005").params, newer.params)
+    assert [p.name for p in tmp_path.iterdir()] == ["round-00000005"]
+
+
+def test_keep_two_keeps_the_newest_two(tmp_path: Path) -> None:
+    store = saved_store(tmp_path, [1, 2, 3, 4], keep=2)
+
+    assert [info.round for info in store.list()] == [3, 4]
+
+
+def test_prune_removes_older_checkpoints(tmp_path: Path) -> None:
+    store = saved_store(tmp_path, [1, 2, 3])
+
+    store.prune(1)
+
+    assert [info.round for info in store.list()] == [3]
+
+
+def test_keep_below_one_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="keep=0"):
+        LocalCheckpointStore(tmp_path, keep=0)
+
+
+def test_list_is_oldest_first_and_valid(tmp_path: Path) -> None:
+    store = saved_store(tmp_path, [3, 1, 2])
+
+    infos = store.list()
+
+    assert [info.round for info in infos] == [1, 2, 3]
+    assert all(info.valid and info.problem is None for info in infos)
+    assert infos[0] == CheckpointInfo(
+        tmp_path / "round-00000001",
+        1,
+        sum(f.stat().st_size for f in (tmp_path / "round-00000001").iterdir()),
+        True,
+        None,
+    )
+
+
+@pytest.mark.parametrize("damage", [truncate, flip_byte], ids=["truncated", "flipped"])
+@pytest.mark.parametrize("name", FILES)
+def test_damage_is_detected_and_skipped(
+    tmp_path: Path, name: str, damage: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = saved_store(tmp_path, [1, 2])
+    damage(tmp_path / "round-00000002" / name)
+
+    infos = store.list()
+    with caplog.at_level(logging.WARNING, logger="phalanx.checkpoint"):
+        resumed = store.latest_valid()
+
+    assert [info.valid for info in infos] == [True, False]
+    assert infos[1].problem is not None and name in infos[1].problem
+    assert resumed is not None and resumed.round == 1
+    assert "round-00000002" in caplog.text and name in caplog.text
+    with pytest.raises(CheckpointError, match=name):
+        store.load(tmp_path / "round-00000002")
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_missing_file_is_detected(tmp_path: Path, name: str) -> None:
+    store = saved_store(tmp_path, [1, 2])
+    (tmp_path / "round-00000002" / name).unlink()
+
+    infos = store.list()
+    resumed = store.latest_valid()
+
+    assert infos[1].problem is not None and f"{name}: missing" in infos[1].problem
+    assert resumed is not None and resumed.round == 1
+
+
+def test_truncated_params_named_as_truncated(tmp_path: Path) -> None:
+    store = saved_store(tmp_path, [1])
+    truncate(tmp_path / "round-00000001" / "params.safetensors")
+
+    with pytest.raises(CheckpointError, match=r"params\.safetensors: truncated"):
+        store.load(tmp_path / "round-00000001")
+
+
+def test_state_round_must_match_directory(tmp_path: Path) -> None:
+    store = saved_store(tmp_path, [1])
+    (tmp_path / "round-00000001").rename(tmp_path / "round-00000007")
+
+    with pytest.raises(CheckpointError, match="directory 7"):
+        store.load(tmp_path / "round-00000007")
+
+
+def test_leftover_temp_dir_is_ignored_then_removed(tmp_path: Path) -> None:
+    store = saved_store(tmp_path, [1])
+    leftover = tmp_path / ".tmp-round-00000002-deadbeef"
+    leftover.mkdir()
+    (leftover / "params.safetensors").write_bytes(b"partial")
+
+    assert [info.round for info in store.list()] == [1]
+    latest = store.latest_valid()
+    assert latest is not None and latest.round == 1
+
+    store.save(make_state(2))
+    assert not leftover.exists()
+
+
+def test_all_invalid_raises_listing_each_problem(tmp_path: Path) -> None:
+    store = saved_store(tmp_path, [1, 2])
+    flip_byte(tmp_path / "round-00000001" / "state.json")
+    (tmp_path / "round-00000002" / "params.safetensors").unlink()
+
+    with pytest.raises(CheckpointError) as caught:
+        store.latest_valid()
+
+    assert "round-00000001/state.json: digest mismatch" in str(caught.value)
+    assert "round-00000002/params.safetensors: missing" in str(caught.value)
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["empty", "absent"])
+def test_no_checkpoints_gives_none(tmp_path: Path, exists: bool) -> None:
+    root = tmp_path if exists else tmp_path / "nowhere"
+
+    store = LocalCheckpointStore(root)
+
+    assert store.latest_valid() is None
+    assert store.list() == []
+
+
+def test_non_float32_params_are_refused(tmp_path: Path) -> None:
+    state = make_state(1).with_changes(params=torch.arange(6, dtype=torch.float64))
+
+    with pytest.raises(CheckpointError, match="float32"):
+        LocalCheckpointStore(tmp_path).save(state)
+    assert list(tmp_path.iterdir()) == []
