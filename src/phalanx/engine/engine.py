@@ -7,6 +7,7 @@ commits. A discarded round leaves the global model exactly as it was (never an o
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +34,10 @@ RoundHook = Callable[[ServerState, RoundRecord], None]
 
 
 def config_digest(config: RunConfig) -> str:
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    """Identifies the training trajectory: everything but the run's length and the
+    checkpoint policy, so a finished run can be resumed to continue for more rounds."""
+    relevant = config.model_dump(mode="json", exclude={"rounds", "checkpoint"})
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Engine:

@@ -1,0 +1,53 @@
+"""Checkpoints, first cut: a run interrupted after any round resumes to the same model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from phalanx.core.state import ServerState
+from phalanx.engine.history import RoundRecord
+from phalanx.errors import CheckpointError
+from phalanx.simulation import Simulation
+from tests.scenario.conftest import tiny_config
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop_after(round_index: int):  # type: ignore[no-untyped-def]
+    def hook(state: ServerState, record: RoundRecord) -> None:
+        if record.round == round_index:
+            raise Interrupted
+
+    return hook
+
+
+@pytest.mark.parametrize("crash_after", [1, 2, 4])
+def test_interrupted_run_resumes_to_the_identical_model(tmp_path: Path, crash_after: int) -> None:
+    config = tiny_config("faults.rules=[{rate=0.3}]", "checkpoint.every=2", "rounds=6")
+    reference = Simulation(config).run()
+    with pytest.raises(Interrupted):
+        Simulation(config).run(checkpoint_dir=tmp_path, on_round=[stop_after(crash_after)])
+    resumed = Simulation(config).run(checkpoint_dir=tmp_path, resume=True)
+    assert torch.equal(resumed.params, reference.params)
+    assert [r["accepted"] for r in resumed.history] == [r["accepted"] for r in reference.history]
+    assert len(resumed.history) == 6
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path: Path) -> None:
+    Simulation(tiny_config("checkpoint.every=1", "rounds=2")).run(checkpoint_dir=tmp_path)
+    other = tiny_config("checkpoint.every=1", "rounds=2", "training.lr=0.5")
+    with pytest.raises(CheckpointError, match="another configuration"):
+        Simulation(other).run(checkpoint_dir=tmp_path, resume=True)
+
+
+def test_a_finished_run_can_be_extended(tmp_path: Path) -> None:
+    short = tiny_config("checkpoint.every=1", "rounds=2")
+    Simulation(short).run(checkpoint_dir=tmp_path)
+    longer = tiny_config("checkpoint.every=1", "rounds=4")
+    extended = Simulation(longer).run(checkpoint_dir=tmp_path, resume=True)
+    assert torch.equal(extended.params, Simulation(longer).run().params)
