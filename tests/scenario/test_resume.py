@@ -14,14 +14,14 @@ from phalanx.simulation import Simulation
 from tests.scenario.conftest import tiny_config
 
 
-class Interrupted(Exception):
+class SimulatedCrashError(Exception):
     pass
 
 
 def stop_after(round_index: int):  # type: ignore[no-untyped-def]
     def hook(state: ServerState, record: RoundRecord) -> None:
         if record.round == round_index:
-            raise Interrupted
+            raise SimulatedCrashError
 
     return hook
 
@@ -30,7 +30,7 @@ def stop_after(round_index: int):  # type: ignore[no-untyped-def]
 def test_interrupted_run_resumes_to_the_identical_model(tmp_path: Path, crash_after: int) -> None:
     config = tiny_config("faults.rules=[{rate=0.3}]", "checkpoint.every=2", "rounds=6")
     reference = Simulation(config).run()
-    with pytest.raises(Interrupted):
+    with pytest.raises(SimulatedCrashError):
         Simulation(config).run(checkpoint_dir=tmp_path, on_round=[stop_after(crash_after)])
     resumed = Simulation(config).run(checkpoint_dir=tmp_path, resume=True)
     assert torch.equal(resumed.params, reference.params)
