@@ -92,7 +92,10 @@ class Contender:
 def contenders(seed: SeedWorkspace | None) -> list[Contender]:
     """All rows, in run order. ``seed`` is None when the tutorial could not be extracted."""
     py = sys.executable
-    phalanx = [py, "-m", "phalanx", "run", "--out"]
+    # Like for like with the seed, which prints a summary and draws nothing: no progress
+    # bar, no plots. The last row shows what drawing the two PNGs adds.
+    phalanx = [py, "-m", "phalanx", "run", "--quiet", "--no-plots", "--out"]
+    phalanx_plots = [py, "-m", "phalanx", "run", "--quiet", "--out"]
     plain = [py, str(BENCH_DIR / "_plain_loops.py")]
 
     def seed_argv(_: Path) -> list[str]:
@@ -122,6 +125,12 @@ def contenders(seed: SeedWorkspace | None) -> list[Contender]:
             "plain loop, batched (floor)",
             lambda _: [*plain, "batched"],
             read_json_report,
+        ),
+        Contender(
+            "phalanx_plots",
+            "phalanx (faults on, with plots)",
+            lambda d: [*phalanx_plots, str(d)],
+            read_phalanx_summary,
         ),
     ]
 

@@ -49,7 +49,7 @@ class BatchedSGD:
         leaves = self._model.leaves(params, k)
         losses: list[torch.Tensor] = []
         steps = torch.zeros(k)
-        full_batches = bool((data.n == data.n[0]).all()) and bool(
+        full_batches = bool((data.n == data.y.shape[1]).all()) and bool(
             (step_limit >= self.steps_per_client(data.n)).all()
         )  # then no masks are needed: the fast path
         for _ in range(self._config.local_epochs):
@@ -66,6 +66,21 @@ class BatchedSGD:
                 steps += 1 if mask is None else mask.any(dim=1)
         mean_loss = self._mean_loss(losses, steps, full_batches)
         return self._model.flatten(leaves), mean_loss, steps
+
+    def _manual_step(
+        self,
+        leaves: list[torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        lr = self._config.lr
+        if mask is None:
+            return self._model.sgd_step(leaves, x, y, 1.0 / y.shape[1], lr)
+        weights = mask.float()
+        counts = weights.sum(1, keepdim=True).clamp(min=1)
+        per_sample = self._model.sgd_step(leaves, x, y, (weights / counts).unsqueeze(1), lr)
+        return (per_sample * weights).sum(1) / counts.squeeze(1)
 
     @staticmethod
     def _mean_loss(losses: list[torch.Tensor], steps: torch.Tensor, full: bool) -> torch.Tensor:
@@ -105,6 +120,8 @@ class BatchedSGD:
         """One SGD step for every client; returns its per-sample losses (fast path) or each
         client's batch-mean loss (0 for a client masked out). The objective is the sum over
         clients of each one's batch-mean loss, so client i's gradient is exactly its own."""
+        if self._model.manual_backward:
+            return self._manual_step(leaves, x, y, mask)
         per_sample = nn.functional.cross_entropy(self._model.logits(leaves, x), y, reduction="none")
         if mask is None:
             objective = per_sample.sum() / y.shape[1]

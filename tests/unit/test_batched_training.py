@@ -1,0 +1,89 @@
+"""The stacked trainer computes, for each client, what that client would compute alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from phalanx.config import TrainingConfig
+from phalanx.core.tensors import Manifest, flatten
+from phalanx.training.batched import BatchedSGD, ClientBatch
+from phalanx.training.stacked import StackedModel
+
+
+def model_and_params(*layers: nn.Module) -> tuple[nn.Module, Manifest, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(*layers)
+    tensors = {n: p.detach() for n, p in model.named_parameters()}
+    manifest = Manifest.of(tensors)
+    return model, manifest, flatten(tensors, manifest)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh, nn.Sigmoid])
+def test_hand_written_backward_matches_autograd(activation: type[nn.Module]) -> None:
+    model, manifest, params = model_and_params(nn.Linear(5, 7), activation(), nn.Linear(7, 3))
+    stacked = StackedModel(model, manifest)
+    assert stacked.manual_backward
+    k, batch = 3, 6
+    x = torch.randn(k, 5, batch)
+    y = torch.randint(0, 3, (k, batch))
+    leaves = stacked.leaves(params, k)
+    reference = [t.clone().requires_grad_() for t in leaves]
+    logits = StackedModel._forward(reference, x, stacked._plan or [])[-1]  # type: ignore[arg-type]
+    loss = nn.functional.cross_entropy(logits, y, reduction="sum") / batch
+    grads = torch.autograd.grad(loss, reference)
+    per_sample = stacked.sgd_step(leaves, x, y, 1.0 / batch, lr=0.1)
+    for leaf, ref, grad in zip(leaves, reference, grads, strict=True):
+        assert torch.allclose(leaf, ref.detach() - 0.1 * grad, atol=1e-6)
+    expected = nn.functional.cross_entropy(logits, y, reduction="none")
+    assert torch.allclose(per_sample, expected.detach(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        (nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)),  # hand-written backward
+        (nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)),  # baddbmm forward, autograd backward
+        (nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 3)),  # vmap fallback
+    ],
+)
+def test_a_client_trains_the_same_alone_or_in_a_batch(layers: tuple[nn.Module, ...]) -> None:
+    model, manifest, params = model_and_params(*layers)
+    sgd = BatchedSGD(model, manifest, TrainingConfig(local_epochs=2, batch_size=4, lr=0.1))
+    x = torch.randn(3, 10, 4)
+    y = torch.randint(0, 3, (3, 10))
+    n = torch.tensor([10, 7, 9])  # unequal sizes: masks
+    limits = torch.tensor([100, 100, 3])  # the last client stops after 3 steps
+
+    def gens() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+
+    together, _, steps = sgd.train(params, ClientBatch(x, y, n), limits, gens())
+    assert steps.tolist() == [6, 4, 3]
+    for i in range(3):
+        alone, _, _ = sgd.train(
+            params, ClientBatch(x[i : i + 1], y[i : i + 1], n[i : i + 1]), limits[i : i + 1],
+            [gens()[i]],
+        )  # fmt: skip
+        assert torch.allclose(together[i], alone[0], atol=1e-6)
+
+
+def test_plain_loop_reference_for_one_client() -> None:
+    """The stacked trainer equals a textbook per-client SGD loop."""
+    model, manifest, params = model_and_params(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    config = TrainingConfig(local_epochs=1, batch_size=3, lr=0.2)
+    x, y = torch.randn(1, 7, 4), torch.randint(0, 3, (1, 7))
+    generator = torch.Generator().manual_seed(5)
+    flat, _, _ = BatchedSGD(model, manifest, config).train(
+        params, ClientBatch(x, y, torch.tensor([7])), torch.tensor([100]), [generator]
+    )
+    order = torch.randperm(7, generator=torch.Generator().manual_seed(5))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
+    for start in range(0, 7, 3):
+        index = order[start : start + 3]
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x[0, index]), y[0, index]).backward()
+        optimizer.step()
+    trained = flatten({n: p.detach() for n, p in model.named_parameters()}, manifest)
+    assert torch.allclose(flat[0], trained, atol=1e-6)
