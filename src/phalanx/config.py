@@ -63,8 +63,16 @@ class DigitsWorkload(Strict):
     min_samples: int = Field(10, ge=1)
 
 
+class CustomWorkload(Strict):
+    """The user's own model and per-client data, given to ``Simulation`` directly."""
+
+    name: Literal["custom"] = "custom"
+    num_clients: int = Field(ge=1)
+
+
 WorkloadConfig = Annotated[
-    SeedWorkload | SyntheticWorkload | DigitsWorkload, Field(discriminator="name")
+    SeedWorkload | SyntheticWorkload | DigitsWorkload | CustomWorkload,
+    Field(discriminator="name"),
 ]
 
 
@@ -226,6 +234,15 @@ class RunConfig(Strict):
     faults: FaultConfig = Field(default_factory=FaultConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    def for_clients(self, num_clients: int) -> RunConfig:
+        """This configuration with the user's own clients in place of a built-in workload."""
+        tree = self.model_dump(mode="json")
+        tree["workload"] = {"name": "custom", "num_clients": num_clients}
+        try:
+            return RunConfig.model_validate(tree)
+        except ValidationError as error:
+            raise ConfigError(_describe(error)) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

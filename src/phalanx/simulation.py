@@ -29,7 +29,8 @@ from phalanx.engine.history import RoundRecord
 from phalanx.errors import CheckpointError, ConfigError
 from phalanx.evaluation import classification_evaluator
 from phalanx.runtime.inprocess.runtime import SimulationRuntime
-from phalanx.runtime.inprocess.trainers import BatchedTrainer, LocalTrainer
+from phalanx.runtime.inprocess.trainers import BatchedTrainer, LocalTrainer, WorkerTrainer
+from phalanx.runtime.inprocess.user_training import UserTrainFn
 from phalanx.workloads import build_workload
 from phalanx.workloads.base import ClientData
 
@@ -66,7 +67,10 @@ def model_manifest(model: nn.Module) -> tuple[torch.Tensor, Manifest]:
 class Simulation:
     """A simulated federation: ``Simulation(config, model=..., clients=..., test=...).run()``.
 
-    With no model or clients the config's built-in workload supplies them.
+    With no model or clients the config's built-in workload supplies them. Training is the
+    built-in batched SGD, unless ``train=`` gives a function ``train(model, data, ctx)``
+    (see ``TrainContext``): that runs per client in ``simulation.workers`` worker processes,
+    each attempt killed after ``simulation.hang_guard_s`` real seconds.
     """
 
     def __init__(
@@ -78,32 +82,60 @@ class Simulation:
         test: ClientData | None = None,
         evaluate: Evaluate | None = None,
         trainer: Callable[[nn.Module, Manifest], LocalTrainer] | None = None,
+        train: UserTrainFn | None = None,
     ) -> None:
         if (model is None) != (clients is None):
             raise ConfigError("give both model and clients, or neither (to use the workload)")
+        if trainer is not None and train is not None:
+            raise ConfigError(
+                "give trainer (a LocalTrainer factory) or train (a function), not both"
+            )
         if model is None or clients is None:
             workload = build_workload(config.workload, config.seed)
             model, clients, test = workload.make_model, workload.clients, workload.test
-        if len(clients) != config.workload.num_clients:
-            raise ConfigError(
-                f"workload.num_clients is {config.workload.num_clients} "
-                f"but {len(clients)} clients' data were given"
-            )
+        else:
+            config = config.for_clients(len(clients))
         self.config = config
         self.model = initial_model(model, config.seed)
+        if train is not None:
+            # The template is what the server evaluates: dropout off, deterministic. Each
+            # worker trains a copy that it switches back to training mode.
+            self.model.eval()
         self.initial_params, self.manifest = model_manifest(self.model)
         self.clients = list(clients)
         self._evaluate = evaluate or (
             classification_evaluator(self.model, self.manifest, test) if test is not None else None
         )
-        self._trainer = (
-            trainer(self.model, self.manifest)
-            if trainer is not None
-            else BatchedTrainer(
-                self.model, self.manifest, self.clients, config.training,
-                seed=config.seed, batched=config.simulation.batched,
-            )
+        self._trainer = self._make_trainer(trainer, train)
+
+    def _make_trainer(
+        self,
+        trainer: Callable[[nn.Module, Manifest], LocalTrainer] | None,
+        train: UserTrainFn | None,
+    ) -> LocalTrainer:
+        if trainer is not None:
+            return trainer(self.model, self.manifest)
+        if train is not None:
+            return WorkerTrainer(self.model, self.manifest, self.clients, train, self.config)
+        return BatchedTrainer(
+            self.model, self.manifest, self.clients, self.config.training,
+            seed=self.config.seed, batched=self.config.simulation.batched,
         )  # fmt: skip
+
+    def close(self) -> None:
+        """Release what the trainer holds (a user function's worker processes).
+
+        ``run`` already does this when it ends; a later ``run`` starts new workers.
+        """
+        close = getattr(self._trainer, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> Simulation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def run(
         self,
@@ -138,6 +170,7 @@ class Simulation:
             state = await engine.run(state)
         finally:
             await runtime.close()
+            self.close()
         elapsed = time.perf_counter() - start
         return RunResult(state, list(state.history), elapsed, dict(runtime.plan.counts))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -65,7 +64,6 @@ def run(
     out_dir = resume or out or Path("runs") / config.name
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
-    logging.getLogger("phalanx").setLevel(logging.ERROR)
     console = Console()
     simulation = Simulation(config)
     with round_progress(console, name=config.name, rounds=config.rounds, enabled=not quiet) as hook:

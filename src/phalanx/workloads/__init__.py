@@ -40,6 +40,10 @@ def workload_builder(name: str) -> WorkloadBuilder:
 
 def build_workload(config: WorkloadConfig, seed: int) -> Workload:
     """Data and model factory of ``config``, deterministic in ``seed``."""
+    if config.name == "custom":
+        raise ConfigError(
+            "workload 'custom' has no built-in data: pass model= and clients= to Simulation"
+        )
     return workload_builder(config.name)(config, seed)
 
 

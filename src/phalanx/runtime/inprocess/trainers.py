@@ -14,10 +14,17 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from phalanx.config import TrainingConfig
+from phalanx.config import RunConfig, TrainingConfig
 from phalanx.core.messages import TaskKey
 from phalanx.core.rng import torch_rng
 from phalanx.core.tensors import Manifest, unflatten
+from phalanx.runtime.inprocess.user_training import (
+    UserTrainFn,
+    preload_lazy_imports,
+    total_steps,
+    worker_train_fn,
+)
+from phalanx.runtime.inprocess.workers import WorkerJob, WorkerOutcome, WorkerPool
 from phalanx.training.batched import BatchedSGD, ClientBatch
 from phalanx.workloads.base import ClientData
 
@@ -106,3 +113,87 @@ class BatchedTrainer:
             )
             for i, cid in enumerate(ids)
         ]
+
+
+class WorkerTrainer:
+    """A user's ``train(model, data, ctx)`` per client, on a pool of forked workers.
+
+    One long-lived pool serves every round (forking per round would cost more than a small
+    model's training); it starts on the first ``train`` and ``close`` ends it. A closed
+    trainer starts a fresh pool when next used, so one ``Simulation`` can run again.
+    A job that exceeds ``simulation.hang_guard_s`` of wall-clock time comes back as a
+    "hang: ..." outcome (a timeout to the engine); one whose function raised ("error: ...") or
+    whose worker died ("crash: ...") becomes a crash.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        manifest: Manifest,
+        clients: Sequence[ClientData],
+        train_fn: UserTrainFn,
+        config: RunConfig,
+    ) -> None:
+        self._manifest = manifest
+        self._sizes = [len(client) for client in clients]
+        self._training = config.training
+        self._sim = config.simulation
+        self._fn = worker_train_fn(
+            model, list(clients), train_fn, config.training, seed=config.seed
+        )
+        self._pool: WorkerPool | None = None
+        self._jobs = 0  # ids for the pool's jobs, unique over this trainer's life
+
+    def total_steps(self, client: int) -> int:
+        return total_steps(self._sizes[client], self._training)
+
+    def num_examples(self, client: int) -> int:
+        return self._sizes[client]
+
+    def train(self, params: torch.Tensor, jobs: Sequence[TrainJob]) -> list[TrainOutcome]:
+        # Own contiguous copies: unflatten gives views of one vector, and the pipe wants
+        # standalone tensors.
+        tensors = {k: v.clone() for k, v in unflatten(params, self._manifest).items()}
+        requests = [self._request(job, tensors) for job in jobs]
+        return [
+            self._outcome(out, job)
+            for out, job in zip(self._open().run(requests), jobs, strict=True)
+        ]
+
+    def close(self) -> None:
+        """Stop the workers (idempotent); the next ``train`` starts new ones."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def __enter__(self) -> WorkerTrainer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _open(self) -> WorkerPool:
+        if self._pool is None:
+            preload_lazy_imports()  # once per process, before the first fork
+            self._pool = WorkerPool(
+                self._fn,
+                workers=self._sim.workers,
+                threads_per_worker=self._sim.threads_per_worker,
+                hang_guard_s=self._sim.hang_guard_s,
+            )
+        return self._pool
+
+    def _request(self, job: TrainJob, tensors: dict[str, torch.Tensor]) -> WorkerJob:
+        key = job.key
+        meta = {
+            "round": key.round,
+            "attempt": key.attempt,
+            "max_steps": job.step_limit,
+            "total_steps": self.total_steps(key.client),
+        }
+        self._jobs += 1
+        return WorkerJob(self._jobs, key.client, tensors, meta)
+
+    def _outcome(self, out: WorkerOutcome, job: TrainJob) -> TrainOutcome:
+        examples = self.num_examples(job.key.client)
+        return TrainOutcome(out.tensors, examples, dict(out.metrics), out.error)
