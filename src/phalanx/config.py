@@ -18,7 +18,7 @@ from phalanx.types import Corruption, FailureKind, FaultKind
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # --- workloads ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Each finished round becomes one ``RoundRecord``; ``to_json`` is one line of
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from phalanx.types import ClientId, FailureKind, RejectReason
@@ -25,10 +25,14 @@ class RoundEvent:
     reason: RejectReason | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["kind"] = self.kind.value
-        data["reason"] = self.reason.value if self.reason else None
-        return data
+        return {
+            "client": self.client,
+            "attempt": self.attempt,
+            "kind": self.kind.value,
+            "time": self.time,
+            "detail": self.detail,
+            "reason": self.reason.value if self.reason else None,
+        }
 
 
 @dataclass
@@ -62,7 +66,11 @@ class RoundRecord:
         return Counter(str(item["kind"]) for item in self.injected)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # A shallow field copy (not dataclasses.asdict, which deep-copies recursively):
+        # lists are copied, their items are plain values or already-JSON dicts.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update({k: list(v) for k, v in data.items() if isinstance(v, list)})
+        data["metrics"] = dict(self.metrics)
         data["events"] = [event.to_json() for event in self.events]
         data["failures"] = dict(self.failure_counts())
         data["rejections"] = dict(self.rejection_counts())

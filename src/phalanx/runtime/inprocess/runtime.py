@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from phalanx.config import RunConfig
 from phalanx.core.messages import ClientUpdate, Event, TaskFailure, TaskKey, TrainTask
 from phalanx.core.rng import torch_rng
@@ -156,20 +158,13 @@ class SimulationRuntime:
 
     def _as_update(self, pending: _Pending, outcome: TrainOutcome) -> ClientUpdate:
         task, decision = pending.task, pending.decision
+        key = task.key
         tensors = outcome.tensors or {}
         corruption = decision.corruption if decision else None
-        key = task.key
-        rng = torch_rng(self._config.seed, "corrupt", key.round, key.client, key.attempt)
-        faults = self._config.faults
-        if corruption is not None and corruption is not Corruption.BITFLIP:
-            reference = unflatten(task.params, self._manifest)
-            tensors = corrupt_tensors(
-                tensors, reference, corruption, generator=rng,
-                noise_std=faults.noise_std, scale=faults.scale,
-            )  # fmt: skip
-        checksum = payload_digest(tensors)
-        if corruption is Corruption.BITFLIP:
-            tensors = flip_bits(tensors, generator=rng)
+        if corruption is None:
+            checksum = payload_digest(tensors)
+        else:
+            tensors, checksum = self._corrupt(task, tensors, corruption)
         return ClientUpdate(
             key=key,
             model_version=task.model_version,
@@ -179,3 +174,18 @@ class SimulationRuntime:
             checksum=checksum,
             metrics=outcome.metrics,
         )
+
+    def _corrupt(
+        self, task: TrainTask, tensors: dict[str, torch.Tensor], corruption: Corruption
+    ) -> tuple[dict[str, torch.Tensor], str]:
+        """(damaged tensors, the checksum the client sends): a client that damages its own
+        update checksums the damage; a bit flip in transit happens after the checksum."""
+        key, faults = task.key, self._config.faults
+        rng = torch_rng(self._config.seed, "corrupt", key.round, key.client, key.attempt)
+        if corruption is Corruption.BITFLIP:
+            return flip_bits(tensors, generator=rng), payload_digest(tensors)
+        damaged = corrupt_tensors(
+            tensors, unflatten(task.params, self._manifest), corruption, generator=rng,
+            noise_std=faults.noise_std, scale=faults.scale,
+        )  # fmt: skip
+        return damaged, payload_digest(damaged)
