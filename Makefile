@@ -28,7 +28,8 @@ test: lint typecheck
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/seed_parity.py
+	$(BIN)/python benchmarks/seed_parity.py --repeats 3 --markdown docs/seed_parity.md --json docs/seed_parity.json
+	$(BIN)/python benchmarks/fault_accuracy.py --seeds 42 7 123
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
