@@ -20,7 +20,12 @@ from phalanx.engine.history import RoundEvent, RoundRecord
 from phalanx.engine.ports import Runtime
 from phalanx.engine.retry import RetryPolicy
 from phalanx.engine.selection import sample_clients
-from phalanx.engine.validation import Accepted, Rejected, validate_update
+from phalanx.engine.validation import (
+    Accepted,
+    Rejected,
+    relative_norm_outliers,
+    validate_update,
+)
 from phalanx.types import ClientId, FailureKind, HealthState
 
 # Hard cap on loop iterations of one round: every iteration consumes an event or a timer,
@@ -77,7 +82,9 @@ class Collector:
             self._dispatch(col, client, attempt=1)
         clock = self._runtime.clock
         for _ in range(_MAX_STEPS):
-            if len(col.accepted) >= target or clock.now() >= col.deadline:
+            if clock.now() >= col.deadline:
+                break
+            if len(col.accepted) >= target and not self._drop_outliers(col, goal):
                 break
             if not col.active and not col.retries and not self._replace(col, goal):
                 break
@@ -86,6 +93,7 @@ class Collector:
                 self._fire_timers(col)
             else:
                 self._on_event(col, event, goal)
+        self._drop_outliers(col, goal)
         self._cancel_rest(col)
 
     # -- dispatch ---------------------------------------------------------------------
@@ -187,6 +195,18 @@ class Collector:
             heapq.heappush(col.retries, (when, key.client, key.attempt + 1))
         else:
             self._replace(col, self._config.selection.dispatch_count)
+
+    def _drop_outliers(self, col: Collection, goal: int) -> bool:
+        """Reject updates whose norm is far above the median of those accepted so far.
+
+        Checked whenever the round reaches its target, so a rejected outlier can still be
+        made up for by an over-selected reply or a replacement while time remains."""
+        outliers = relative_norm_outliers(list(col.accepted.values()), self._config.validation)
+        for accepted, verdict in outliers:
+            del col.accepted[accepted.update.key.client]
+            self.reject(col, accepted.update.key, verdict)
+            self._replace(col, goal)
+        return bool(outliers)
 
     def _cancel_rest(self, col: Collection) -> None:
         for key in list(col.active):

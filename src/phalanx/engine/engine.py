@@ -24,7 +24,7 @@ from phalanx.engine.history import RoundRecord
 from phalanx.engine.ports import Runtime
 from phalanx.engine.retry import RetryPolicy
 from phalanx.engine.selection import sample_clients
-from phalanx.engine.validation import Accepted, relative_norm_outliers
+from phalanx.engine.validation import Accepted
 from phalanx.errors import AggregationError
 
 log = logging.getLogger("phalanx.engine")
@@ -106,11 +106,6 @@ class Engine:
 
     def _gate_and_aggregate(self, col: Collection, required: int) -> torch.Tensor | None:
         record = col.record
-        for accepted, verdict in relative_norm_outliers(
-            list(col.accepted.values()), self._config.validation
-        ):
-            del col.accepted[accepted.update.key.client]
-            self._collector.reject(col, accepted.update.key, verdict)
         chosen = [col.accepted[c] for c in sorted(col.accepted)]  # canonical order
         record.accepted = [a.update.key.client for a in chosen]
         record.accepted_attempts = [a.update.key.attempt for a in chosen]
