@@ -297,6 +297,9 @@ def build_config(tree: dict[str, Any], overrides: list[str] | tuple[str, ...] = 
     tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
     for assignment in overrides:
         apply_override(tree, assignment)
+    workload = tree.get("workload")
+    if isinstance(workload, dict) and "name" not in workload:
+        tree["workload"] = {"name": "seed", **workload}  # the default workload, as in RunConfig
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as error:

@@ -1,0 +1,100 @@
+"""The simulation runtime turns the fault plan and latency model into timed events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import torch
+
+from phalanx.config import RunConfig, build_config
+from phalanx.core.messages import ClientUpdate, TaskFailure, TaskKey, TrainTask
+from phalanx.core.tensors import Manifest
+from phalanx.runtime.inprocess.runtime import SimulationRuntime
+from phalanx.runtime.inprocess.trainers import TrainJob, TrainOutcome
+from phalanx.types import FailureKind
+
+MANIFEST = Manifest.of({"w": torch.zeros(3)})
+GLOBAL = torch.zeros(3)  # one round's tasks share the global model (trained together)
+
+
+class CountingTrainer:
+    """Adds the client id to every weight; counts the batches it was asked for."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def total_steps(self, client: int) -> int:
+        return 10
+
+    def num_examples(self, client: int) -> int:
+        return 5
+
+    def train(self, params: torch.Tensor, jobs: Sequence[TrainJob]) -> list[TrainOutcome]:
+        self.batches.append([job.key.client for job in jobs])
+        return [TrainOutcome({"w": params + job.key.client}, 5, {}) for job in jobs]
+
+
+def runtime(*schedule: str) -> tuple[SimulationRuntime, CountingTrainer]:
+    config: RunConfig = build_config(
+        {
+            "workload": {"num_clients": 10},
+            "selection": {"clients_per_round": 2},
+            "quorum": {"min_updates": 1},
+        },
+        [f"faults.schedule=[{', '.join(schedule)}]", "latency.speed_sigma=0"],
+    )
+    trainer = CountingTrainer()
+    return SimulationRuntime(config, trainer, MANIFEST, num_clients=10), trainer
+
+
+def task(client: int, deadline: float = 100.0) -> TrainTask:
+    return TrainTask(TaskKey(0, client, 1), 0, GLOBAL, deadline, issued_at=0.0)
+
+
+def drain(rt: SimulationRuntime, until: float = 100.0) -> list[tuple[float, object]]:
+    async def collect() -> list[tuple[float, object]]:
+        out = []
+        while (event := await rt.next_event(until)) is not None:
+            out.append((rt.clock.now(), event))
+        return out
+
+    return asyncio.run(collect())
+
+
+def test_each_fault_becomes_the_event_a_transport_would_see() -> None:
+    rt, trainer = runtime(
+        "{round=0, client=1, kind='crash'}",
+        "{round=0, client=2, kind='hang'}",
+        "{round=0, client=3, kind='drop'}",
+    )
+    for client in (0, 1, 2, 3):
+        rt.submit(task(client))
+    events = drain(rt)
+    kinds = {e.key.client: (e.kind if isinstance(e, TaskFailure) else "update") for _, e in events}
+    assert kinds == {0: "update", 1: FailureKind.CRASH, 3: FailureKind.DROP}  # 2 hangs: silent
+    times = [t for t, _ in events]
+    assert times == sorted(times) and rt.clock.now() == 100.0
+    update = next(e for _, e in events if isinstance(e, ClientUpdate))
+    assert torch.equal(update.tensors["w"], torch.zeros(3))
+    assert sorted(c for batch in trainer.batches for c in batch) == [0]  # a drop trains nothing
+
+
+def test_cancelled_tasks_are_never_trained_or_delivered() -> None:
+    rt, trainer = runtime()
+    for client in range(5):
+        rt.submit(task(client))
+    for client in (3, 4):
+        rt.cancel(TaskKey(0, client, 1))
+    events = drain(rt)
+    assert sorted(e.key.client for _, e in events) == [0, 1, 2]
+    assert sum(len(b) for b in trainer.batches) == 3
+    assert max(len(b) for b in trainer.batches) == 2  # batched up to clients_per_round
+
+
+def test_next_event_waits_only_until_asked() -> None:
+    rt, _ = runtime()
+    rt.submit(task(0))
+    assert drain(rt, until=0.1) == []
+    assert rt.clock.now() == 0.1
+    assert len(drain(rt, until=100.0)) == 1
