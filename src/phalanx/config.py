@@ -146,6 +146,9 @@ class ValidationConfig(Strict):
     max_norm: float = Field(1e4, gt=0)  # absolute bound on ||update - global||
     max_relative_norm: float | None = Field(3.0, gt=1)  # x the round's median norm
     relative_min_updates: int = Field(3, ge=1)  # fewer accepted: relative check skipped
+    # Streaming aggregation folds updates in as they arrive; the first few are held back
+    # to set the median norm that later arrivals are checked against.
+    reference_updates: int = Field(5, ge=1)
     max_update_bytes: int = Field(256 * 2**20, gt=0)
 
 
@@ -157,7 +160,12 @@ class PartialWorkConfig(Strict):
 
 
 class AggregationConfig(Strict):
+    """``memory_budget_bytes`` caps the update bytes a round may hold: a streaming aggregator
+    (FedAvg) holds a few updates whatever the number of clients; one that needs all updates
+    at once holds n x d float32 and a round that would exceed the budget is refused."""
+
     name: Literal["fedavg"] = "fedavg"
+    memory_budget_bytes: int = Field(4 * 2**30, gt=0)
 
 
 # --- simulation ----------------------------------------------------------------------------

@@ -17,15 +17,11 @@ from phalanx.core.messages import ClientUpdate, TaskFailure, TaskKey, TrainTask
 from phalanx.core.tensors import Manifest
 from phalanx.engine.health import HealthMonitor, HealthTable
 from phalanx.engine.history import RoundEvent, RoundRecord
+from phalanx.engine.pool import MemoryBudgetError, UpdatePool
 from phalanx.engine.ports import Runtime
 from phalanx.engine.retry import RetryPolicy
 from phalanx.engine.selection import sample_clients
-from phalanx.engine.validation import (
-    Accepted,
-    Rejected,
-    relative_norm_outliers,
-    validate_update,
-)
+from phalanx.engine.validation import Accepted, Rejected, validate_update
 from phalanx.types import ClientId, FailureKind, HealthState
 
 # Hard cap on loop iterations of one round: every iteration consumes an event or a timer,
@@ -49,14 +45,14 @@ class Collection:
     deadline: float
     health: HealthTable
     record: RoundRecord
+    pool: UpdatePool
     active: dict[TaskKey, TrainTask] = field(default_factory=dict)
     retries: list[tuple[float, ClientId, int]] = field(default_factory=list)  # a heap
-    accepted: dict[ClientId, Accepted] = field(default_factory=dict)
     asked: set[ClientId] = field(default_factory=set)
 
     @property
     def in_play(self) -> int:
-        return len(self.accepted) + len(self.active) + len(self.retries)
+        return self.pool.count + len(self.active) + len(self.retries)
 
 
 class Collector:
@@ -84,8 +80,10 @@ class Collector:
         for _ in range(_MAX_STEPS):
             if clock.now() >= col.deadline:
                 break
-            if len(col.accepted) >= target and not self._drop_outliers(col, goal):
+            if col.pool.count >= target and not self._drop_outliers(col, goal):
                 break
+            if col.record.reasons:
+                break  # a latched error: the round cannot commit
             if not col.active and not col.retries and not self._replace(col, goal):
                 break
             event = await self._runtime.next_event(until=self._next_timer(col))
@@ -169,8 +167,13 @@ class Collector:
             self.reject(col, event.key, verdict)
             self._replace(col, goal)
             return
-        col.accepted[event.key.client] = verdict
         col.health[event.key.client] = self._health.success(col.health[event.key.client])
+        try:
+            outliers = col.pool.add(verdict)
+        except MemoryBudgetError as error:
+            col.record.reasons.append(str(error))
+            return
+        self._reject_outliers(col, outliers, goal)
 
     def reject(self, col: Collection, key: TaskKey, verdict: Rejected) -> None:
         """A refused update is final: recorded, held against the client, never retried."""
@@ -201,9 +204,12 @@ class Collector:
 
         Checked whenever the round reaches its target, so a rejected outlier can still be
         made up for by an over-selected reply or a replacement while time remains."""
-        outliers = relative_norm_outliers(list(col.accepted.values()), self._config.validation)
+        return self._reject_outliers(col, col.pool.review(), goal)
+
+    def _reject_outliers(
+        self, col: Collection, outliers: list[tuple[Accepted, Rejected]], goal: int
+    ) -> bool:
         for accepted, verdict in outliers:
-            del col.accepted[accepted.update.key.client]
             self.reject(col, accepted.update.key, verdict)
             self._replace(col, goal)
         return bool(outliers)

@@ -21,10 +21,10 @@ from phalanx.core.tensors import Manifest
 from phalanx.engine.collect import Collection, Collector, RoundInputs
 from phalanx.engine.health import HealthMonitor
 from phalanx.engine.history import RoundRecord
+from phalanx.engine.pool import UpdatePool, stack_bytes
 from phalanx.engine.ports import Runtime
 from phalanx.engine.retry import RetryPolicy
 from phalanx.engine.selection import sample_clients
-from phalanx.engine.validation import Accepted
 from phalanx.errors import AggregationError
 
 log = logging.getLogger("phalanx.engine")
@@ -87,13 +87,21 @@ class Engine:
             deadline=clock.now() + self._config.deadlines.round_s,
             health=health,
             record=record,
-        )
+            pool=UpdatePool(
+                self._aggregator, self._config.validation, dim=state.manifest.dim,
+                budget_bytes=self._config.aggregation.memory_budget_bytes,
+                prior_norms=state.extra.get("accepted_norms"),
+            ),
+        )  # fmt: skip
         probes = sample_clients(
             probation, self._config.health.max_probes_per_round,
             seed=self._config.seed, round_index=state.round, stream="probe",
         )  # fmt: skip
         required = self._config.quorum.required(self._config.selection.clients_per_round)
-        if len(healthy) + len(probes) < required:
+        refusal = self._memory_refusal(state.manifest.dim)
+        if refusal:
+            record.reasons.append(refusal)
+        elif len(healthy) + len(probes) < required:
             record.reasons.append(
                 f"only {len(healthy)} healthy and {len(probes)} probed clients; "
                 f"quorum needs {required}"
@@ -104,19 +112,34 @@ class Engine:
         record.injected = self._runtime.fault_log(state.round)
         return self._finish(state, col, new_params, wall_start)
 
+    def _memory_refusal(self, dim: int) -> str | None:
+        """Refuse, before dispatching anything, a round whose stack cannot fit the budget."""
+        if isinstance(self._aggregator, StreamingAggregator):
+            return None
+        target = self._config.selection.clients_per_round
+        budget = self._config.aggregation.memory_budget_bytes
+        need = stack_bytes(target, dim)
+        if need <= budget:
+            return None
+        return (
+            f"aggregator {self._aggregator.name!r} needs all updates at once: "
+            f"{target} x {dim} float32 = {need} bytes exceeds "
+            f"aggregation.memory_budget_bytes = {budget}"
+        )
+
     def _gate_and_aggregate(self, col: Collection, required: int) -> torch.Tensor | None:
         record = col.record
-        chosen = [col.accepted[c] for c in sorted(col.accepted)]  # canonical order
-        record.accepted = [a.update.key.client for a in chosen]
-        record.accepted_attempts = [a.update.key.attempt for a in chosen]
-        record.partial = sum(1 for a in chosen if a.update.work_fraction < 1)
+        chosen = col.pool.members()  # canonical order
+        record.accepted = [m.client for m in chosen]
+        record.accepted_attempts = [m.attempt for m in chosen]
+        record.partial = sum(1 for m in chosen if m.work_fraction < 1)
         if record.reasons:
             return None
         if len(chosen) < required:
             record.reasons.append(f"quorum not met: {len(chosen)} accepted updates < {required}")
             return None
         try:
-            step = self._aggregate(chosen)
+            step = col.pool.aggregate()
         except AggregationError as error:  # latched: the round is discarded, not the run
             record.reasons.append(f"aggregation failed: {error}")
             return None
@@ -124,17 +147,6 @@ class Engine:
             record.reasons.append("aggregate is not finite")
             return None
         return col.inputs.params + step
-
-    def _aggregate(self, chosen: list[Accepted]) -> torch.Tensor:
-        agg = self._aggregator
-        if isinstance(agg, StreamingAggregator):
-            agg.begin(chosen[0].delta.numel())
-            for item in chosen:
-                agg.add(item.delta, item.weight)
-            return agg.finish()
-        deltas = torch.stack([a.delta for a in chosen])
-        weights = torch.tensor([a.weight for a in chosen], dtype=torch.float32)
-        return agg.aggregate(deltas, weights)
 
     def _finish(
         self,
@@ -160,6 +172,11 @@ class Engine:
             params=params,
             health=col.health,
             history=(*state.history, record.to_json()),
+            extra=(
+                {**state.extra, "accepted_norms": col.pool.accepted_norms()}
+                if record.committed
+                else state.extra
+            ),
             clock=record.ended_at,
         )
         for hook in self._on_round:

@@ -1,0 +1,167 @@
+"""The accepted updates of a round, holding as few tensors as the aggregator allows.
+
+A streaming aggregator (FedAvg) folds each update into a running sum as it arrives, so a
+round needs O(d) memory for any number of clients. The relative norm bound needs a
+reference: the median over the norms accepted in the last committed round (``prior``) and
+in this round so far. Until that reference rests on ``reference_updates`` norms (only in
+the first round, or after a run of discarded ones), updates are held back, then checked
+together and folded; afterwards each is checked on arrival. The prior matters: a median of
+this round's first few arrivals alone can be captured by a few corrupted ones. An aggregator
+that needs every update at once (the robust ones) holds the n x d stack; the pool refuses to
+grow it past the memory budget.
+Folding follows arrival order, which the simulation makes deterministic.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import torch
+
+from phalanx.aggregation.base import Aggregator, StreamingAggregator
+from phalanx.config import ValidationConfig
+from phalanx.engine.validation import Accepted, Rejected
+from phalanx.errors import AggregationError
+from phalanx.types import ClientId, RejectReason
+
+Outliers = list[tuple[Accepted, Rejected]]
+
+
+@dataclass(frozen=True)
+class Member:
+    """What the round remembers of an accepted update once its tensor is folded away."""
+
+    client: ClientId
+    attempt: int
+    weight: float
+    work_fraction: float
+
+
+class MemoryBudgetError(AggregationError):
+    """Holding one more update would exceed ``aggregation.memory_budget_bytes``."""
+
+
+def stack_bytes(count: int, dim: int) -> int:
+    return count * dim * 4
+
+
+class UpdatePool:
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        config: ValidationConfig,
+        *,
+        dim: int,
+        budget_bytes: int,
+        prior_norms: list[float] | None = None,
+    ) -> None:
+        self._aggregator = aggregator
+        self._config = config
+        self._dim = dim
+        self._budget = budget_bytes
+        self._streaming = isinstance(aggregator, StreamingAggregator)
+        self._held: dict[ClientId, Accepted] = {}
+        self._members: dict[ClientId, Member] = {}
+        self._prior = list(prior_norms or [])
+        self._norms: list[float] = []  # of every update accepted this round, folded or held
+        if self._streaming:
+            aggregator.begin(dim)  # type: ignore[attr-defined]
+
+    @property
+    def count(self) -> int:
+        return len(self._members)
+
+    def members(self) -> list[Member]:
+        """Accepted updates in canonical order (sorted client id)."""
+        return [self._members[c] for c in sorted(self._members)]
+
+    def accepted_norms(self) -> list[float]:
+        """Norms of this round's accepted updates: the next round's prior."""
+        return list(self._norms)
+
+    def held_bytes(self) -> int:
+        return stack_bytes(len(self._held), self._dim)
+
+    def add(self, item: Accepted) -> Outliers:
+        """Accept ``item``, unless the relative norm bound rejects it (or others) now."""
+        if self._streaming and self._reference_size() >= self._config.reference_updates:
+            verdict = self._check_against_median(item)
+            if verdict is not None:
+                return [(item, verdict)]
+            self._admit(item)
+            self._fold(item)
+            return []
+        if not self._streaming and stack_bytes(len(self._held) + 1, self._dim) > self._budget:
+            raise MemoryBudgetError(
+                f"aggregator {self._aggregator.name!r} needs all updates at once: "
+                f"{len(self._held) + 1} x {self._dim} float32 = "
+                f"{stack_bytes(len(self._held) + 1, self._dim)} bytes exceeds "
+                f"aggregation.memory_budget_bytes = {self._budget}"
+            )
+        self._admit(item)
+        self._held[item.update.key.client] = item
+        if self._streaming and self._reference_size() >= self._config.reference_updates:
+            return self.review(fold=True)
+        return []
+
+    def review(self, *, fold: bool = False) -> Outliers:
+        """Check the held updates against the median norm of *every* accepted update (held
+        or already folded); with ``fold``, fold the ones that pass."""
+        outliers = [
+            (item, verdict)
+            for item in self._held.values()
+            if (verdict := self._check_against_median(item)) is not None
+        ]
+        for item, _ in outliers:
+            self._forget(item.update.key.client)
+        if fold:
+            self._fold_held()
+        return outliers
+
+    def aggregate(self) -> torch.Tensor:
+        """The round's step (a d vector) from every accepted update."""
+        if not self._members:
+            raise AggregationError("no accepted updates to aggregate")
+        if self._streaming:
+            self._fold_held()
+            return self._aggregator.finish()  # type: ignore[attr-defined, no-any-return]
+        order = sorted(self._held)
+        deltas = torch.stack([self._held[c].delta for c in order])
+        weights = torch.tensor([self._held[c].weight for c in order], dtype=torch.float32)
+        return self._aggregator.aggregate(deltas, weights)
+
+    def _check_against_median(self, item: Accepted) -> Rejected | None:
+        factor = self._config.max_relative_norm
+        if factor is None or self._reference_size() < self._config.relative_min_updates:
+            return None
+        median = statistics.median_low(self._prior + self._norms)
+        if item.norm <= factor * median:
+            return None
+        return Rejected(
+            RejectReason.NORM_RELATIVE,
+            f"norm {item.norm:.4g} > {factor} x median {median:.4g}",
+        )
+
+    def _reference_size(self) -> int:
+        return len(self._prior) + len(self._norms)
+
+    def _admit(self, item: Accepted) -> None:
+        key = item.update.key
+        self._members[key.client] = Member(
+            key.client, key.attempt, item.weight, item.update.work_fraction
+        )
+        self._norms.append(item.norm)
+
+    def _forget(self, client: ClientId) -> None:
+        item = self._held.pop(client)
+        del self._members[client]
+        self._norms.remove(item.norm)
+
+    def _fold_held(self) -> None:
+        if self._streaming:
+            for client in sorted(self._held):
+                self._fold(self._held.pop(client))
+
+    def _fold(self, item: Accepted) -> None:
+        self._aggregator.add(item.delta, item.weight)  # type: ignore[attr-defined]
