@@ -18,9 +18,12 @@ def test_weighted_mean_by_hand() -> None:
 def test_streaming_equals_stacked_and_holds_one_vector() -> None:
     agg = FedAvg()
     agg.begin(3)
-    agg.add(torch.tensor([1.0, 0.0, 2.0]), 1.0)
-    agg.add(torch.tensor([3.0, 4.0, 2.0]), 3.0)
+    agg.add([(0, torch.tensor([1.0, 0.0, 2.0]))], 1.0)
+    agg.add([(0, torch.tensor([3.0])), (1, torch.tensor([4.0, 2.0]))], 3.0)  # in parts
     assert torch.allclose(agg.finish(), torch.tensor([2.5, 3.0, 2.0]))
+    agg.begin(2)
+    with pytest.raises(AggregationError, match="outside"):
+        agg.add([(1, torch.ones(2))], 1.0)
 
 
 @settings(max_examples=40, deadline=None)
@@ -41,7 +44,7 @@ def test_bad_inputs_fail_with_the_problem() -> None:
     with pytest.raises(AggregationError, match="sum to zero"):
         FedAvg().aggregate(torch.zeros(2, 3), torch.zeros(2))
     with pytest.raises(AggregationError, match="begin"):
-        FedAvg().add(torch.zeros(3), 1.0)
+        FedAvg().add([(0, torch.zeros(3))], 1.0)
 
 
 def test_registry_lists_valid_names() -> None:

@@ -9,6 +9,7 @@ import torch
 from phalanx.aggregation import FedAvg
 from phalanx.config import ValidationConfig
 from phalanx.core.messages import ClientUpdate, TaskKey
+from phalanx.core.tensors import Manifest
 from phalanx.engine.pool import MemoryBudgetError, UpdatePool
 from phalanx.engine.validation import Accepted
 from phalanx.types import RejectReason
@@ -25,10 +26,13 @@ class StackingMean:
         return updates.mean(dim=0)
 
 
+MANIFEST = Manifest.of({"w": torch.zeros(4)})
+
+
 def item(client: int, value: float, weight: float = 1.0) -> Accepted:
-    delta = torch.full((4,), value)
-    update = ClientUpdate(TaskKey(0, client, 1), 0, {}, num_examples=1)
-    return Accepted(update, delta, float(delta.norm()), weight)
+    """An update whose delta from a zero global model is ``value`` everywhere."""
+    update = ClientUpdate(TaskKey(0, client, 1), 0, {"w": torch.full((4,), value)}, 1)
+    return Accepted(update, torch.zeros(4), MANIFEST, 2.0 * abs(value), weight)
 
 
 def test_streaming_holds_only_until_the_reference_exists_then_folds() -> None:

@@ -39,7 +39,7 @@ def reason(u: ClientUpdate) -> RejectReason | None:
 def test_a_sound_update_is_accepted_with_its_delta_norm_and_weight() -> None:
     verdict = validate_update(update(work_fraction=0.5), TASK, MANIFEST, CONFIG)
     assert isinstance(verdict, Accepted)
-    assert torch.equal(verdict.delta, torch.ones(6))
+    assert torch.equal(verdict.delta(), torch.ones(6))
     assert abs(verdict.norm - 6**0.5) < 1e-6
     assert verdict.weight == 5.0
 
@@ -77,7 +77,7 @@ def test_each_reason() -> None:
 
 def test_relative_norm_flags_only_outliers_of_the_median() -> None:
     def acc(norm: float) -> Accepted:
-        return Accepted(update(), torch.zeros(6), norm, 1.0)
+        return Accepted(update(), torch.zeros(6), MANIFEST, norm, 1.0)
 
     items = [acc(1.0), acc(1.2), acc(0.9), acc(4.0), acc(50.0)]
     flagged = relative_norm_outliers(items, ValidationConfig(max_relative_norm=3.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -24,10 +25,14 @@ class Aggregator(Protocol):
 
 @runtime_checkable
 class StreamingAggregator(Aggregator, Protocol):
-    """An aggregator that can also fold updates in one at a time in O(d) memory."""
+    """An aggregator that can also fold updates in one at a time in O(d) memory.
+
+    ``add`` takes one update as ``(offset, piece)`` parts of its flat delta, so a caller can
+    produce the delta a chunk at a time and never hold a second copy of the update.
+    """
 
     def begin(self, dim: int) -> None: ...
-    def add(self, update: torch.Tensor, weight: float) -> None: ...
+    def add(self, parts: Iterable[tuple[int, torch.Tensor]], weight: float) -> None: ...
     def finish(self) -> torch.Tensor: ...
 
 

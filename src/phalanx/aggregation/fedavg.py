@@ -2,10 +2,13 @@
 Networks from Decentralized Data"): the example-weighted mean of client updates.
 
 Not robust: one scaled update moves it anywhere. Streaming keeps one running weighted sum
-(float64, so the order of arrival barely matters) and so needs O(d) memory for any n.
+of d float32 and so needs O(d) memory for any n (float32 keeps that at one model's size;
+its rounding depends on the order of arrival, which the simulation makes deterministic).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 
@@ -26,24 +29,26 @@ class FedAvg:
         return scale @ updates
 
     def begin(self, dim: int) -> None:
-        self._sum = torch.zeros(dim, dtype=torch.float64)
+        self._sum = torch.zeros(dim)
         self._total = 0.0
 
-    def add(self, update: torch.Tensor, weight: float) -> None:
-        if self._sum is None:
+    def add(self, parts: Iterable[tuple[int, torch.Tensor]], weight: float) -> None:
+        total = self._sum
+        if total is None:
             raise AggregationError("FedAvg.add called before begin()")
-        if update.shape != self._sum.shape:
-            raise AggregationError(
-                f"update has shape {tuple(update.shape)}, expected {tuple(self._sum.shape)}"
-            )
         if weight < 0:
             raise AggregationError(f"weight must be non-negative, got {weight}")
-        self._sum.add_(update.double(), alpha=weight)
+        for offset, piece in parts:
+            if offset < 0 or offset + piece.numel() > total.numel():
+                raise AggregationError(
+                    f"part [{offset}, {offset + piece.numel()}) outside 0..{total.numel()}"
+                )
+            total[offset : offset + piece.numel()].add_(piece.reshape(-1), alpha=weight)
         self._total += weight
 
     def finish(self) -> torch.Tensor:
         if self._sum is None or self._total <= 0:
             raise AggregationError("FedAvg.finish: no weighted updates were added")
-        result = (self._sum / self._total).float()
+        result = self._sum.div_(self._total)
         self._sum = None
         return result

@@ -127,7 +127,7 @@ class UpdatePool:
             self._fold_held()
             return self._aggregator.finish()  # type: ignore[attr-defined, no-any-return]
         order = sorted(self._held)
-        deltas = torch.stack([self._held[c].delta for c in order])
+        deltas = torch.stack([self._held[c].delta() for c in order])
         weights = torch.tensor([self._held[c].weight for c in order], dtype=torch.float32)
         return self._aggregator.aggregate(deltas, weights)
 
@@ -164,4 +164,4 @@ class UpdatePool:
                 self._fold(self._held.pop(client))
 
     def _fold(self, item: Accepted) -> None:
-        self._aggregator.add(item.delta, item.weight)  # type: ignore[attr-defined]
+        self._aggregator.add(item.delta_parts(), item.weight)  # type: ignore[attr-defined]

@@ -7,7 +7,8 @@ ends (``relative_norm_outliers``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,13 +18,33 @@ from phalanx.core.messages import ClientUpdate, TrainTask
 from phalanx.core.tensors import Manifest, flatten, payload_digest, payload_size
 from phalanx.types import RejectReason
 
+# Differences are taken this many elements at a time, so validating (or folding) an update
+# never allocates more than a chunk beyond the message itself.
+CHUNK = 1 << 20
+
 
 @dataclass(frozen=True)
 class Accepted:
     update: ClientUpdate
-    delta: torch.Tensor  # flat: client weights minus the dispatched global model
-    norm: float
+    params: torch.Tensor  # the flat global model the client was sent
+    manifest: Manifest
+    norm: float  # of the update: client weights minus ``params``
     weight: float  # examples x work fraction
+
+    def delta_parts(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """(offset, piece of the flat delta), one chunk at a time, made on demand."""
+        offset = 0
+        for spec in self.manifest.specs:
+            flat = self.update.tensors[spec.name].reshape(-1)
+            for start in range(0, spec.numel, CHUNK):
+                piece = flat[start : start + CHUNK]
+                begin = offset + start
+                yield begin, piece - self.params[begin : begin + piece.numel()]
+            offset += spec.numel
+
+    def delta(self) -> torch.Tensor:
+        """The whole flat delta (d floats): for aggregators that need the stack."""
+        return flatten(self.update.tensors, self.manifest) - self.params
 
 
 @dataclass(frozen=True)
@@ -86,13 +107,19 @@ def validate_update(
         return Rejected(RejectReason.SIZE, f"{size} bytes > {config.max_update_bytes}")
     if payload_digest(update.tensors) != update.checksum:
         return Rejected(RejectReason.CHECKSUM, "payload does not match its sha256")
-    delta = flatten(update.tensors, manifest) - task.params
-    if not bool(torch.isfinite(delta).all()):
+    weight = float(update.num_examples * update.work_fraction)
+    provisional = Accepted(update, task.params, manifest, 0.0, weight)
+    norm = math.hypot(
+        *(
+            float(torch.linalg.vector_norm(piece, dtype=torch.float64))
+            for _, piece in provisional.delta_parts()
+        )
+    )  # NaN or Inf anywhere (the global model is finite) makes the norm non-finite
+    if not math.isfinite(norm):
         return Rejected(RejectReason.NON_FINITE, "NaN or Inf in the update")
-    norm = float(torch.linalg.vector_norm(delta))
     if norm > config.max_norm:
         return Rejected(RejectReason.NORM_ABSOLUTE, f"norm {norm:.4g} > {config.max_norm:.4g}")
-    return Accepted(update, delta, norm, float(update.num_examples * update.work_fraction))
+    return Accepted(update, task.params, manifest, norm, weight)
 
 
 def relative_norm_outliers(
