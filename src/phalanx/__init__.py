@@ -5,7 +5,13 @@ below it are implementation.
 """
 
 from phalanx.aggregation import Aggregator, FedAvg, build_aggregator
-from phalanx.checkpoint import CheckpointInfo, LocalCheckpointStore
+from phalanx.checkpoint import (
+    CheckpointInfo,
+    CheckpointStore,
+    FsspecCheckpointStore,
+    LocalCheckpointStore,
+    ReplicatedCheckpointStore,
+)
 from phalanx.config import (
     FaultConfig,
     FaultRule,
@@ -37,6 +43,7 @@ __all__ = [
     "Aggregator",
     "CheckpointError",
     "CheckpointInfo",
+    "CheckpointStore",
     "ClientData",
     "ConfigError",
     "Corruption",
@@ -46,9 +53,11 @@ __all__ = [
     "FaultKind",
     "FaultRule",
     "FedAvg",
+    "FsspecCheckpointStore",
     "LocalCheckpointStore",
     "PhalanxError",
     "RejectReason",
+    "ReplicatedCheckpointStore",
     "RunConfig",
     "RunResult",
     "RuntimeBackendError",

@@ -218,8 +218,30 @@ class SimulationConfig(Strict):
 
 
 class CheckpointConfig(Strict):
+    """Checkpoints go to the run's own ``checkpoints/`` directory and, when ``stores`` names
+    more locations (plain paths, or fsspec URLs such as ``s3://bucket/run``), to each of
+    them too; a save succeeds when ``write_quorum`` of all these stores acknowledge it (None:
+    every one). Retention keeps the newest ``keep`` plus every round that is a multiple of
+    ``keep_every``. Relative paths are taken from the current directory."""
+
     every: int = Field(10, ge=0)  # 0 disables
     keep: int = Field(3, ge=1)
+    keep_every: int | None = Field(None, ge=1)
+    stores: tuple[str, ...] = ()
+    write_quorum: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _quorum_reachable(self) -> CheckpointConfig:
+        total = 1 + len(self.stores)  # the run's own directory counts
+        if self.write_quorum is not None and self.write_quorum > total:
+            raise ValueError(
+                f"checkpoint.write_quorum ({self.write_quorum}) exceeds the number of stores "
+                f"({total}: the run's checkpoints/ directory and {len(self.stores)} in "
+                "checkpoint.stores): no save could ever succeed"
+            )
+        if len(set(self.stores)) != len(self.stores) or "" in self.stores:
+            raise ValueError(f"checkpoint.stores must be distinct, non-empty; got {self.stores}")
+        return self
 
 
 class RunConfig(Strict):

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from phalanx.checkpoint import LocalCheckpointStore
+from phalanx.checkpoint import CheckpointStore, build_store
+from phalanx.checkpoint.crashpoints import crash_point
 from phalanx.config import RunConfig
 from phalanx.core.rng import derive_seed
 from phalanx.core.state import ServerState
@@ -174,12 +175,14 @@ class Simulation:
         elapsed = time.perf_counter() - start
         return RunResult(state, list(state.history), elapsed, dict(runtime.plan.counts))
 
-    def _store(self, checkpoint_dir: Path | None) -> LocalCheckpointStore | None:
+    def _store(self, checkpoint_dir: Path | None) -> CheckpointStore | None:
         if checkpoint_dir is None or self.config.checkpoint.every == 0:
             return None
-        return LocalCheckpointStore(checkpoint_dir, keep=self.config.checkpoint.keep)
+        # A save that misses its write quorum raises out of the round hook, so the run
+        # stops loudly and never reports that round as committed.
+        return build_store(self.config.checkpoint, checkpoint_dir)
 
-    def _resume_state(self, store: LocalCheckpointStore) -> ServerState | None:
+    def _resume_state(self, store: CheckpointStore) -> ServerState | None:
         state = store.latest_valid()
         if state is None:
             log.info("no checkpoint to resume from; starting at round 0")
@@ -193,12 +196,13 @@ class Simulation:
         log.info("resuming at round %s (model version %s)", state.round, state.model_version)
         return state
 
-    def _checkpoint_hook(self, store: LocalCheckpointStore) -> RoundHook:
+    def _checkpoint_hook(self, store: CheckpointStore) -> RoundHook:
         every = self.config.checkpoint.every
         last = self.config.rounds
 
         def save(state: ServerState, record: RoundRecord) -> None:
             if state.round % every == 0 or state.round == last:
+                crash_point("engine.before_checkpoint")
                 store.save(state)
 
         return save

@@ -57,10 +57,10 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     store = LocalCheckpointStore(tmp_path)
     state = make_state(4)
 
-    path = store.save(state)
-    loaded = store.load(path)
+    ref = store.save(state)
+    loaded = store.load(ref)
 
-    assert path == tmp_path / "round-00000004"
+    assert ref == str(tmp_path / "round-00000004")
     assert torch.equal(loaded.params, state.params)
     assert loaded.params.dtype == torch.float32
     assert loaded.manifest == state.manifest
@@ -70,7 +70,7 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
 
 
 def test_manifest_lists_digests_and_sizes(tmp_path: Path) -> None:
-    path = LocalCheckpointStore(tmp_path).save(make_state(2))
+    path = Path(LocalCheckpointStore(tmp_path).save(make_state(2)))
 
     manifest = json.loads((path / "MANIFEST.json").read_text())
 
@@ -113,6 +113,27 @@ def test_prune_removes_older_checkpoints(tmp_path: Path) -> None:
 def test_keep_below_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="keep=0"):
         LocalCheckpointStore(tmp_path, keep=0)
+    with pytest.raises(ConfigError, match="keep_every=0"):
+        LocalCheckpointStore(tmp_path, keep_every=0)
+
+
+def test_keep_every_spares_milestone_rounds(tmp_path: Path) -> None:
+    store = LocalCheckpointStore(tmp_path, keep=2, keep_every=3)
+    for round_ in range(1, 9):
+        store.save(make_state(round_))
+
+    assert [info.round for info in store.list()] == [3, 6, 7, 8]
+    store.prune(1)
+    assert [info.round for info in store.list()] == [3, 6, 8]
+
+
+def test_load_takes_a_path_or_a_bare_directory_name(tmp_path: Path) -> None:
+    store = saved_store(tmp_path, [2])
+
+    by_name = store.load("round-00000002")
+    by_path = store.load(tmp_path / "round-00000002")
+
+    assert by_name.metadata_json() == by_path.metadata_json() == make_state(2).metadata_json()
 
 
 def test_list_is_oldest_first_and_valid(tmp_path: Path) -> None:
@@ -123,11 +144,12 @@ def test_list_is_oldest_first_and_valid(tmp_path: Path) -> None:
     assert [info.round for info in infos] == [1, 2, 3]
     assert all(info.valid and info.problem is None for info in infos)
     assert infos[0] == CheckpointInfo(
-        tmp_path / "round-00000001",
+        str(tmp_path / "round-00000001"),
         1,
         sum(f.stat().st_size for f in (tmp_path / "round-00000001").iterdir()),
         True,
         None,
+        (str(tmp_path),),
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -145,6 +145,19 @@ def decode(
             where, PARAMS_FILE, f"{params.numel()} values, model manifest dim {state.manifest.dim}"
         )
     return state
+
+
+def read_verified(read: Callable[[str], bytes], *, where: str, round_: int) -> ServerState:
+    """Load one checkpoint through ``read(file_name)``: manifest first, then every payload
+    checked against it before parsing. ``round_`` is the round the checkpoint's name claims,
+    which the manifest must agree with (a renamed or misplaced directory is a defect)."""
+    manifest = parse_manifest(read(MANIFEST_FILE), where=where)
+    if manifest.round != round_:
+        raise problem(where, MANIFEST_FILE, f"round {manifest.round} != directory {round_}")
+    payload = {name: read(name) for name in PAYLOAD_FILES}
+    for name, data in payload.items():
+        verify(name, data, manifest, where=where)
+    return decode(manifest, payload, where=where)
 
 
 def _decode_params(raw: bytes, *, where: str) -> torch.Tensor:

@@ -14,12 +14,14 @@ import logging
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
+from phalanx.checkpoint.crashpoints import crash_point
 from phalanx.checkpoint.format import (
     MANIFEST_FILE,
+    PARAMS_FILE,
     PAYLOAD_FILES,
+    STATE_FILE,
     decode,
     dir_name,
     encode,
@@ -28,33 +30,36 @@ from phalanx.checkpoint.format import (
     problem,
     verify,
 )
+from phalanx.checkpoint.store import CheckpointInfo, check_retention, retained
 from phalanx.core.state import ServerState
-from phalanx.errors import CheckpointError, ConfigError
+from phalanx.errors import CheckpointError
 
 logger = logging.getLogger("phalanx.checkpoint")
 
 _TMP_PREFIX = ".tmp-"
 
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """One checkpoint directory as found on disk, with the outcome of verifying it."""
-
-    path: Path
-    round: int  # ServerState.round stored in it (taken from the directory name)
-    size_bytes: int
-    valid: bool
-    problem: str | None  # why not valid: the file and the reason
+# The crash point reached once each file of a checkpoint is written and fsynced.
+_AFTER_WRITE = {
+    PARAMS_FILE: "checkpoint.after_tensors",
+    STATE_FILE: "checkpoint.after_state",
+    MANIFEST_FILE: "checkpoint.after_manifest",
+}
 
 
 class LocalCheckpointStore:
-    """Keeps the newest ``keep`` checkpoints of a ``ServerState`` under ``root``."""
+    """Keeps the newest ``keep`` checkpoints of a ``ServerState`` under ``root``, and every
+    round that is a multiple of ``keep_every`` (when set). A ``CheckpointStore``: its refs
+    are checkpoint directory paths, as strings."""
 
-    def __init__(self, root: Path, *, keep: int = 3) -> None:
+    def __init__(self, root: Path, *, keep: int = 3, keep_every: int | None = None) -> None:
         self.root = Path(root)
-        self.keep = _check_keep(keep)
+        self.keep, self.keep_every = check_retention(keep, keep_every)
 
-    def save(self, state: ServerState) -> Path:
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def save(self, state: ServerState) -> str:
         """Write ``state`` atomically (replacing a checkpoint of the same round), then prune."""
         files = encode(state)
         final = self.root / dir_name(state.round)
@@ -63,18 +68,27 @@ class LocalCheckpointStore:
             self._remove_leftovers()
             tmp = self.root / f"{_TMP_PREFIX}{final.name}-{secrets.token_hex(4)}"
             tmp.mkdir()
+            crash_point("checkpoint.after_tmp_dir")
             for name, data in files.items():
                 _write_synced(tmp / name, data)
+                crash_point(_AFTER_WRITE[name])
             _fsync_dir(tmp)
+            crash_point("checkpoint.before_rename")
             self._publish(tmp, final)
         except OSError as exc:
             raise CheckpointError(f"cannot write checkpoint {final}: {exc}") from exc
         self._prune(self.keep, protect=final)
-        return final
+        crash_point("checkpoint.after_prune")
+        return str(final)
 
-    def load(self, path: Path) -> ServerState:
-        """Read and verify one checkpoint; any defect raises CheckpointError naming the file."""
-        path = Path(path)
+    def load(self, ref: str | Path) -> ServerState:
+        """Read and verify one checkpoint; any defect raises CheckpointError naming the file.
+
+        ``ref`` is a checkpoint directory's path, or its bare name (``round-00000042``) taken
+        relative to ``root``."""
+        path = Path(ref)
+        if path.name == str(ref):
+            path = self.root / path
         where = str(path)
         round_ = parse_dir_name(path.name)
         if round_ is None:
@@ -105,16 +119,17 @@ class LocalCheckpointStore:
         return [self._inspect(path) for path in self._checkpoint_dirs()]
 
     def prune(self, keep: int) -> None:
-        """Delete all but the ``keep`` newest checkpoints (by round), valid or not."""
-        self._prune(_check_keep(keep), protect=None)
+        """Delete all but the ``keep`` newest checkpoints (by round), valid or not, sparing
+        the ``keep_every`` milestones."""
+        self._prune(check_retention(keep, self.keep_every)[0], protect=None)
 
     def _inspect(self, path: Path) -> CheckpointInfo:
         size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
         try:
             self.load(path)
         except CheckpointError as exc:
-            return CheckpointInfo(path, _round_of(path), size, False, str(exc))
-        return CheckpointInfo(path, _round_of(path), size, True, None)
+            return CheckpointInfo(str(path), _round_of(path), size, False, str(exc))
+        return CheckpointInfo(str(path), _round_of(path), size, True, None, (self.location,))
 
     def _checkpoint_dirs(self) -> builtins.list[Path]:
         """Checkpoint directories sorted by round; temp and foreign entries are not listed."""
@@ -135,13 +150,16 @@ class LocalCheckpointStore:
             if aside is not None:
                 os.rename(aside, final)
             raise
+        crash_point("checkpoint.after_rename")
         _fsync_dir(self.root)
         if aside is not None:
             shutil.rmtree(aside)
 
     def _prune(self, keep: int, *, protect: Path | None) -> None:
         """Delete old checkpoints; ``protect`` (the one just saved) survives even if older."""
-        doomed = [p for p in self._checkpoint_dirs()[:-keep] if p != protect]
+        dirs = self._checkpoint_dirs()
+        kept = retained(map(_round_of, dirs), keep=keep, keep_every=self.keep_every)
+        doomed = [p for p in dirs if _round_of(p) not in kept and p != protect]
         for path in doomed:
             try:
                 shutil.rmtree(path)
@@ -155,12 +173,6 @@ class LocalCheckpointStore:
         for path in self.root.glob(f"{_TMP_PREFIX}*"):
             logger.info("removing leftover %s", path)
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _check_keep(keep: int) -> int:
-    if keep < 1:
-        raise ConfigError(f"checkpoint keep must be >= 1; got keep={keep}")
-    return keep
 
 
 def _round_of(path: Path) -> int:

@@ -1,5 +1,6 @@
-"""Entry point: ``phalanx run`` and ``phalanx report``. Errors of the PhalanxError tree
-exit with their own code and a one-paragraph message, never a traceback."""
+"""Entry point: ``phalanx run``, ``phalanx report`` and ``phalanx checkpoints``. Errors of
+the PhalanxError tree exit with their own code and a one-paragraph message, never a
+traceback."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
+from phalanx.cli.checkpoints import checkpoints_app
 from phalanx.cli.report import report
 from phalanx.cli.run import run
 from phalanx.errors import PhalanxError
@@ -22,6 +24,7 @@ app = typer.Typer(
 )
 app.command("run")(run)
 app.command("report")(report)
+app.add_typer(checkpoints_app, name="checkpoints")
 
 
 def main() -> None:

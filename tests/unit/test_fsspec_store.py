@@ -1,0 +1,51 @@
+"""FsspecCheckpointStore's own rules (the shared ones are in tests/contract): without atomic
+renames, the manifest written last is what makes a checkpoint complete."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import fsspec
+import pytest
+from tests.contract.test_checkpoint_store import make_state
+
+from phalanx.checkpoint import FsspecCheckpointStore
+from phalanx.errors import ConfigError
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    url = f"memory://phalanx-unit/{uuid.uuid4().hex}"
+    yield url
+    fs, root = fsspec.core.url_to_fs(url)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def test_refs_are_urls(url: str) -> None:
+    ref = FsspecCheckpointStore(url).save(make_state(7))
+
+    assert ref == f"memory:///{url.removeprefix('memory://')}/round-00000007"
+
+
+def test_a_checkpoint_without_its_manifest_is_an_unfinished_write(url: str) -> None:
+    store = FsspecCheckpointStore(url)
+    store.save(make_state(1))
+    store.save(make_state(2))
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.rm(f"{root}/round-00000002/MANIFEST.json")  # as if the save died before it
+
+    latest = store.latest_valid()
+    listed = [info.round for info in store.list()]
+    store.save(make_state(3))
+
+    assert latest is not None and latest.round == 1
+    assert listed == [1]
+    assert not fs.exists(f"{root}/round-00000002")  # the next save cleared it away
+    assert [info.round for info in store.list()] == [1, 3]
+
+
+def test_an_unknown_protocol_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="nosuchfs://"):
+        FsspecCheckpointStore("nosuchfs://bucket/run")

@@ -1,0 +1,234 @@
+"""ReplicatedCheckpointStore: three stores under a write quorum of two.
+
+Losing or corrupting any one store's copy of the newest checkpoint costs nothing (a run
+resumed from the replicas ends bit-identical to an uninterrupted one); two of three stores
+failing their writes fails the save, and with it the run, loudly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tests.contract.test_checkpoint_store import make_state
+from tests.scenario.conftest import BASE, tiny_config
+
+from phalanx.checkpoint import LocalCheckpointStore, ReplicatedCheckpointStore, build_store
+from phalanx.config import CheckpointConfig, RunConfig
+from phalanx.core.state import ServerState
+from phalanx.engine.history import RoundRecord
+from phalanx.errors import CheckpointError, ConfigError
+from phalanx.simulation import RunResult, Simulation
+
+STORES = ("a", "b", "c")  # a: the run's own directory; b, c: replicas
+NEWEST = "round-00000002"  # the last checkpoint written before the interruption
+
+
+class RunInterruptedError(Exception):
+    pass
+
+
+def replicated_config(root: Path, **checkpoint: Any) -> RunConfig:
+    replicas = [str(root / name) for name in STORES[1:]]
+    settings = {"every": 1, "stores": replicas, "write_quorum": 2, **checkpoint}
+    return tiny_config("rounds=4", tree={**BASE, "checkpoint": settings})
+
+
+def stop_after_round_1(state: ServerState, record: RoundRecord) -> None:
+    if record.round == 2:  # round 2 finished; its checkpoint is not yet written
+        raise RunInterruptedError
+
+
+@pytest.fixture(scope="module")
+def reference() -> RunResult:
+    return Simulation(replicated_config(Path("unused"))).run()
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three stores as an interrupted run left them; each test damages a copy of them."""
+    root = tmp_path_factory.mktemp("interrupted")
+    with pytest.raises(RunInterruptedError):
+        Simulation(replicated_config(root)).run(
+            checkpoint_dir=root / "a", on_round=[stop_after_round_1]
+        )
+    return root
+
+
+def without_wall_time(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The committed history, less the one field that measures this machine."""
+    return [{k: v for k, v in record.items() if k != "wall_s"} for record in history]
+
+
+def delete(path: Path) -> None:
+    shutil.rmtree(path)
+
+
+def flip_params(path: Path) -> None:
+    data = bytearray((path / "params.safetensors").read_bytes())
+    data[-3] ^= 0x01  # a single bit of one float
+    (path / "params.safetensors").write_bytes(bytes(data))
+
+
+def truncate_state(path: Path) -> None:
+    state = path / "state.json"
+    state.write_bytes(state.read_bytes()[:-10])
+
+
+def flip_manifest(path: Path) -> None:
+    data = bytearray((path / "MANIFEST.json").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (path / "MANIFEST.json").write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("store", "damage"),
+    [("a", delete), ("b", flip_params), ("c", truncate_state), ("a", flip_manifest)],
+    ids=["a-deleted", "b-bit-flipped", "c-truncated", "a-manifest-flipped"],
+)
+def test_one_damaged_copy_still_resumes_exactly(
+    tmp_path: Path,
+    interrupted: Path,
+    reference: RunResult,
+    store: str,
+    damage: Callable[[Path], None],
+) -> None:
+    shutil.copytree(interrupted, tmp_path, dirs_exist_ok=True)
+    config = replicated_config(tmp_path)
+    damage(tmp_path / store / NEWEST)
+
+    newest = build_store(config.checkpoint, tmp_path / "a").latest_valid()
+    resumed = Simulation(config).run(checkpoint_dir=tmp_path / "a", resume=True)
+
+    assert newest is not None and newest.round == 2
+    assert resumed.params.numpy().tobytes() == reference.params.numpy().tobytes()
+    assert without_wall_time(resumed.history) == without_wall_time(reference.history)
+
+
+def test_the_damaged_copy_is_listed_with_its_store(tmp_path: Path, interrupted: Path) -> None:
+    shutil.copytree(interrupted, tmp_path, dirs_exist_ok=True)
+    flip_params(tmp_path / "b" / NEWEST)
+
+    infos = build_store(replicated_config(tmp_path).checkpoint, tmp_path / "a").list()
+
+    newest = infos[-1]
+    assert (newest.round, newest.valid) == (2, True)
+    assert newest.stores == (str(tmp_path / "a"), str(tmp_path / "c"))
+    assert newest.problem is not None
+    assert newest.problem.startswith(str(tmp_path / "b")) and "params.safetensors" in newest.problem
+    assert all(info.problem is None and len(info.stores) == 3 for info in infos[:-1])
+
+
+def blocked_stores(tmp_path: Path, failing: int) -> list[LocalCheckpointStore]:
+    """Three local stores; the first ``failing`` sit where a regular file is (mkdir fails)."""
+    stores = []
+    for index, name in enumerate(STORES):
+        root = tmp_path / name
+        if index < failing:
+            root.write_text("not a directory")
+        stores.append(LocalCheckpointStore(root))
+    return stores
+
+
+def test_a_save_with_one_failed_store_meets_the_quorum(tmp_path: Path) -> None:
+    store = ReplicatedCheckpointStore(blocked_stores(tmp_path, failing=1), write_quorum=2)
+
+    ref = store.save(make_state(1))
+
+    assert ref == "round-00000001"
+    assert store.list()[0].stores == (str(tmp_path / "b"), str(tmp_path / "c"))
+
+
+def test_two_failed_stores_fail_the_save_naming_each(tmp_path: Path) -> None:
+    store = ReplicatedCheckpointStore(blocked_stores(tmp_path, failing=2), write_quorum=2)
+
+    with pytest.raises(CheckpointError) as caught:
+        store.save(make_state(1))
+
+    message = str(caught.value)
+    assert "reached 1 of 3 stores, below the write quorum of 2" in message
+    assert f"{tmp_path / 'a'}: cannot write" in message
+    assert f"{tmp_path / 'b'}: cannot write" in message
+
+
+def test_a_store_raising_oserror_counts_as_failed(tmp_path: Path) -> None:
+    class Broken(LocalCheckpointStore):
+        def save(self, state: ServerState) -> str:
+            raise OSError("disk gone")
+
+    stores = [Broken(tmp_path / "a"), Broken(tmp_path / "b"), LocalCheckpointStore(tmp_path / "c")]
+
+    with pytest.raises(CheckpointError, match="disk gone"):
+        ReplicatedCheckpointStore(stores, write_quorum=2).save(make_state(1))
+
+
+def test_a_simulation_stops_when_its_checkpoint_misses_the_quorum(tmp_path: Path) -> None:
+    config = replicated_config(tmp_path)
+    for name in STORES[1:]:
+        (tmp_path / name).write_text("not a directory")
+    committed: list[int] = []
+
+    with pytest.raises(CheckpointError, match="below the write quorum of 2"):
+        Simulation(config).run(
+            checkpoint_dir=tmp_path / "a", on_round=[lambda s, r: committed.append(r.round)]
+        )
+
+    assert committed == [0]  # the first round's checkpoint failed: the run went no further
+
+
+def test_phalanx_run_fails_loudly_without_a_summary(tmp_path: Path) -> None:
+    for name in STORES[1:]:
+        (tmp_path / name).write_text("not a directory")
+    replicas = ",".join(f'"{tmp_path / name}"' for name in STORES[1:])
+    command = [
+        sys.executable, "-m", "phalanx", "run", "--out", str(tmp_path / "run"), "--quiet",
+        "--set", "rounds=2", "--set", "workload.num_clients=4",
+        "--set", "workload.samples_per_client=20", "--set", "selection.clients_per_round=3",
+        "--set", "quorum.min_updates=2", "--set", "checkpoint.every=1",
+        "--set", f"checkpoint.stores=[{replicas}]", "--set", "checkpoint.write_quorum=2",
+    ]  # fmt: skip
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    assert done.returncode == CheckpointError.exit_code, done.stderr
+    assert "below the write quorum of 2" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_quorum_must_be_reachable() -> None:
+    with pytest.raises(ValueError, match="write_quorum"):
+        CheckpointConfig(stores=("x",), write_quorum=3)
+    with pytest.raises(ConfigError, match="W=0"):
+        ReplicatedCheckpointStore([LocalCheckpointStore(Path("x"))], write_quorum=0)
+
+
+def test_the_same_directory_twice_is_refused(tmp_path: Path) -> None:
+    config = CheckpointConfig(stores=(str(tmp_path / "a" / ".." / "a"),))
+
+    with pytest.raises(ConfigError, match="distinct"):
+        build_store(config, tmp_path / "a")
+
+
+def test_without_replicas_the_store_is_the_run_directory(tmp_path: Path) -> None:
+    store = build_store(CheckpointConfig(keep=2, keep_every=5), tmp_path)
+
+    assert isinstance(store, LocalCheckpointStore)
+    assert (store.root, store.keep, store.keep_every) == (tmp_path, 2, 5)
+
+
+def test_a_lost_copy_in_every_store_but_one_still_loads(tmp_path: Path) -> None:
+    stores = [LocalCheckpointStore(tmp_path / name) for name in STORES]
+    store = ReplicatedCheckpointStore(stores, write_quorum=2)
+    store.save(make_state(3))
+    for name in STORES[:2]:
+        shutil.rmtree(tmp_path / name / "round-00000003")
+
+    loaded = store.load("round-00000003")
+
+    assert torch.equal(loaded.params, make_state(3).params)
