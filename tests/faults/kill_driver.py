@@ -1,0 +1,297 @@
+"""Kill a real coordinator process again and again, resume it each time, and compare the
+outcome with a run that was never interrupted.
+
+Shared by ``tests/faults/test_sigkill_resume.py`` (20 kills) and
+``benchmarks/kill_resume.py`` (100 or more). It lives with the tests because it is test
+machinery: the benchmark imports it from here, not the other way round.
+
+Three kinds of kill, drawn by a seeded generator:
+
+- *training*: SIGKILL a random delay after the process wrote its first checkpoint, i.e.
+  once it is surely training. Timing from process start would not do: interpreter and
+  torch start-up (about 1.5 s here) varies by more than a round lasts (about 12 ms), and a
+  resumed process starts training sooner than a fresh one, so start-relative instants
+  either miss training or race through the run in a few kills.
+- *start-up*: a random delay after start, before the first round can end: a death while
+  importing, reading the config or loading the checkpoint.
+- *crash point*: ``PHALANX_CRASH_AT=point@N`` makes the process SIGKILL itself at a chosen
+  step of a checkpoint write, which no timer can aim at.
+
+Delays are fractions of a timeline measured on the reference run of the same session, so the
+plan fits a fast machine and a loaded one alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from phalanx.checkpoint import LocalCheckpointStore
+from phalanx.checkpoint.crashpoints import CHECKPOINT_POINTS, ENGINE_POINTS, ENV_VAR
+from phalanx.checkpoint.format import parse_dir_name
+from phalanx.core.state import ServerState
+
+CRASH_POINTS = (*CHECKPOINT_POINTS, *ENGINE_POINTS)
+HISTORY_KEYS = ("round", "committed", "model_version", "accepted", "accepted_attempts", "metrics")
+KILLED = -signal.SIGKILL  # Popen.returncode of a process that died of SIGKILL
+POLL_S = 0.002
+
+KillKind = Literal["training", "start-up", "crash point"]
+
+
+def scenario(rounds: int) -> list[str]:
+    """The seed workload, small: a round takes about 12 ms, so a run is mostly rounds and
+    checkpoint writes (one per round); 40% of tasks fail and quorum is 5 of 6, so some
+    rounds are discarded and resume must redo the right ones."""
+    return [
+        f"rounds={rounds}",
+        "workload.num_clients=12",
+        "selection.clients_per_round=6",
+        "quorum.min_updates=5",
+        "checkpoint.every=1",
+        "checkpoint.keep=2",
+        "faults.rules=[{rate=0.4}]",
+    ]
+
+
+class KillDriverError(Exception):
+    """A coordinator process did something other than finish or die of SIGKILL."""
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The reference run: start-up until its first checkpoint, then the rest of it."""
+
+    startup_s: float
+    training_s: float
+    rounds: int
+
+
+@dataclass(frozen=True)
+class Kill:
+    """One planned death; ``delay_s`` counts from start (start-up) or from the process's
+    first checkpoint (training)."""
+
+    kind: KillKind
+    delay_s: float = 0.0
+    crash_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    kill: Kill | None  # None: a plain resume, left to finish
+    resume: bool
+    returncode: int
+    round_after: int  # the newest checkpoint directory's round once the process is gone
+
+    @property
+    def landed(self) -> bool:
+        return self.kill is not None and self.returncode == KILLED
+
+
+@dataclass(frozen=True)
+class KillReport:
+    attempts: list[Attempt]
+    reference: ServerState
+    final: ServerState
+    wall_s: float
+
+    @property
+    def kills(self) -> list[Attempt]:
+        return [a for a in self.attempts if a.kill is not None]
+
+    @property
+    def landed(self) -> int:
+        return sum(a.landed for a in self.attempts)
+
+    def landed_by(self, kind: KillKind) -> int:
+        return sum(a.landed for a in self.kills if a.kill and a.kill.kind == kind)
+
+    @property
+    def resumes(self) -> int:
+        return sum(a.resume for a in self.attempts)
+
+    @property
+    def identical_params(self) -> bool:
+        return torch.equal(self.final.params, self.reference.params)
+
+    @property
+    def identical_history(self) -> bool:
+        return committed_history(self.final) == committed_history(self.reference)
+
+    @property
+    def identical_records(self) -> bool:
+        """Stronger: every field of every round record but its wall-clock duration."""
+        return _without_wall(self.final) == _without_wall(self.reference)
+
+
+def committed_history(state: ServerState) -> list[dict[str, Any]]:
+    """What resume must reproduce, round by round (wall-clock fields excluded)."""
+    return [{key: record[key] for key in HISTORY_KEYS} for record in state.history]
+
+
+def _without_wall(state: ServerState) -> list[dict[str, Any]]:
+    return [{k: v for k, v in record.items() if k != "wall_s"} for record in state.history]
+
+
+def newest_round(run_dir: Path) -> int:
+    """The newest checkpoint directory's round by name alone (-1: none), unverified."""
+    root = run_dir / "checkpoints"
+    names = [parse_dir_name(p.name) for p in root.iterdir()] if root.is_dir() else []
+    return max((r for r in names if r is not None), default=-1)
+
+
+def latest(run_dir: Path) -> ServerState:
+    state = LocalCheckpointStore(run_dir / "checkpoints").latest_valid()
+    if state is None:
+        raise KillDriverError(f"{run_dir}: no checkpoint at all")
+    return state
+
+
+class KillResumeDriver:
+    """Runs ``python -m phalanx run`` in ``workdir``: a reference, then the killed run."""
+
+    def __init__(self, workdir: Path, *, rounds: int, seed: int = 1234, timeout_s: float = 60.0):
+        self.workdir = workdir
+        self.rounds = rounds
+        self.overrides = scenario(rounds)
+        self.rng = random.Random(seed)
+        self.timeout_s = timeout_s  # for any one process
+        self._runs = 0
+        self._log = workdir / "logs" / "none.log"
+
+    def run(self, kills: int, *, cover: float = 0.7, max_final_resumes: int = 5) -> KillReport:
+        """``kills`` kills, then plain resumes until the run finishes; compare with the
+        reference. The training kills together are planned to cover about ``cover`` of the
+        rounds, so that the last kills still find rounds to interrupt."""
+        start = time.perf_counter()
+        reference, timeline = self._reference()
+        run_dir = self.workdir / "killed"
+        plan = self.plan(kills, timeline, cover=cover)
+        attempts = [self._attempt(run_dir, kill, resume=i > 0) for i, kill in enumerate(plan)]
+        for _ in range(max_final_resumes):
+            attempts.append(self._attempt(run_dir, None, resume=bool(attempts)))
+            if attempts[-1].returncode == 0:
+                break
+        else:
+            raise KillDriverError(f"run not finished after {max_final_resumes} plain resumes")
+        return KillReport(attempts, reference, latest(run_dir), time.perf_counter() - start)
+
+    def plan(self, kills: int, timeline: Timeline, *, cover: float) -> list[Kill]:
+        """Every third kill at a crash point (the points in a shuffled cycle, hit 1 to 3);
+        every seventh in start-up; the others a random time into training."""
+        kinds = [_kind(i) for i in range(kills)]
+        round_s = timeline.training_s / max(timeline.rounds, 1)
+        per_kill = cover * timeline.training_s / max(kinds.count("training"), 1)
+        span = max(2 * (per_kill - round_s), 2 * round_s)  # a kill costs a round to get going
+        points = self.rng.sample(CRASH_POINTS, len(CRASH_POINTS))
+        plan = []
+        for i, kind in enumerate(kinds):
+            if kind == "crash point":
+                point = points[(i // 3) % len(points)]
+                plan.append(Kill(kind, crash_at=f"{point}@{self.rng.randint(1, 3)}"))
+            elif kind == "start-up":
+                plan.append(Kill(kind, self.rng.uniform(0.3, 0.95) * timeline.startup_s))
+            else:
+                plan.append(Kill(kind, self.rng.uniform(0.0, span)))
+        return plan
+
+    def _reference(self) -> tuple[ServerState, Timeline]:
+        """An uninterrupted run, watched for the moment its first checkpoint appears."""
+        run_dir = self.workdir / "reference"
+        start = time.perf_counter()
+        process = self._start(run_dir, resume=False, crash_at=None)
+        self._await_checkpoint(process, run_dir, -1)
+        first = time.perf_counter() - start
+        self._wait(process, self.timeout_s)
+        self._check(process.returncode, allowed=(0,))
+        end = time.perf_counter() - start
+        return latest(run_dir), Timeline(first, end - first, self.rounds)
+
+    def _attempt(self, run_dir: Path, kill: Kill | None, *, resume: bool) -> Attempt:
+        before = newest_round(run_dir)
+        process = self._start(run_dir, resume=resume, crash_at=kill.crash_at if kill else None)
+        if kill is not None and kill.kind != "crash point":
+            self._timed_kill(process, run_dir, kill, before=before)
+        self._wait(process, self.timeout_s)
+        self._check(process.returncode, allowed=(0, KILLED) if kill else (0,))
+        return Attempt(kill, resume, process.returncode, newest_round(run_dir))
+
+    def _await_checkpoint(
+        self, process: subprocess.Popen[bytes], run_dir: Path, after: int
+    ) -> bool:
+        """Wait until the run has a checkpoint newer than round ``after``; False if the
+        process ended first (a finished run that had nothing left to do)."""
+        deadline = time.perf_counter() + self.timeout_s
+        while newest_round(run_dir) <= after:
+            if process.poll() is not None:
+                return False
+            if time.perf_counter() > deadline:
+                self._kill(process)
+                raise KillDriverError(f"no checkpoint within {self.timeout_s} s")
+            time.sleep(POLL_S)
+        return True
+
+    def _timed_kill(
+        self, process: subprocess.Popen[bytes], run_dir: Path, kill: Kill, *, before: int
+    ) -> None:
+        """A start-up kill counts its delay from start, a training kill from the process's
+        first checkpoint; either does nothing if the process finishes first."""
+        if kill.kind == "training" and not self._await_checkpoint(process, run_dir, before):
+            return
+        try:
+            process.wait(timeout=max(kill.delay_s, 0.0))
+        except subprocess.TimeoutExpired:
+            self._kill(process)
+
+    def _wait(self, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._kill(process)
+            raise KillDriverError(f"run exceeded {timeout_s} s (see {self._log})") from None
+
+    def _start(
+        self, run_dir: Path, *, resume: bool, crash_at: str | None
+    ) -> subprocess.Popen[bytes]:
+        """One coordinator in its own session, so a kill takes anything it spawned too."""
+        env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+        if crash_at:
+            env[ENV_VAR] = crash_at
+        where = ["--resume", str(run_dir)] if resume else ["--out", str(run_dir)]
+        sets = [arg for override in self.overrides for arg in ("--set", override)]
+        command = [sys.executable, "-m", "phalanx", "run", *where, "--quiet", "--no-plots", *sets]
+        self._runs += 1
+        self._log = self.workdir / "logs" / f"{self._runs:04d}.log"
+        self._log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._log, "wb") as log:
+            return subprocess.Popen(
+                command, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def _kill(self, process: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):  # it finished just before the kill
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=self.timeout_s)
+
+    def _check(self, returncode: int, *, allowed: tuple[int, ...]) -> None:
+        if returncode not in allowed:
+            tail = self._log.read_text(errors="replace")[-3000:]
+            raise KillDriverError(f"exit code {returncode} (see {self._log}):\n{tail}")
+
+
+def _kind(i: int) -> KillKind:
+    if i % 3 == 2:
+        return "crash point"
+    return "start-up" if i % 7 == 3 else "training"
