@@ -69,3 +69,9 @@ def test_resume_continues_a_run_to_the_same_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     read = lambda d: [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines()]  # noqa: E731
     assert [r["metrics"] for r in read(split)] == [r["metrics"] for r in read(whole)]
+
+
+def test_an_unreadable_saved_config_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("")  # as a kill mid-write used to leave it
+    result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path), "--quiet"])
+    assert "config.json: cannot read" in str(result.exception)

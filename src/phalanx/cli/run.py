@@ -13,6 +13,7 @@ from rich.console import Console
 
 from phalanx.cli.progress import round_progress
 from phalanx.config import RunConfig, build_config, load_config
+from phalanx.core.files import write_atomic
 from phalanx.errors import ConfigError
 from phalanx.observability.report import write_run_outputs
 from phalanx.observability.summary import render_summary, summarize
@@ -30,7 +31,11 @@ def resolve_config(scenario: str | None, overrides: list[str], resume: Path | No
             raise ConfigError(
                 "--resume uses the configuration saved in its directory; drop SCENARIO"
             )
-        return build_config(json.loads((resume / CONFIG_FILE).read_text()), overrides)
+        try:
+            saved = json.loads((resume / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"{resume / CONFIG_FILE}: cannot read ({error})") from None
+        return build_config(saved, overrides)
     if scenario is None:
         path = scenario_path("seed")
     elif scenario.endswith(".toml") or Path(scenario).exists():
@@ -63,7 +68,7 @@ def run(
     config = resolve_config(scenario, overrides or [], resume)
     out_dir = resume or out or Path("runs") / config.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
+    write_atomic(out_dir / CONFIG_FILE, config.model_dump_json(indent=2).encode())
     console = Console()
     simulation = Simulation(config)
     with round_progress(console, name=config.name, rounds=config.rounds, enabled=not quiet) as hook:
