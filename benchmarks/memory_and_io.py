@@ -1,0 +1,222 @@
+"""Coordinator memory and checkpoint I/O, measured against what they are bounded by.
+
+1. Aggregation memory: the engine collects N FedAvg updates of a D-parameter model (default
+   1,000 x 10M) from a runtime that makes each update fresh, in its own process. Reported:
+   the peak RSS of the round above the idle process (VmHWM after resetting it, minus VmRSS
+   before), as a multiple of the model's size. Round 0 has no norm reference yet and holds
+   ``validation.reference_updates`` updates back; round 1 streams every update on arrival.
+2. Checkpoint throughput: saving and loading a P-parameter model (default 100M) through the
+   atomic, checksummed local store, as a ratio to a dd-style sequential write (1 MiB
+   blocks + fsync) and read of the same number of bytes, measured in the same run.
+
+    .venv/bin/python benchmarks/memory_and_io.py [--updates N] [--dim D] [--ckpt-params P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from phalanx.checkpoint import LocalCheckpointStore
+from phalanx.config import build_config
+from phalanx.core.messages import ClientUpdate, Event, TaskKey, TrainTask
+from phalanx.core.state import ServerState
+from phalanx.core.tensors import Manifest, payload_digest, unflatten
+from phalanx.engine.clock import VirtualClock
+from phalanx.engine.engine import Engine
+
+MIB = 2**20
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+
+class FreshUpdates:
+    """A runtime whose every reply is a newly allocated update: holding them would show."""
+
+    def __init__(self, count: int) -> None:
+        self.clock = VirtualClock()
+        self._count = count
+        self._queue: list[TrainTask] = []
+
+    def client_ids(self) -> list[int]:
+        return list(range(self._count))
+
+    def declared_examples(self, client: int) -> int | None:
+        return None
+
+    def submit(self, task: TrainTask) -> None:
+        self._queue.append(task)
+
+    def cancel(self, key: TaskKey) -> None:
+        self._queue = [t for t in self._queue if t.key != key]
+
+    def fault_log(self, round_index: int) -> list[dict[str, Any]]:
+        return []
+
+    async def close(self) -> None:
+        self._queue.clear()
+
+    async def next_event(self, until: float) -> Event | None:
+        if not self._queue:
+            self.clock.advance_to(until)
+            return None
+        task = self._queue.pop(0)
+        self.clock.advance_to(min(until, self.clock.now() + 0.001))
+        shift = 1e-3 * (1 + (task.key.client % 5) / 10)
+        tensors = {
+            name: view + shift for name, view in unflatten(task.params, MANIFEST_HOLDER[0]).items()
+        }
+        return ClientUpdate(task.key, task.model_version, tensors, 10, 1.0, payload_digest(tensors))
+
+
+MANIFEST_HOLDER: list[Manifest] = []
+
+
+def aggregation_child(updates: int, dim: int) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    shapes = {"w0": (dim // 2,), "w1": (dim - dim // 2,)}
+    manifest = Manifest.of({n: torch.zeros(s) for n, s in shapes.items()})
+    MANIFEST_HOLDER.append(manifest)
+    config = build_config(
+        {
+            "rounds": 2,
+            "workload": {"name": "custom", "num_clients": updates},
+            "selection": {"clients_per_round": updates, "over_selection": 1.0},
+            "deadlines": {"task_s": 1e9, "round_s": 1e9},
+            "validation": {"max_update_bytes": 8 * dim + 1024},
+        }
+    )
+    runtime = FreshUpdates(updates)
+    engine = Engine(config, runtime)
+    state: ServerState = engine.initial_state(torch.zeros(dim), manifest)
+    rounds = []
+    for _ in range(2):
+        idle = _status("VmRSS")
+        _reset_peak()
+        start = time.perf_counter()
+        state = asyncio.run(engine.run_round(state))
+        rounds.append(
+            {
+                "peak_above_idle": _status("VmHWM") - idle,
+                "seconds": time.perf_counter() - start,
+                "committed": state.history[-1]["committed"],
+                "accepted": len(state.history[-1]["accepted"]),
+            }
+        )
+    return {"model_bytes": 4 * dim, "rounds": rounds}
+
+
+def _dd(path: Path, size: int) -> tuple[float, float]:
+    block = os.urandom(MIB)
+    start = time.perf_counter()
+    with open(path, "wb") as out:
+        for _ in range(size // MIB):
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    write_s = time.perf_counter() - start
+    start = time.perf_counter()
+    with open(path, "rb") as source:
+        while source.read(MIB):
+            pass
+    return write_s, time.perf_counter() - start
+
+
+def checkpoint_io(params: int) -> dict[str, float]:
+    torch.set_num_threads(1)
+    vector = torch.randn(params)
+    state = ServerState(0, 0, vector, Manifest.of({"w": vector}), {}).with_changes(round=1)
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        root = Path(tmp)
+        dd_write, dd_read = _dd(root / "dd.bin", 4 * params)
+        (root / "dd.bin").unlink()
+        store = LocalCheckpointStore(root / "ckpt", keep=1)
+        start = time.perf_counter()
+        store.save(state)
+        save_s = time.perf_counter() - start
+        start = time.perf_counter()
+        loaded = store.latest_valid()
+        load_s = time.perf_counter() - start
+        if loaded is None or not torch.equal(loaded.params, vector):
+            raise RuntimeError("the checkpoint did not load back bit-identical")
+    return {"bytes": 4 * params, "dd_write_s": dd_write, "dd_read_s": dd_read,
+            "save_s": save_s, "load_s": load_s}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=1000)
+    parser.add_argument("--dim", type=int, default=10_000_000)
+    parser.add_argument("--ckpt-params", type=int, default=100_000_000)
+    parser.add_argument("--child", choices=["aggregation", "checkpoint"])
+    args = parser.parse_args()
+    if args.child == "aggregation":
+        print(json.dumps(aggregation_child(args.updates, args.dim)))
+        return
+    if args.child == "checkpoint":
+        print(json.dumps(checkpoint_io(args.ckpt_params)))
+        return
+    console = Console()
+    runs = {}
+    for child in ("aggregation", "checkpoint"):
+        console.print(f"running {child} ...")
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", child, f"--updates={args.updates}",
+             f"--dim={args.dim}", f"--ckpt-params={args.ckpt_params}"],
+            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        runs[child] = json.loads(done.stdout.strip().splitlines()[-1])
+    agg, io = runs["aggregation"], runs["checkpoint"]
+    model = agg["model_bytes"]
+    table = Table(title=f"FedAvg round: {args.updates} updates x {args.dim:,} params")
+    for column in ("round", "peak RSS above idle", "x model size", "target", "seconds", "accepted"):
+        table.add_column(column)
+    for index, row in enumerate(agg["rounds"]):
+        ratio = row["peak_above_idle"] / model
+        table.add_row(
+            f"{index} ({'warm-up' if index == 0 else 'streaming'})",
+            f"{row['peak_above_idle'] / MIB:.0f} MiB", f"{ratio:.2f}x", "< 3x",
+            f"{row['seconds']:.1f}", str(row["accepted"]),
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"(holding the stack instead: {args.updates} x {args.dim:,} x 4 B = "
+        f"{args.updates * model / 2**30:.1f} GiB)"
+    )
+    size = io["bytes"] / MIB
+    io_table = Table(title=f"checkpoint of {args.ckpt_params:,} params ({size:.0f} MiB)")
+    for column in ("operation", "seconds", "MiB/s", "dd-style baseline MiB/s", "ratio to dd"):
+        io_table.add_column(column)
+    rows = (
+        ("save (atomic, sha256, fsync)", io["save_s"], io["dd_write_s"]),
+        ("load (read, verify sha256)", io["load_s"], io["dd_read_s"]),
+    )
+    for name, ours, base in rows:
+        io_table.add_row(name, f"{ours:.2f}", f"{size / ours:.0f}", f"{size / base:.0f}",
+                         f"{base / ours:.2f}")  # fmt: skip
+    console.print(io_table)
+
+
+if __name__ == "__main__":
+    main()
