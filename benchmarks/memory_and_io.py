@@ -93,7 +93,7 @@ class FreshUpdates:
 MANIFEST_HOLDER: list[Manifest] = []
 
 
-def aggregation_child(updates: int, dim: int) -> dict[str, Any]:
+def aggregation_child(updates: int, dim: int, reference_updates: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     shapes = {"w0": (dim // 2,), "w1": (dim - dim // 2,)}
     manifest = Manifest.of({n: torch.zeros(s) for n, s in shapes.items()})
@@ -104,7 +104,10 @@ def aggregation_child(updates: int, dim: int) -> dict[str, Any]:
             "workload": {"name": "custom", "num_clients": updates},
             "selection": {"clients_per_round": updates, "over_selection": 1.0},
             "deadlines": {"task_s": 1e9, "round_s": 1e9},
-            "validation": {"max_update_bytes": 8 * dim + 1024},
+            "validation": {
+                "max_update_bytes": 8 * dim + 1024,
+                "reference_updates": reference_updates,
+            },
         }
     )
     runtime = FreshUpdates(updates)
@@ -170,33 +173,43 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=10_000_000)
     parser.add_argument("--ckpt-params", type=int, default=100_000_000)
     parser.add_argument("--child", choices=["aggregation", "checkpoint"])
+    parser.add_argument("--reference-updates", type=int, default=5)
     args = parser.parse_args()
     if args.child == "aggregation":
-        print(json.dumps(aggregation_child(args.updates, args.dim)))
+        print(json.dumps(aggregation_child(args.updates, args.dim, args.reference_updates)))
         return
     if args.child == "checkpoint":
         print(json.dumps(checkpoint_io(args.ckpt_params)))
         return
     console = Console()
     runs = {}
-    for child in ("aggregation", "checkpoint"):
-        console.print(f"running {child} ...")
+    for key, child, extra in (
+        ("aggregation", "aggregation", []),
+        ("no-hold", "aggregation", ["--reference-updates=0"]),
+        ("checkpoint", "checkpoint", []),
+    ):
+        console.print(f"running {key} ...")
         done = subprocess.run(
             [sys.executable, __file__, "--child", child, f"--updates={args.updates}",
-             f"--dim={args.dim}", f"--ckpt-params={args.ckpt_params}"],
+             f"--dim={args.dim}", f"--ckpt-params={args.ckpt_params}", *extra],
             capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )  # fmt: skip
-        runs[child] = json.loads(done.stdout.strip().splitlines()[-1])
-    agg, io = runs["aggregation"], runs["checkpoint"]
-    model = agg["model_bytes"]
+        runs[key] = json.loads(done.stdout.strip().splitlines()[-1])
+    io = runs["checkpoint"]
+    model = runs["aggregation"]["model_bytes"]
     table = Table(title=f"FedAvg round: {args.updates} updates x {args.dim:,} params")
     for column in ("round", "peak RSS above idle", "x model size", "target", "seconds", "accepted"):
         table.add_column(column)
-    for index, row in enumerate(agg["rounds"]):
+    labelled = [
+        ("round 0, default (first 5 held back)", runs["aggregation"]["rounds"][0]),
+        ("round 1, default (streaming)", runs["aggregation"]["rounds"][1]),
+        ("round 0, reference_updates=0", runs["no-hold"]["rounds"][0]),
+        ("round 1, reference_updates=0", runs["no-hold"]["rounds"][1]),
+    ]
+    for label, row in labelled:
         ratio = row["peak_above_idle"] / model
         table.add_row(
-            f"{index} ({'warm-up' if index == 0 else 'streaming'})",
-            f"{row['peak_above_idle'] / MIB:.0f} MiB", f"{ratio:.2f}x", "< 3x",
+            label, f"{row['peak_above_idle'] / MIB:.0f} MiB", f"{ratio:.2f}x", "< 3x",
             f"{row['seconds']:.1f}", str(row["accepted"]),
         )  # fmt: skip
     console.print(table)

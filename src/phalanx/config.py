@@ -148,7 +148,7 @@ class ValidationConfig(Strict):
     relative_min_updates: int = Field(3, ge=1)  # fewer accepted: relative check skipped
     # Streaming aggregation folds updates in as they arrive; the first few are held back
     # to set the median norm that later arrivals are checked against.
-    reference_updates: int = Field(5, ge=1)
+    reference_updates: int = Field(5, ge=0)  # 0: never hold back (first round: absolute bound only)
     max_update_bytes: int = Field(256 * 2**20, gt=0)
 
 
