@@ -86,11 +86,9 @@ class Collector:
                 break  # a latched error: the round cannot commit
             if not col.active and not col.retries and not self._replace(col, goal):
                 break
-            event = await self._runtime.next_event(until=self._next_timer(col))
-            if event is None:
-                self._fire_timers(col)
-            else:
-                self._on_event(col, event, goal)
+            # No local name keeps the update alive while the next one arrives: a round holds
+            # one message at a time.
+            self._handle(col, await self._runtime.next_event(until=self._next_timer(col)), goal)
         self._drop_outliers(col, goal)
         self._cancel_rest(col)
 
@@ -151,6 +149,12 @@ class Collector:
         while col.retries and col.retries[0][0] <= now:
             _, client, attempt = heapq.heappop(col.retries)
             self._dispatch(col, client, attempt)
+
+    def _handle(self, col: Collection, event: ClientUpdate | TaskFailure | None, goal: int) -> None:
+        if event is None:
+            self._fire_timers(col)
+        else:
+            self._on_event(col, event, goal)
 
     def _on_event(self, col: Collection, event: ClientUpdate | TaskFailure, goal: int) -> None:
         task = col.active.pop(event.key, None)
