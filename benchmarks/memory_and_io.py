@@ -5,6 +5,7 @@
    the peak RSS of the round above the idle process (VmHWM after resetting it, minus VmRSS
    before), as a multiple of the model's size. Round 0 has no norm reference yet and holds
    ``validation.reference_updates`` updates back; round 1 streams every update on arrival.
+   Children run with glibc's mmap threshold pinned (see CHILD_ENV), so RSS tracks live memory.
 2. Checkpoint throughput: saving and loading a P-parameter model (default 100M) through the
    atomic, checksummed local store, as a ratio to a dd-style sequential write (1 MiB
    blocks + fsync) and read of the same number of bytes, measured in the same run.
@@ -38,6 +39,10 @@ from phalanx.engine.clock import VirtualClock
 from phalanx.engine.engine import Engine
 
 MIB = 2**20
+# Children run with one torch thread and glibc's mmap threshold fixed at 128 KiB: by default
+# glibc raises it up to 32 MiB after the first large free, and then keeps freed 20 MiB
+# tensors in its heap, so RSS would measure the allocator's retention, not live memory.
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
 
 def _status(field: str) -> int:
@@ -54,9 +59,10 @@ def _reset_peak() -> None:
 class FreshUpdates:
     """A runtime whose every reply is a newly allocated update: holding them would show."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, manifest: Manifest) -> None:
         self.clock = VirtualClock()
         self._count = count
+        self._manifest = manifest
         self._queue: list[TrainTask] = []
 
     def client_ids(self) -> list[int]:
@@ -85,19 +91,14 @@ class FreshUpdates:
         self.clock.advance_to(min(until, self.clock.now() + 0.001))
         shift = 1e-3 * (1 + (task.key.client % 5) / 10)
         tensors = {
-            name: view + shift for name, view in unflatten(task.params, MANIFEST_HOLDER[0]).items()
+            name: view + shift for name, view in unflatten(task.params, self._manifest).items()
         }
         return ClientUpdate(task.key, task.model_version, tensors, 10, 1.0, payload_digest(tensors))
 
 
-MANIFEST_HOLDER: list[Manifest] = []
-
-
-def aggregation_child(updates: int, dim: int, reference_updates: int) -> dict[str, Any]:
-    torch.set_num_threads(1)
+def fedavg_engine(updates: int, dim: int, reference_updates: int) -> tuple[Engine, ServerState]:
     shapes = {"w0": (dim // 2,), "w1": (dim - dim // 2,)}
     manifest = Manifest.of({n: torch.zeros(s) for n, s in shapes.items()})
-    MANIFEST_HOLDER.append(manifest)
     config = build_config(
         {
             "rounds": 2,
@@ -110,9 +111,18 @@ def aggregation_child(updates: int, dim: int, reference_updates: int) -> dict[st
             },
         }
     )
-    runtime = FreshUpdates(updates)
-    engine = Engine(config, runtime)
-    state: ServerState = engine.initial_state(torch.zeros(dim), manifest)
+    engine = Engine(config, FreshUpdates(updates, manifest))
+    return engine, engine.initial_state(torch.zeros(dim), manifest)
+
+
+def aggregation_child(updates: int, dim: int, reference_updates: int) -> dict[str, Any]:
+    """Two rounds of ``updates`` updates, after a throwaway round on a tiny model that pays
+    the process's one-time costs (lazy imports, first-use allocations): "idle" is a process
+    ready to aggregate, not one that has never run a round."""
+    torch.set_num_threads(1)
+    warm, warm_state = fedavg_engine(10, 1000, reference_updates)
+    asyncio.run(warm.run_round(warm_state))
+    engine, state = fedavg_engine(updates, dim, reference_updates)
     rounds = []
     for _ in range(2):
         idle = _status("VmRSS")
@@ -192,7 +202,7 @@ def main() -> None:
         done = subprocess.run(
             [sys.executable, __file__, "--child", child, f"--updates={args.updates}",
              f"--dim={args.dim}", f"--ckpt-params={args.ckpt_params}", *extra],
-            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True, text=True, check=True, env=CHILD_ENV,
         )  # fmt: skip
         runs[key] = json.loads(done.stdout.strip().splitlines()[-1])
     io = runs["checkpoint"]
