@@ -7,7 +7,12 @@ import torch
 from phalanx.config import ValidationConfig
 from phalanx.core.messages import ClientUpdate, TaskKey, TrainTask
 from phalanx.core.tensors import Manifest, payload_digest
-from phalanx.engine.validation import Accepted, Rejected, relative_norm_outliers, validate_update
+from phalanx.engine.validation import (
+    Accepted,
+    Rejected,
+    relative_norm_violation,
+    validate_update,
+)
 from phalanx.types import RejectReason
 
 GLOBAL = {"w": torch.zeros(2, 2), "b": torch.zeros(2)}
@@ -76,12 +81,13 @@ def test_each_reason() -> None:
 
 
 def test_relative_norm_flags_only_outliers_of_the_median() -> None:
-    def acc(norm: float) -> Accepted:
-        return Accepted(update(), torch.zeros(6), MANIFEST, norm, 1.0)
+    norms = [1.0, 1.2, 0.9, 4.0, 50.0]
 
-    items = [acc(1.0), acc(1.2), acc(0.9), acc(4.0), acc(50.0)]
-    flagged = relative_norm_outliers(items, ValidationConfig(max_relative_norm=3.0))
-    assert [a.norm for a, _ in flagged] == [4.0, 50.0]
-    assert all(v.reason is RejectReason.NORM_RELATIVE for _, v in flagged)
-    assert relative_norm_outliers(items[:2], ValidationConfig(relative_min_updates=3)) == []
-    assert relative_norm_outliers(items, ValidationConfig(max_relative_norm=None)) == []
+    def flagged(config: ValidationConfig, reference: list[float]) -> list[float]:
+        verdicts = [(n, relative_norm_violation(n, reference, config)) for n in norms]
+        assert all(v.reason is RejectReason.NORM_RELATIVE for _, v in verdicts if v)
+        return [n for n, v in verdicts if v]
+
+    assert flagged(ValidationConfig(max_relative_norm=3.0), norms) == [4.0, 50.0]
+    assert flagged(ValidationConfig(relative_min_updates=3), norms[:2]) == []
+    assert flagged(ValidationConfig(max_relative_norm=None), norms) == []

@@ -31,6 +31,7 @@ from phalanx.checkpoint.format import (
     verify,
 )
 from phalanx.checkpoint.store import CheckpointInfo, check_retention, retained
+from phalanx.core.files import fsync_dir, write_synced
 from phalanx.core.state import ServerState
 from phalanx.errors import CheckpointError
 
@@ -70,9 +71,9 @@ class LocalCheckpointStore:
             tmp.mkdir()
             crash_point("checkpoint.after_tmp_dir")
             for name, data in files.items():
-                _write_synced(tmp / name, data)
+                write_synced(tmp / name, data)
                 crash_point(_AFTER_WRITE[name])
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             crash_point("checkpoint.before_rename")
             self._publish(tmp, final)
         except OSError as exc:
@@ -151,7 +152,7 @@ class LocalCheckpointStore:
                 os.rename(aside, final)
             raise
         crash_point("checkpoint.after_rename")
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         if aside is not None:
             shutil.rmtree(aside)
 
@@ -188,19 +189,3 @@ def _read(path: Path, name: str) -> bytes:
         raise problem(str(path), name, "missing") from exc
     except OSError as exc:
         raise problem(str(path), name, f"unreadable ({exc.strerror or exc})") from exc
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable (POSIX needs the directory synced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

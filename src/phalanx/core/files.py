@@ -1,4 +1,4 @@
-"""Small files that must survive a crash mid-write: written whole or not at all."""
+"""Durable file writes: fsynced contents, fsynced directory entries, atomic replacement."""
 
 from __future__ import annotations
 
@@ -7,19 +7,29 @@ import secrets
 from pathlib import Path
 
 
+def write_synced(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) with ``data`` and fsync it."""
+    with open(path, "xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (POSIX needs the directory synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, fsync it, rename it over ``path``, fsync the folder."""
+    """Replace ``path`` whole or not at all: a synced temporary sibling renamed over it."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
+        write_synced(tmp, data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    fsync_dir(path.parent)

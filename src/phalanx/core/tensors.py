@@ -83,11 +83,6 @@ def unflatten(vector: torch.Tensor, manifest: Manifest) -> dict[str, torch.Tenso
     return out
 
 
-def tensor_bytes(tensor: torch.Tensor) -> bytes:
-    """Raw little-endian bytes of a tensor (what travels and what checksums cover)."""
-    return _byte_view(tensor).tobytes()
-
-
 def _byte_view(tensor: torch.Tensor) -> memoryview:
     """The tensor's bytes without a copy when it is already contiguous on the CPU."""
     array = tensor.detach().cpu().numpy()

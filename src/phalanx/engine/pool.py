@@ -14,16 +14,15 @@ Folding follows arrival order, which the simulation makes deterministic.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
 import torch
 
 from phalanx.aggregation.base import Aggregator, StreamingAggregator
 from phalanx.config import ValidationConfig
-from phalanx.engine.validation import Accepted, Rejected
+from phalanx.engine.validation import Accepted, Rejected, relative_norm_violation
 from phalanx.errors import AggregationError
-from phalanx.types import ClientId, RejectReason
+from phalanx.types import ClientId
 
 Outliers = list[tuple[Accepted, Rejected]]
 
@@ -60,13 +59,14 @@ class UpdatePool:
         self._config = config
         self._dim = dim
         self._budget = budget_bytes
-        self._streaming = isinstance(aggregator, StreamingAggregator)
+        self._stream = aggregator if isinstance(aggregator, StreamingAggregator) else None
+        self._streaming = self._stream is not None
         self._held: dict[ClientId, Accepted] = {}
         self._members: dict[ClientId, Member] = {}
         self._prior = list(prior_norms or [])
         self._norms: list[float] = []  # of every update accepted this round, folded or held
-        if self._streaming:
-            aggregator.begin(dim)  # type: ignore[attr-defined]
+        if self._stream is not None:
+            self._stream.begin(dim)
 
     @property
     def count(self) -> int:
@@ -123,25 +123,16 @@ class UpdatePool:
         """The round's step (a d vector) from every accepted update."""
         if not self._members:
             raise AggregationError("no accepted updates to aggregate")
-        if self._streaming:
+        if self._stream is not None:
             self._fold_held()
-            return self._aggregator.finish()  # type: ignore[attr-defined, no-any-return]
+            return self._stream.finish()
         order = sorted(self._held)
         deltas = torch.stack([self._held[c].delta() for c in order])
         weights = torch.tensor([self._held[c].weight for c in order], dtype=torch.float32)
         return self._aggregator.aggregate(deltas, weights)
 
     def _check_against_median(self, item: Accepted) -> Rejected | None:
-        factor = self._config.max_relative_norm
-        if factor is None or self._reference_size() < self._config.relative_min_updates:
-            return None
-        median = statistics.median_low(self._prior + self._norms)
-        if item.norm <= factor * median:
-            return None
-        return Rejected(
-            RejectReason.NORM_RELATIVE,
-            f"norm {item.norm:.4g} > {factor} x median {median:.4g}",
-        )
+        return relative_norm_violation(item.norm, self._prior + self._norms, self._config)
 
     def _reference_size(self) -> int:
         return len(self._prior) + len(self._norms)
@@ -159,9 +150,9 @@ class UpdatePool:
         self._norms.remove(item.norm)
 
     def _fold_held(self) -> None:
-        if self._streaming:
-            for client in sorted(self._held):
-                self._fold(self._held.pop(client))
+        for client in sorted(self._held) if self._stream is not None else ():
+            self._fold(self._held.pop(client))
 
     def _fold(self, item: Accepted) -> None:
-        self._aggregator.add(item.delta_parts(), item.weight)  # type: ignore[attr-defined]
+        if self._stream is not None:
+            self._stream.add(item.delta_parts(), item.weight)

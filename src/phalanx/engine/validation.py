@@ -2,12 +2,13 @@
 
 Checks run cheapest first and stop at the first failure, so every rejection carries exactly
 one reason. The relative norm bound needs the round's other updates and runs once collection
-ends (``relative_norm_outliers``).
+ends (``relative_norm_violation``, applied by the round's update pool).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -122,26 +123,19 @@ def validate_update(
     return Accepted(update, task.params, manifest, norm, weight)
 
 
-def relative_norm_outliers(
-    accepted: Sequence[Accepted], config: ValidationConfig
-) -> list[tuple[Accepted, Rejected]]:
-    """Updates whose norm exceeds ``max_relative_norm`` times the round's median norm.
+def relative_norm_violation(
+    norm: float, reference: Sequence[float], config: ValidationConfig
+) -> Rejected | None:
+    """Rejected if ``norm`` exceeds ``max_relative_norm`` times the median of ``reference``.
 
-    The median (lower median for even counts) of n norms tolerates up to half of them being
-    arbitrary, so a minority of scaled or noisy updates cannot raise the bar for itself.
+    The lower median of n norms tolerates up to half of them being arbitrary, so a minority
+    of scaled or noisy updates cannot raise the bar for itself. With fewer than
+    ``relative_min_updates`` reference norms there is no bar yet.
     """
     factor = config.max_relative_norm
-    if factor is None or len(accepted) < config.relative_min_updates:
-        return []
-    median = float(torch.tensor([a.norm for a in accepted]).median())
-    bound = factor * median
-    return [
-        (
-            a,
-            Rejected(
-                RejectReason.NORM_RELATIVE, f"norm {a.norm:.4g} > {factor} x median {median:.4g}"
-            ),
-        )
-        for a in accepted
-        if a.norm > bound
-    ]
+    if factor is None or len(reference) < config.relative_min_updates:
+        return None
+    median = statistics.median_low(reference)
+    if norm <= factor * median:
+        return None
+    return Rejected(RejectReason.NORM_RELATIVE, f"norm {norm:.4g} > {factor} x median {median:.4g}")
