@@ -63,6 +63,21 @@ class DigitsWorkload(Strict):
     min_samples: int = Field(10, ge=1)
 
 
+class FashionMnistWorkload(Strict):
+    """Fashion-MNIST (28x28 greyscale, 10 classes) read from the IDX files that Debian's
+    ``dataset-fashion-mnist`` installs; never downloaded. ``train_examples`` and
+    ``test_examples`` take a stratified subset, for runs that must stay short."""
+
+    name: Literal["fashion_mnist"] = "fashion_mnist"
+    num_clients: int = Field(20, ge=1)
+    dirichlet_alpha: float | None = Field(0.5, gt=0)  # None: IID split
+    hidden: int = Field(128, ge=0)
+    min_samples: int = Field(10, ge=1)
+    train_examples: int | None = Field(None, ge=1)  # None: all 60,000
+    test_examples: int | None = Field(None, ge=1)  # None: all 10,000
+    path: str = "/usr/share/datasets/fashion-mnist"
+
+
 class CustomWorkload(Strict):
     """The user's own model and per-client data, given to ``Simulation`` directly."""
 
@@ -71,7 +86,7 @@ class CustomWorkload(Strict):
 
 
 WorkloadConfig = Annotated[
-    SeedWorkload | SyntheticWorkload | DigitsWorkload | CustomWorkload,
+    SeedWorkload | SyntheticWorkload | DigitsWorkload | FashionMnistWorkload | CustomWorkload,
     Field(discriminator="name"),
 ]
 
@@ -159,12 +174,32 @@ class PartialWorkConfig(Strict):
     min_fraction: float = Field(0.25, gt=0, le=1)
 
 
+# A parameter of a named aggregator, pre-aggregation step or attack. Its registry checks
+# names and values, so an unknown one is an error that lists the valid ones.
+ParamValue = int | float | str | bool
+
+
+class StepConfig(Strict):
+    """One pre-aggregation step (clipping, nnm, bucketing), by name, with its parameters."""
+
+    name: str
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+
+
 class AggregationConfig(Strict):
-    """``memory_budget_bytes`` caps the update bytes a round may hold: a streaming aggregator
+    """The rule ``name`` with its ``params``, behind the ``pre`` steps, applied in order.
+    ``f`` is the number of Byzantine updates per round the robust parts must tolerate; each
+    checks its own inequality on the round's actual n and discards the round (not the run)
+    when it does not hold.
+
+    ``memory_budget_bytes`` caps the update bytes a round may hold: a streaming aggregator
     (FedAvg) holds a few updates whatever the number of clients; one that needs all updates
     at once holds n x d float32 and a round that would exceed the budget is refused."""
 
-    name: Literal["fedavg"] = "fedavg"
+    name: str = "fedavg"
+    f: int = Field(0, ge=0)
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    pre: tuple[StepConfig, ...] = ()
     memory_budget_bytes: int = Field(4 * 2**30, gt=0)
 
 
@@ -198,6 +233,18 @@ class ScheduledFault(Strict):
     attempt: int | None = None  # None: every attempt of that round
 
 
+class ByzantineConfig(Strict):
+    """Byzantine clients and their attack. Who they are is fixed for the whole run: the
+    ``clients`` listed, else round(fraction x num_clients) clients drawn from the seed.
+    They collude, and an attack that needs it sees the round's honest updates. Independent
+    of ``faults.enabled``, which switches the random fault rules and schedule."""
+
+    fraction: float = Field(0.0, ge=0, lt=1)
+    clients: tuple[int, ...] | None = None
+    attack: str = "sign_flip"
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+
+
 class FaultConfig(Strict):
     """A fault plan as data. Rules fire per (round, client, attempt) from a stream of their
     own; scheduled faults fire exactly; a scheduled fault takes precedence over rules."""
@@ -208,6 +255,7 @@ class FaultConfig(Strict):
     corruptions: tuple[Corruption, ...] = (Corruption.NOISE,)
     noise_std: float = Field(1.0, gt=0)
     scale: float = -10.0
+    byzantine: ByzantineConfig = Field(default_factory=ByzantineConfig)
 
 
 class SimulationConfig(Strict):
