@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from phalanx.aggregation import FedAvg
+from phalanx.aggregation import Aggregate, FedAvg, RoundContext
 from phalanx.config import ValidationConfig
 from phalanx.core.messages import ClientUpdate, TaskKey
 from phalanx.core.tensors import Manifest
@@ -22,8 +22,10 @@ class StackingMean:
 
     name = "stacking-mean"
 
-    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return updates.mean(dim=0)
+    def aggregate(
+        self, updates: torch.Tensor, weights: torch.Tensor, context: RoundContext | None = None
+    ) -> Aggregate:
+        return Aggregate(updates.mean(dim=0))
 
 
 MANIFEST = Manifest.of({"w": torch.zeros(4)})
@@ -44,7 +46,7 @@ def test_streaming_holds_only_until_the_reference_exists_then_folds() -> None:
     for client in range(3, 50):
         assert pool.add(item(client, 1.0)) == []
         assert pool.held_bytes() == 0  # O(d) for any number of clients
-    assert torch.allclose(pool.aggregate(), torch.ones(4))
+    assert torch.allclose(pool.aggregate(RoundContext())[0].vector, torch.ones(4))
     assert pool.count == 50
 
 
@@ -59,7 +61,7 @@ def test_outliers_are_rejected_against_the_median_and_never_folded() -> None:
     late = pool.add(item(3, 50.0))
     assert [a.update.key.client for a, _ in late] == [3]
     assert [m.client for m in pool.members()] == [0, 2]
-    assert torch.allclose(pool.aggregate(), torch.ones(4))
+    assert torch.allclose(pool.aggregate(RoundContext())[0].vector, torch.ones(4))
 
 
 def test_a_prior_reference_stops_a_corrupted_majority_of_early_arrivals() -> None:
@@ -76,4 +78,4 @@ def test_a_stacking_aggregator_is_refused_past_the_budget() -> None:
     pool.add(item(1, 3.0))
     with pytest.raises(MemoryBudgetError, match=r"3 x 4 float32 = 48 bytes exceeds"):
         pool.add(item(2, 2.0))
-    assert torch.allclose(pool.aggregate(), torch.full((4,), 2.0))
+    assert torch.allclose(pool.aggregate(RoundContext())[0].vector, torch.full((4,), 2.0))

@@ -1,13 +1,43 @@
-"""The interface between the engine and any aggregation rule."""
+"""The interface between the engine and any aggregation rule.
+
+A rule gets the round's accepted updates as rows of an ``n x d`` tensor, their weights and
+a ``RoundContext``, and returns an ``Aggregate``: the step, which input rows it discarded or
+scaled down (for the run summary), and any state it carries to the next committed round
+(centred clipping's centre). Rules are pure: all cross-round state travels through
+``RoundContext.state`` and ``Aggregate.state``, so a resumed run aggregates exactly as an
+uninterrupted one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from phalanx.errors import AggregationError
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What a rule may know beyond the updates: the run's seed and the round, for random
+    draws (bucketing), and the state it left after the last committed round."""
+
+    seed: int = 0
+    round_index: int = 0
+    state: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A rule's result. ``discarded`` lists input rows that had no say in ``vector``;
+    ``scaled`` maps input rows that were clipped to the factor (in (0, 1)) applied."""
+
+    vector: torch.Tensor
+    discarded: tuple[int, ...] = ()
+    scaled: Mapping[int, float] = field(default_factory=dict)
+    state: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -20,7 +50,9 @@ class Aggregator(Protocol):
 
     name: str
 
-    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor: ...
+    def aggregate(
+        self, updates: torch.Tensor, weights: torch.Tensor, context: RoundContext | None = None
+    ) -> Aggregate: ...
 
 
 @runtime_checkable
@@ -50,3 +82,10 @@ def check_inputs(updates: torch.Tensor, weights: torch.Tensor) -> None:
         raise AggregationError("weights must be finite and non-negative")
     if float(weights.sum()) <= 0:
         raise AggregationError("weights sum to zero: nothing to average")
+
+
+def require(rule: str, holds: bool, inequality: str, *, n: int, f: int) -> None:
+    """A rule's tolerance precondition, failing with the numbers, e.g.
+    "bulyan needs n >= 4f + 3; got n=9, f=2"."""
+    if not holds:
+        raise AggregationError(f"{rule} needs {inequality}; got n={n}, f={f}")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
-from phalanx.aggregation.base import check_inputs
+from phalanx.aggregation.base import Aggregate, RoundContext, check_inputs
 from phalanx.errors import AggregationError
 
 
@@ -23,10 +23,12 @@ class FedAvg:
         self._sum: torch.Tensor | None = None
         self._total = 0.0
 
-    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def aggregate(
+        self, updates: torch.Tensor, weights: torch.Tensor, context: RoundContext | None = None
+    ) -> Aggregate:
         check_inputs(updates, weights)
         scale = (weights.double() / weights.double().sum()).to(updates.dtype)
-        return scale @ updates
+        return Aggregate(scale @ updates)
 
     def begin(self, dim: int) -> None:
         self._sum = torch.zeros(dim)

@@ -1,20 +1,76 @@
-"""Aggregators by name. An unknown name is an error that lists the valid ones."""
+"""Aggregators by name: a rule from ``RULES`` behind steps from ``STEPS``, each with its own
+parameter model. Unknown names or parameters are errors listing the valid ones.
+
+``fedavg`` alone is the streaming ``FedAvg`` (O(d) memory); every other combination holds
+the round's n x d stack.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from phalanx.aggregation.base import Aggregator
+from phalanx.aggregation.bulyan import Bulyan, BulyanParams
+from phalanx.aggregation.centered_clipping import CenteredClipping, CenteredClippingParams
 from phalanx.aggregation.fedavg import FedAvg
-from phalanx.errors import ConfigError
+from phalanx.aggregation.geometric_median import GeometricMedian, GeometricMedianParams
+from phalanx.aggregation.krum import Krum, KrumParams, MultiKrum, MultiKrumParams
+from phalanx.aggregation.mean import Mean, MeanParams
+from phalanx.aggregation.median import Median, MedianParams
+from phalanx.aggregation.pipeline import Pipeline, Rule, Step
+from phalanx.aggregation.pre.bucketing import Bucketing, BucketingParams
+from phalanx.aggregation.pre.clipping import Clipping, ClippingParams
+from phalanx.aggregation.pre.nnm import NNM, NNMParams
+from phalanx.aggregation.trimmed_mean import TrimmedMean, TrimmedMeanParams
+from phalanx.config import AggregationConfig, StepConfig
+from phalanx.core.named import Params, lookup, parse_params
 
-AGGREGATORS: dict[str, Callable[[], Aggregator]] = {"fedavg": FedAvg}
+T = TypeVar("T")
 
 
-def build_aggregator(name: str) -> Aggregator:
-    try:
-        factory = AGGREGATORS[name]
-    except KeyError:
-        valid = ", ".join(sorted(AGGREGATORS))
-        raise ConfigError(f"unknown aggregator {name!r}; valid: {valid}") from None
-    return factory()
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    params: type[Params]
+    build: Callable[[Any], T]
+
+
+RULES: dict[str, Entry[Rule]] = {
+    "bulyan": Entry(BulyanParams, Bulyan),
+    "centered_clipping": Entry(CenteredClippingParams, CenteredClipping),
+    "fedavg": Entry(MeanParams, Mean),
+    "geometric_median": Entry(GeometricMedianParams, GeometricMedian),
+    "krum": Entry(KrumParams, Krum),
+    "median": Entry(MedianParams, Median),
+    "multi_krum": Entry(MultiKrumParams, MultiKrum),
+    "trimmed_mean": Entry(TrimmedMeanParams, TrimmedMean),
+}
+
+STEPS: dict[str, Entry[Step]] = {
+    "bucketing": Entry(BucketingParams, Bucketing),
+    "clipping": Entry(ClippingParams, Clipping),
+    "nnm": Entry(NNMParams, NNM),
+}
+
+AGGREGATORS = RULES  # the names valid as ``aggregation.name``
+
+
+def _build(kind: str, table: Mapping[str, Entry[T]], name: str, params: Mapping[str, Any]) -> T:
+    entry = lookup(kind, name, table)
+    return entry.build(parse_params(kind, name, entry.params, params))
+
+
+def build_step(config: StepConfig) -> Step:
+    return _build("pre-aggregation step", STEPS, config.name, config.params)
+
+
+def build_aggregator(config: AggregationConfig | str) -> Aggregator:
+    """The aggregator ``config`` describes (a bare name: that rule, default parameters)."""
+    if isinstance(config, str):
+        config = AggregationConfig(name=config)
+    rule = _build("aggregator", RULES, config.name, config.params)
+    steps = [build_step(step) for step in config.pre]
+    if config.name == "fedavg" and not steps:
+        return FedAvg()
+    return Pipeline(rule, f=config.f, steps=steps)

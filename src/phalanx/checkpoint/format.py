@@ -3,7 +3,8 @@
 Kept apart from any filesystem so every store (local, replicated) writes and checks exactly
 the same three files. A checkpoint directory ``round-00000042/`` holds::
 
-    params.safetensors   one tensor "params": the flat float32 model
+    params.safetensors   tensor "params", the flat float32 model, and "state/<key>" for
+                         each aggregator state tensor (ServerState.tensors)
     state.json           ServerState.metadata_json(), keys sorted
     MANIFEST.json        {"format": 1, "round": 42, "files": {name: sha256}, "sizes": {name: n}}
 
@@ -30,6 +31,7 @@ from phalanx.errors import CheckpointError
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.safetensors"
+STATE_TENSOR_PREFIX = "state/"  # aggregator state tensors beside "params"
 STATE_FILE = "state.json"
 MANIFEST_FILE = "MANIFEST.json"
 PAYLOAD_FILES = (PARAMS_FILE, STATE_FILE)
@@ -75,7 +77,10 @@ def encode(state: ServerState) -> dict[str, bytes]:
         meta = json.dumps(state.metadata_json(), sort_keys=True).encode()
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"server state is not JSON-serialisable: {exc}") from exc
-    tensors: bytes = safetensors.torch.save({"params": params.cpu().contiguous()})
+    named = {"params": params.cpu().contiguous()}
+    for key, tensor in state.tensors.items():
+        named[STATE_TENSOR_PREFIX + key] = _state_tensor(key, tensor)
+    tensors: bytes = safetensors.torch.save(named)
     payload = {PARAMS_FILE: tensors, STATE_FILE: meta}
     manifest = {
         "format": FORMAT_VERSION,
@@ -130,10 +135,10 @@ def decode(
     manifest: CheckpointManifest, payload: Mapping[str, bytes], *, where: str
 ) -> ServerState:
     """Rebuild the state from verified payload bytes and cross-check it against the manifest."""
-    params = _decode_params(payload[PARAMS_FILE], where=where)
+    params, extra_tensors = _decode_params(payload[PARAMS_FILE], where=where)
     try:
         meta = json.loads(payload[STATE_FILE].decode("utf-8"))
-        state = ServerState.from_metadata(meta, params)
+        state = ServerState.from_metadata(meta, params, extra_tensors)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise problem(where, STATE_FILE, f"bad json ({exc})") from exc
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -160,15 +165,30 @@ def read_verified(read: Callable[[str], bytes], *, where: str, round_: int) -> S
     return decode(manifest, payload, where=where)
 
 
-def _decode_params(raw: bytes, *, where: str) -> torch.Tensor:
-    """The single flat float32 tensor, parsed by safetensors (never torch.load)."""
+def _state_tensor(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.dtype != torch.float32 or tensor.dim() != 1:
+        raise CheckpointError(
+            f"aggregator state {key!r} must be a flat float32 vector; got {tensor.dtype} "
+            f"of shape {tuple(tensor.shape)}"
+        )
+    return tensor.detach().cpu().contiguous()
+
+
+def _decode_params(raw: bytes, *, where: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The flat float32 model and any aggregator state tensors, parsed by safetensors
+    (never torch.load)."""
     try:
         tensors: dict[str, torch.Tensor] = safetensors.torch.load(raw)
     except SafetensorError as exc:
         raise problem(where, PARAMS_FILE, f"bad safetensors ({exc})") from exc
-    params = tensors.get("params")
-    if list(tensors) != ["params"] or params is None:
-        raise problem(where, PARAMS_FILE, f"expected one tensor 'params'; got {sorted(tensors)}")
-    if params.dtype != torch.float32 or params.dim() != 1:
-        raise problem(where, PARAMS_FILE, f"params is {params.dtype} {tuple(params.shape)}")
-    return params
+    params = tensors.pop("params", None)
+    strays = sorted(k for k in tensors if not k.startswith(STATE_TENSOR_PREFIX))
+    if params is None or strays:
+        raise problem(
+            where, PARAMS_FILE, f"expected tensor 'params' and 'state/*'; got {sorted(tensors)}"
+        )
+    for name, tensor in [("params", params), *tensors.items()]:
+        if tensor.dtype != torch.float32 or tensor.dim() != 1:
+            raise problem(where, PARAMS_FILE, f"{name} is {tensor.dtype} {tuple(tensor.shape)}")
+    state = {k.removeprefix(STATE_TENSOR_PREFIX): v for k, v in tensors.items()}
+    return params, state

@@ -43,6 +43,9 @@ class ServerState:
     clock: float = 0.0  # engine clock at the end of the last round
     config_digest: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Aggregator state carried between committed rounds (e.g. centred clipping's centre):
+    # tensors, so they rest in safetensors beside params, never in JSON.
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> ServerState:
         return replace(self, **changes)
@@ -61,7 +64,12 @@ class ServerState:
         }
 
     @classmethod
-    def from_metadata(cls, meta: dict[str, Any], params: torch.Tensor) -> ServerState:
+    def from_metadata(
+        cls,
+        meta: dict[str, Any],
+        params: torch.Tensor,
+        tensors: dict[str, torch.Tensor] | None = None,
+    ) -> ServerState:
         return cls(
             round=int(meta["round"]),
             model_version=int(meta["model_version"]),
@@ -72,4 +80,5 @@ class ServerState:
             clock=float(meta["clock"]),
             config_digest=str(meta["config_digest"]),
             extra=dict(meta.get("extra", {})),
+            tensors=dict(tensors or {}),
         )

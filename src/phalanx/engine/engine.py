@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from phalanx.aggregation import Aggregator, StreamingAggregator, build_aggregator
+from phalanx.aggregation import Aggregator, RoundContext, StreamingAggregator, build_aggregator
 from phalanx.config import RunConfig
 from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest
@@ -53,7 +53,7 @@ class Engine:
         self._config = config
         self._runtime = runtime
         self._evaluate = evaluate
-        self._aggregator = aggregator or build_aggregator(config.aggregation.name)
+        self._aggregator = aggregator or build_aggregator(config.aggregation)
         self._on_round = tuple(on_round)
         self._health = HealthMonitor(config.health)
         retry = RetryPolicy(config.retry, seed=config.seed)
@@ -108,9 +108,10 @@ class Engine:
             )
         else:
             await self._collector.collect(col, healthy, probes)
-        new_params = self._gate_and_aggregate(col, required)
+        context = RoundContext(self._config.seed, state.round, state.tensors)
+        new_params, carried = self._gate_and_aggregate(col, required, context)
         record.injected = self._runtime.fault_log(state.round)
-        return self._finish(state, col, new_params, wall_start)
+        return self._finish(state, col, new_params, carried, wall_start)
 
     def _memory_refusal(self, dim: int) -> str | None:
         """Refuse, before dispatching anything, a round whose stack cannot fit the budget."""
@@ -127,32 +128,39 @@ class Engine:
             f"aggregation.memory_budget_bytes = {budget}"
         )
 
-    def _gate_and_aggregate(self, col: Collection, required: int) -> torch.Tensor | None:
+    def _gate_and_aggregate(
+        self, col: Collection, required: int, context: RoundContext
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The new global model (None: the round is discarded) and the aggregator state to
+        carry forward if it commits."""
         record = col.record
         chosen = col.pool.members()  # canonical order
         record.accepted = [m.client for m in chosen]
         record.accepted_attempts = [m.attempt for m in chosen]
         record.partial = sum(1 for m in chosen if m.work_fraction < 1)
         if record.reasons:
-            return None
+            return None, {}
         if len(chosen) < required:
             record.reasons.append(f"quorum not met: {len(chosen)} accepted updates < {required}")
-            return None
+            return None, {}
         try:
-            step = col.pool.aggregate()
+            result, clients = col.pool.aggregate(context)
         except AggregationError as error:  # latched: the round is discarded, not the run
             record.reasons.append(f"aggregation failed: {error}")
-            return None
-        if not bool(torch.isfinite(step).all()):
+            return None, {}
+        if not bool(torch.isfinite(result.vector).all()):
             record.reasons.append("aggregate is not finite")
-            return None
-        return col.inputs.params + step
+            return None, {}
+        record.discarded = [clients[row] for row in result.discarded]
+        record.scaled = {clients[row]: round(f, 6) for row, f in result.scaled.items()}
+        return col.inputs.params + result.vector, dict(result.state)
 
     def _finish(
         self,
         state: ServerState,
         col: Collection,
         new_params: torch.Tensor | None,
+        carried: dict[str, torch.Tensor],
         wall_start: float,
     ) -> ServerState:
         record = col.record
@@ -178,6 +186,7 @@ class Engine:
                 else state.extra
             ),
             clock=record.ended_at,
+            tensors={**state.tensors, **carried} if record.committed else state.tensors,
         )
         for hook in self._on_round:
             hook(new_state, record)

@@ -50,6 +50,10 @@ class RoundRecord:
     probes: int = 0
     cancelled: int = 0  # over-selected tasks no longer needed
     partial: int = 0  # accepted updates with work_fraction < 1
+    # What a robust aggregator made of the accepted updates: clients whose update had no
+    # say (Krum, Bulyan), and clients whose update was clipped, with the factor.
+    discarded: list[ClientId] = field(default_factory=list)
+    scaled: dict[ClientId, float] = field(default_factory=dict)
     injected: list[dict[str, Any]] = field(default_factory=list)  # from the runtime, if any
     metrics: dict[str, float] = field(default_factory=dict)
     started_at: float = 0.0
@@ -71,6 +75,7 @@ class RoundRecord:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data.update({k: list(v) for k, v in data.items() if isinstance(v, list)})
         data["metrics"] = dict(self.metrics)
+        data["scaled"] = {str(client): f for client, f in sorted(self.scaled.items())}
         data["events"] = [event.to_json() for event in self.events]
         data["failures"] = dict(self.failure_counts())
         data["rejections"] = dict(self.rejection_counts())

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from phalanx.aggregation.base import Aggregator, StreamingAggregator
+from phalanx.aggregation.base import Aggregate, Aggregator, RoundContext, StreamingAggregator
 from phalanx.config import ValidationConfig
 from phalanx.engine.validation import Accepted, Rejected, relative_norm_violation
 from phalanx.errors import AggregationError
@@ -119,17 +119,18 @@ class UpdatePool:
             self._fold_held()
         return outliers
 
-    def aggregate(self) -> torch.Tensor:
-        """The round's step (a d vector) from every accepted update."""
+    def aggregate(self, context: RoundContext) -> tuple[Aggregate, list[ClientId]]:
+        """The round's step from every accepted update, and the clients behind the rows that
+        ``Aggregate.discarded`` and ``Aggregate.scaled`` refer to (canonical order)."""
         if not self._members:
             raise AggregationError("no accepted updates to aggregate")
         if self._stream is not None:
             self._fold_held()
-            return self._stream.finish()
+            return Aggregate(self._stream.finish()), []
         order = sorted(self._held)
         deltas = torch.stack([self._held[c].delta() for c in order])
         weights = torch.tensor([self._held[c].weight for c in order], dtype=torch.float32)
-        return self._aggregator.aggregate(deltas, weights)
+        return self._aggregator.aggregate(deltas, weights, context), order
 
     def _check_against_median(self, item: Accepted) -> Rejected | None:
         return relative_norm_violation(item.norm, self._prior + self._norms, self._config)

@@ -1,0 +1,58 @@
+"""Centred clipping with server momentum (Karimireddy, He and Jaggi, 2021, "Learning from
+History for Byzantine Robust Optimization", ICML).
+
+Start from the last committed round's aggregate (the momentum the paper keeps on the
+server), then ``iterations`` times move the centre by the weighted mean of the rows'
+differences to it, each clipped to norm ``tau``: a Byzantine row moves the result by at
+most tau x its weight share. ``tau`` None picks the median distance to the centre, so the
+radius follows the scale of honest updates. The centre is carried to the next round as
+state; rows clipped in the last iteration are reported as scaled.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from phalanx.aggregation.base import Aggregate, RoundContext, require
+from phalanx.aggregation.rows import Rows
+from phalanx.core.named import Params
+
+STATE_KEY = "centered_clipping.centre"
+
+
+class CenteredClippingParams(Params):
+    tau: float | None = Field(None, gt=0)  # clipping radius; None: median distance
+    iterations: int = Field(1, ge=1)
+    momentum: bool = True  # start from the last round's aggregate (else from zero)
+
+
+class CenteredClipping:
+    name = "centered_clipping"
+
+    def __init__(self, params: CenteredClippingParams) -> None:
+        self.params = params
+
+    def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
+        n = rows.count
+        require(self.name, n >= 2 * f + 1, "n >= 2f + 1", n=n, f=f)
+        centre = self._start(rows.dim, context)
+        share = rows.normalised_weights()
+        sq_norms = rows.sq_norms()
+        factors = torch.ones(n, dtype=torch.float64)
+        for _ in range(self.params.iterations):
+            # |x_i - v|^2 = |x_i|^2 - 2 x_i.v + |v|^2, one pass over the rows for x_i.v
+            centre_sq = float(centre.double().square().sum())
+            distances = (sq_norms - 2 * rows.dot(centre) + centre_sq).clamp(min=0).sqrt()
+            tau = self.params.tau or float(distances.median())
+            factors = torch.where(distances > tau, tau / distances.clamp(min=1e-300), 1.0)
+            coefficients = share * factors
+            centre = centre + rows.combine(coefficients) - float(coefficients.sum()) * centre
+        rows.note_scaled(factors)
+        return Aggregate(centre, state={STATE_KEY: centre.clone()})
+
+    def _start(self, dim: int, context: RoundContext) -> torch.Tensor:
+        previous = context.state.get(STATE_KEY) if self.params.momentum else None
+        if previous is None or previous.shape != (dim,):
+            return torch.zeros(dim)
+        return previous.float()

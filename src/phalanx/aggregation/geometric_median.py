@@ -1,0 +1,59 @@
+"""Geometric median by smoothed Weiszfeld iterations, as in RFA (Pillutla, Kakade and
+Harchaoui, 2022, "Robust Aggregation for Federated Learning", IEEE TSP).
+
+The minimiser of the weighted sum of distances to the rows; its breakdown point is 1/2.
+Each iterate is a convex combination of the rows, ``z = a @ X``, so the distances it needs,
+``|z - x_i|^2 = a'Ga - 2(Ga)_i + G_ii``, come from the Gram matrix in O(n^2) per iteration:
+iterating to convergence costs nothing in d, and X is read once more at the end.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from phalanx.aggregation.base import Aggregate, RoundContext, require
+from phalanx.aggregation.rows import Rows
+from phalanx.core.named import Params
+
+
+class GeometricMedianParams(Params):
+    nu: float = Field(1e-6, gt=0)  # smoothing: distances below nu count as nu
+    max_iter: int = Field(100, ge=1)
+    tol: float = Field(1e-7, ge=0)  # stop when the objective improves by less (relative)
+
+
+def weiszfeld_coefficients(
+    gram: torch.Tensor, weights: torch.Tensor, *, nu: float, max_iter: int, tol: float
+) -> torch.Tensor:
+    """Coefficients ``a`` (on the simplex) of the smoothed geometric median ``a @ X``."""
+    alpha = weights / weights.sum()
+    diag = gram.diagonal()
+    coefficients = alpha.clone()
+    previous = float("inf")
+    for _ in range(max_iter):
+        ga = gram @ coefficients
+        distances = (coefficients @ ga - 2 * ga + diag).clamp(min=0).sqrt()
+        objective = float(alpha @ distances)
+        if previous - objective <= tol * max(objective, 1e-300):
+            break
+        previous = objective
+        beta = alpha / distances.clamp(min=nu)
+        coefficients = beta / beta.sum()
+    return coefficients
+
+
+class GeometricMedian:
+    name = "geometric_median"
+
+    def __init__(self, params: GeometricMedianParams) -> None:
+        self.params = params
+
+    def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
+        n = rows.count
+        require(self.name, n >= 2 * f + 1, "n >= 2f + 1", n=n, f=f)
+        p = self.params
+        coefficients = weiszfeld_coefficients(
+            rows.gram(), rows.weights, nu=p.nu, max_iter=p.max_iter, tol=p.tol
+        )
+        return Aggregate(rows.combine(coefficients))

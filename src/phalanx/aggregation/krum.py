@@ -1,0 +1,68 @@
+"""Krum and Multi-Krum (Blanchard et al., 2017, "Machine Learning with Adversaries:
+Byzantine Tolerant Gradient Descent", NeurIPS; Multi-Krum: El Mhamdi et al., 2018).
+
+Each row is scored by the summed squared distance to its n - f - 2 nearest other rows;
+Multi-Krum averages (example-weighted) the m best-scored rows, Krum is m = 1. Distances come
+from the round's one Gram matrix. Rows not selected are reported as discarded.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from phalanx.aggregation.base import Aggregate, RoundContext, require
+from phalanx.aggregation.rows import Rows
+from phalanx.core.named import Params
+
+
+def krum_scores(sq_distances: torch.Tensor, f: int) -> torch.Tensor:
+    """Sum over each row's n - f - 2 nearest neighbours (itself excluded) of squared distance."""
+    n = sq_distances.shape[0]
+    neighbours = max(n - f - 2, 0)  # 0 only inside Bulyan's last picks: every score ties
+    others = sq_distances + torch.diag(torch.full((n,), float("inf"), dtype=sq_distances.dtype))
+    nearest = torch.topk(others, neighbours, dim=1, largest=False).values
+    return nearest.sum(dim=1)
+
+
+def krum_select(sq_distances: torch.Tensor, f: int, m: int) -> torch.Tensor:
+    """Indices of the ``m`` best-scored rows; ties go to the lower index (canonical order)."""
+    order = torch.sort(krum_scores(sq_distances, f), stable=True).indices
+    return order[:m]
+
+
+class MultiKrumParams(Params):
+    m: int | None = Field(None, ge=1)  # rows averaged; None: n - f
+
+
+class KrumParams(Params):
+    pass
+
+
+class MultiKrum:
+    name = "multi_krum"
+
+    def __init__(self, params: MultiKrumParams) -> None:
+        self.params = params
+
+    def selection_size(self, n: int, f: int) -> int:
+        return n - f if self.params.m is None else self.params.m
+
+    def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
+        n = rows.count
+        require(self.name, n >= 2 * f + 3, "n >= 2f + 3", n=n, f=f)
+        m = self.selection_size(n, f)
+        if m > n:
+            require(self.name, False, f"m <= n (m={m})", n=n, f=f)
+        chosen = krum_select(rows.sq_distances(), f, m)
+        coefficients = torch.zeros(n, dtype=torch.float64)
+        coefficients[chosen] = rows.weights[chosen] / rows.weights[chosen].sum()
+        rows.discard(torch.nonzero(coefficients == 0).flatten())
+        return Aggregate(rows.combine(coefficients))
+
+
+class Krum(MultiKrum):
+    name = "krum"
+
+    def __init__(self, params: KrumParams) -> None:
+        super().__init__(MultiKrumParams(m=1))
