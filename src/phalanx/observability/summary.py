@@ -24,6 +24,13 @@ key                       meaning
 ``updates_accepted``      updates that passed validation, discarded rounds included
 ``corrupt_injected``      corrupt faults injected
 ``corrupt_aggregated``    corrupt updates accepted in a committed round: they reached the model
+``aggregator_discarded``  ``{client: n}`` committed rounds where the robust aggregator gave the
+                          client's accepted update no say (Krum, Bulyan, ...)
+``aggregator_scaled``     ``{client: n}`` committed rounds where its update was clipped down
+``byzantine``             ``{"clients", "updates_sent", "aggregated", "discarded", "scaled"}``:
+                          Byzantine updates injected, and how many of those that reached a
+                          committed round's aggregation were given a full say, none, or a
+                          clipped one; ``honest_discarded`` counts honest updates given none
 ``wall_time_s``           wall-clock seconds of the whole run
 ``train_time_s``          wall-clock seconds spent in rounds
 ``sim_time_s``            simulated seconds, last round's end minus first round's start
@@ -78,6 +85,9 @@ def summarize(
         "updates_accepted": sum(len(r["accepted"]) for r in history),
         "corrupt_injected": len(corrupt),
         "corrupt_aggregated": sum(_corrupt_aggregated(r) for r in history),
+        "aggregator_discarded": _per_client(history, "discarded"),
+        "aggregator_scaled": _per_client(history, "scaled"),
+        "byzantine": _byzantine(history),
         "wall_time_s": wall_time_s,
         "train_time_s": train_time_s,
         "sim_time_s": history[-1]["ended_at"] - history[0]["started_at"] if history else 0.0,
@@ -109,6 +119,49 @@ def _corrupt_aggregated(record: Mapping[str, Any]) -> int:
     )
 
 
+def _per_client(history: History, key: str) -> dict[str, int]:
+    total: Counter[int] = Counter()
+    for record in history:
+        if record["committed"]:
+            total.update(int(client) for client in record.get(key, ()))
+    return {str(client): n for client, n in sorted(total.items())}
+
+
+def _byzantine(history: History) -> dict[str, Any]:
+    """What became of the Byzantine clients' updates, from the fault log of each round."""
+    sent = aggregated = discarded = scaled = honest_discarded = 0
+    clients: set[int] = set()
+    for record in history:
+        attacks = {
+            (item["client"], item["attempt"])
+            for item in record["injected"]
+            if str(item["kind"]) == "byzantine"
+        }
+        clients.update(client for client, _ in attacks)
+        sent += len(attacks)
+        if not record["committed"]:
+            continue
+        dropped = set(record.get("discarded", ()))
+        clipped = {int(c) for c in record.get("scaled", {})}
+        for client, attempt in zip(record["accepted"], record["accepted_attempts"], strict=True):
+            if (client, attempt) not in attacks:
+                honest_discarded += client in dropped
+            elif client in dropped:
+                discarded += 1
+            elif client in clipped:
+                scaled += 1
+            else:
+                aggregated += 1
+    return {
+        "clients": sorted(clients),
+        "updates_sent": sent,
+        "aggregated": aggregated,
+        "discarded": discarded,
+        "scaled": scaled,
+        "honest_discarded": honest_discarded,
+    }
+
+
 def render_summary(summary: Mapping[str, Any]) -> Table:
     """A two-column table of the summary's headline numbers, for the terminal."""
     table = Table(title="phalanx run summary")
@@ -131,9 +184,28 @@ def _rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("retries", str(s["retries"])),
         ("replacements", str(s["replacements"])),
         ("corrupt aggregated", f"{s['corrupt_aggregated']} of {s['corrupt_injected']}"),
+        *_byzantine_rows(s),
         ("wall time", f"{s['wall_time_s']:.2f} s"),
         ("train time", f"{s['train_time_s']:.2f} s"),
     ]
+
+
+def _byzantine_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    b = s.get("byzantine") or {}
+    if b.get("updates_sent"):
+        rows.append((
+            "byzantine updates",
+            f"{b['updates_sent']} sent by clients {b['clients']}: {b['aggregated']} aggregated "
+            f"in full, {b['scaled']} clipped, {b['discarded']} discarded",
+        ))  # fmt: skip
+    if s.get("aggregator_discarded") or s.get("aggregator_scaled"):
+        rows.append((
+            "aggregator",
+            f"discarded {sum(s['aggregator_discarded'].values())} updates, clipped "
+            f"{sum(s['aggregator_scaled'].values())}",
+        ))  # fmt: skip
+    return rows
 
 
 def _failed(s: Mapping[str, Any]) -> str:
