@@ -8,6 +8,8 @@ from torch.func import functional_call
 
 from phalanx.core.tensors import Manifest, unflatten
 from phalanx.engine.engine import Evaluate
+from phalanx.errors import ConfigError
+from phalanx.faults.poisoning import stamp_trigger
 from phalanx.workloads.base import ClientData
 
 
@@ -20,5 +22,45 @@ def classification_evaluator(model: nn.Module, manifest: Manifest, test: ClientD
             loss = nn.functional.cross_entropy(logits, test.y)
             accuracy = (logits.argmax(dim=1) == test.y).float().mean()
         return {"accuracy": float(accuracy), "loss": float(loss)}
+
+    return evaluate
+
+
+def backdoor_evaluator(
+    model: nn.Module,
+    manifest: Manifest,
+    test: ClientData,
+    *,
+    image_shape: tuple[int, int],
+    trigger_size: int,
+    value: float,
+    target: int,
+) -> Evaluate:
+    """``backdoor_asr``, the attack success rate: the share of test examples whose true label
+    is not ``target`` that the model classifies as ``target`` once the trigger is stamped.
+    Examples already of class ``target`` are left out: they would count as successes that
+    the backdoor did not cause. The stamped test set is built once, here."""
+    keep = test.y != target
+    if not bool(keep.any()):
+        raise ConfigError(f"backdoor ASR needs test examples of a class other than {target}")
+    triggered = stamp_trigger(test.x[keep], image_shape, trigger_size, value)
+
+    def evaluate(params: torch.Tensor) -> dict[str, float]:
+        with torch.no_grad():
+            logits = functional_call(model, unflatten(params, manifest), (triggered,))
+            hits = (logits.argmax(dim=1) == target).float().mean()
+        return {"backdoor_asr": float(hits)}
+
+    return evaluate
+
+
+def combine_evaluators(*evaluators: Evaluate) -> Evaluate:
+    """One evaluator whose metrics are all of ``evaluators``' (a later one wins a clash)."""
+
+    def evaluate(params: torch.Tensor) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for each in evaluators:
+            metrics.update(each(params))
+        return metrics
 
     return evaluate

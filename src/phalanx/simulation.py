@@ -28,7 +28,9 @@ from phalanx.engine.clock import VirtualClock
 from phalanx.engine.engine import Engine, Evaluate, RoundHook, config_digest
 from phalanx.engine.history import RoundRecord
 from phalanx.errors import CheckpointError, ConfigError
-from phalanx.evaluation import classification_evaluator
+from phalanx.evaluation import backdoor_evaluator, classification_evaluator, combine_evaluators
+from phalanx.faults.byzantine import build_attack, byzantine_clients
+from phalanx.faults.poisoning import Backdoor, DataAttack, infer_data_shape, poison_clients
 from phalanx.runtime.inprocess.runtime import SimulationRuntime
 from phalanx.runtime.inprocess.trainers import BatchedTrainer, LocalTrainer, WorkerTrainer
 from phalanx.runtime.inprocess.user_training import UserTrainFn
@@ -72,6 +74,10 @@ class Simulation:
     built-in batched SGD, unless ``train=`` gives a function ``train(model, data, ctx)``
     (see ``TrainContext``): that runs per client in ``simulation.workers`` worker processes,
     each attempt killed after ``simulation.hang_guard_s`` real seconds.
+
+    ``faults.byzantine`` makes some clients Byzantine (``byzantine``): a data-poisoning
+    attack poisons their examples here, before any trainer sees them (``clients`` holds the
+    data as trained); a backdoor adds ``backdoor_asr`` to the round metrics.
     """
 
     def __init__(
@@ -91,9 +97,11 @@ class Simulation:
             raise ConfigError(
                 "give trainer (a LocalTrainer factory) or train (a function), not both"
             )
+        shape: tuple[int, tuple[int, int] | None] | None = None  # (classes, image shape)
         if model is None or clients is None:
             workload = build_workload(config.workload, config.seed)
             model, clients, test = workload.make_model, workload.clients, workload.test
+            shape = (workload.num_classes, workload.image_shape)
         else:
             config = config.for_clients(len(clients))
         self.config = config
@@ -103,11 +111,43 @@ class Simulation:
             # worker trains a copy that it switches back to training mode.
             self.model.eval()
         self.initial_params, self.manifest = model_manifest(self.model)
-        self.clients = list(clients)
-        self._evaluate = evaluate or (
+        self.byzantine = byzantine_clients(config.faults.byzantine, len(clients), config.seed)
+        self.clients, asr = self._poison(list(clients), test, shape, trainer is not None)
+        accuracy = evaluate or (
             classification_evaluator(self.model, self.manifest, test) if test is not None else None
         )
+        self._evaluate = combine_evaluators(accuracy, asr) if accuracy and asr else accuracy or asr
         self._trainer = self._make_trainer(trainer, train)
+
+    def _poison(
+        self,
+        clients: list[ClientData],
+        test: ClientData | None,
+        shape: tuple[int, tuple[int, int] | None] | None,
+        custom_trainer: bool,
+    ) -> tuple[list[ClientData], Evaluate | None]:
+        """The clients' data as they train on it (a data attack's Byzantine clients poisoned)
+        and, for a backdoor with a test set, the evaluator of its success rate."""
+        attack = build_attack(self.config.faults.byzantine)
+        if not isinstance(attack, DataAttack) or not self.byzantine:
+            return clients, None
+        if custom_trainer:
+            raise ConfigError(
+                f"attack {attack.name!r} poisons the clients' data, which a trainer= factory "
+                "keeps to itself: use the built-in trainer or train="
+            )
+        num_classes, image_shape = shape or infer_data_shape(clients, test)
+        attack = attack.resolve(clients, self.byzantine)
+        poisoned = poison_clients(
+            clients, self.byzantine, attack, num_classes=num_classes,
+            image_shape=image_shape, seed=self.config.seed,
+        )  # fmt: skip
+        if not (isinstance(attack, Backdoor) and test is not None and image_shape is not None):
+            return poisoned, None
+        return poisoned, backdoor_evaluator(
+            self.model, self.manifest, test, image_shape=image_shape,
+            trigger_size=attack.trigger_size, value=attack.value or 0.0, target=attack.target,
+        )  # fmt: skip
 
     def _make_trainer(
         self,

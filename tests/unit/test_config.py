@@ -50,9 +50,9 @@ def test_errors_name_the_key_and_the_valid_choices() -> None:
         build_config({}, ["retry.retry_on=['sometimes']"])
     with pytest.raises(ConfigError, match="no round could ever commit"):
         build_config({}, ["quorum.min_updates=11"])
-    with pytest.raises(ConfigError, match="unknown scenario 'nope'; shipped: digits, seed"):
+    with pytest.raises(ConfigError, match="unknown scenario 'nope'; shipped: digits, robust, seed"):
         scenario_path("nope")
-    assert available() == ["digits", "seed"]
+    assert available() == ["digits", "robust", "seed"]
 
 
 def test_file_errors(tmp_path: Path) -> None:

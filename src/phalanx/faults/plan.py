@@ -15,6 +15,8 @@ from phalanx.core.messages import TaskKey
 from phalanx.core.rng import uniforms
 from phalanx.types import Corruption, FaultKind
 
+BYZANTINE = "byzantine"  # the fault log's kind for an update a Byzantine client sent
+
 
 @dataclass(frozen=True)
 class FaultDecision:
@@ -61,6 +63,15 @@ class FaultPlan:
         with self._lock:
             self._fired.setdefault(key.round, []).append(decision.to_json(key))
             self.counts[decision.kind.value] += 1
+
+    def record_attack(self, key: TaskKey, attack: str) -> None:
+        """Count an update that a Byzantine client sent, under kind "byzantine" with the
+        attack's name as detail (data poisoning included: its updates are the attack)."""
+        item: dict[str, Any] = {"round": key.round, "client": key.client}
+        item |= {"attempt": key.attempt, "kind": BYZANTINE, "detail": attack}
+        with self._lock:
+            self._fired.setdefault(key.round, []).append(item)
+            self.counts[BYZANTINE] += 1
 
     def fired(self, round_index: int) -> list[dict[str, Any]]:
         with self._lock:

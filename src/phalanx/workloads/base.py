@@ -38,13 +38,16 @@ class ClientData:
 @dataclass(frozen=True)
 class Workload:
     """A built task. ``make_model`` returns a fresh, untrained model; the caller seeds init,
-    so every process that builds the model from the same seed gets the same weights."""
+    so every process that builds the model from the same seed gets the same weights.
+    ``image_shape`` (height, width) says the features are images, flattened row-major (with
+    any channels first): what a pixel-trigger backdoor needs to find a corner."""
 
     name: str
     clients: tuple[ClientData, ...]
     test: ClientData
     make_model: Callable[[], torch.nn.Module]
     num_classes: int
+    image_shape: tuple[int, int] | None = None
 
 
 def client_data(x: npt.NDArray[np.floating], y: npt.NDArray[np.integer]) -> ClientData:

@@ -120,4 +120,5 @@ def build_digits(config: DigitsWorkload, seed: int) -> Workload:
         test=client_data(x[test], y[test]),
         make_model=functools.partial(mlp, FEATURES, config.hidden, CLASSES),
         num_classes=CLASSES,
+        image_shape=(8, 8),
     )

@@ -4,6 +4,10 @@ At submission each task's fate and timing are decided from the fault plan and th
 model; its reply (or failure) becomes an event at a virtual time. Training is lazy and
 batched: when the earliest pending reply is needed, it and the next few replies due are
 trained together, so over-selected tasks that the engine cancels cost nothing.
+
+Byzantine clients (``adversary``) train like the others; their attack replaces what they
+send. A colluding attack needs the round's honest updates, so the first Byzantine delivery
+of a round trains every reply of the round still due (``_train_round``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from phalanx.core.tensors import Manifest, payload_digest, unflatten
 from phalanx.engine.clock import VirtualClock
 from phalanx.errors import RuntimeBackendError
 from phalanx.faults import FaultDecision, FaultPlan, corrupt_tensors, flip_bits
+from phalanx.runtime.inprocess.adversary import Adversary
 from phalanx.runtime.inprocess.latency import LatencyModel
 from phalanx.runtime.inprocess.trainers import LocalTrainer, TrainJob, TrainOutcome
 from phalanx.types import ClientId, Corruption, FailureKind, FaultKind
@@ -55,6 +60,7 @@ class SimulationRuntime:
         self._clock = clock or VirtualClock()
         self._latency = LatencyModel(config.latency, seed=config.seed, num_clients=num_clients)
         self.plan = FaultPlan(config.faults, seed=config.seed)
+        self.adversary = Adversary.of(config, manifest, num_clients)
         self._pending: dict[TaskKey, _Pending] = {}
         self._queue: list[tuple[float, int, TaskKey]] = []  # (due, submission order, key)
         self._submitted = 0
@@ -81,6 +87,8 @@ class SimulationRuntime:
 
     def submit(self, task: TrainTask) -> None:
         key = task.key
+        if self.adversary is not None:
+            self.adversary.dispatched(task)
         decision = self.plan.decide(key)
         if decision is not None:
             self.plan.record(key, decision)
@@ -135,31 +143,41 @@ class SimulationRuntime:
             return TaskFailure(key, kind, error)
         return self._as_update(pending, outcome)
 
+    def _due_updates(self, params: torch.Tensor) -> list[_Pending]:
+        """Pending replies on the model ``params`` that will be updates, in order due."""
+        due = (self._pending.get(key) for _, _, key in sorted(self._queue))
+        return [p for p in due if p and p.kind is None and p.task.params is params]
+
     def _train_due(self, first: _Pending) -> None:
         """Train ``first`` together with the next replies due on the same model."""
         width = self._config.selection.clients_per_round
-        batch = [first]
-        for _, _, key in sorted(self._queue):
-            if len(batch) >= width:
-                break
-            other = self._pending.get(key)
-            if (
-                other
-                and other.kind is None
-                and other.outcome is None
-                and (other.task.params is first.task.params)
-            ):
-                batch.append(other)
+        others = [p for p in self._due_updates(first.task.params) if p.outcome is None]
+        self._train_batch([first, *others[: width - 1]])
+
+    def _train_batch(self, batch: list[_Pending]) -> None:
         jobs = [TrainJob(p.task.key, p.steps) for p in batch]
-        for pending, outcome in zip(
-            batch, self._trainer.train(first.task.params, jobs), strict=True
-        ):
+        params = batch[0].task.params
+        for pending, outcome in zip(batch, self._trainer.train(params, jobs), strict=True):
             pending.outcome = outcome
+
+    def _train_round(self, task: TrainTask) -> list[tuple[TaskKey, dict[str, torch.Tensor]]]:
+        """The genuine weights of every update still due on ``task``'s model, training the
+        untrained ones now in batches of a round's width: what colluders get to see."""
+        due = self._due_updates(task.params)
+        todo = [p for p in due if p.outcome is None]
+        width = self._config.selection.clients_per_round
+        for start in range(0, len(todo), width):
+            self._train_batch(todo[start : start + width])
+        return [(p.task.key, p.outcome.tensors) for p in due if p.outcome and p.outcome.tensors]
 
     def _as_update(self, pending: _Pending, outcome: TrainOutcome) -> ClientUpdate:
         task, decision = pending.task, pending.decision
         key = task.key
         tensors = outcome.tensors or {}
+        if self.adversary is not None:
+            tensors = self.adversary.send(task, tensors, lambda: self._train_round(task))
+            if self.adversary.is_byzantine(key.client):
+                self.plan.record_attack(key, self.adversary.attack.name)
         corruption = decision.corruption if decision else None
         if corruption is None:
             checksum = payload_digest(tensors)

@@ -1,0 +1,139 @@
+"""The Byzantine clients of a simulated run, at the message boundary.
+
+A Byzantine client trains like any other; when its update is delivered, ``Adversary.send``
+replaces the genuine weights with the attack's (global model + crafted delta). The client is
+the sender, so the runtime checksums what it sends and the update passes integrity checks.
+
+Colluding attacks (ALIE, IPM) are omniscient: when the first Byzantine update of a round is
+delivered, the runtime trains every reply of that round still due (``RoundGenuine``), and
+the attack sees the genuine deltas of all the round's honest updates, those delivered before
+included. The crafted vector is computed once per (round, model version) and every Byzantine
+update of the round sends it. Everything is a function of the tasks the engine dispatched,
+which are deterministic in the seed, so a resumed round crafts the same vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from phalanx.config import RunConfig
+from phalanx.core.messages import TaskKey, TrainTask
+from phalanx.core.rng import torch_rng
+from phalanx.core.tensors import Manifest, flatten, unflatten
+from phalanx.faults.attacks import Attack, ColludingAttack
+from phalanx.faults.byzantine import build_attack, byzantine_clients
+from phalanx.types import ClientId
+
+Tensors = dict[str, torch.Tensor]
+RoundGenuine = Callable[[], list[tuple[TaskKey, Tensors]]]  # replies still due, trained now
+
+
+@dataclass
+class _Round:
+    dispatched: set[ClientId] = field(default_factory=set)
+    honest: dict[TaskKey, torch.Tensor] = field(default_factory=dict)  # genuine deltas
+    crafted: torch.Tensor | None = None
+
+
+class Adversary:
+    def __init__(
+        self, attack: Attack, clients: frozenset[int], config: RunConfig, manifest: Manifest
+    ) -> None:
+        self.attack = attack
+        self.clients = clients
+        self._seed = config.seed
+        self._n = config.selection.clients_per_round
+        self._manifest = manifest
+        self._rounds: dict[tuple[int, int], _Round] = {}
+        attack.check_round(self._n)
+
+    @classmethod
+    def of(cls, config: RunConfig, manifest: Manifest, num_clients: int) -> Adversary | None:
+        """The run's adversary, or None when it has no Byzantine client."""
+        byzantine = config.faults.byzantine
+        attack = build_attack(byzantine)  # checked even when unused: config fails fast
+        clients = byzantine_clients(byzantine, num_clients, config.seed)
+        return cls(attack, clients, config, manifest) if clients else None
+
+    def is_byzantine(self, client: ClientId) -> bool:
+        return client in self.clients
+
+    def dispatched(self, task: TrainTask) -> None:
+        """Note a task sent: the colluders count how many of them a round has."""
+        self._round(task).dispatched.add(task.key.client)
+
+    def send(self, task: TrainTask, genuine: Tensors, round_genuine: RoundGenuine) -> Tensors:
+        """What the client of ``task`` sends, given its genuine weights: those weights for an
+        honest client (noted, if colluders will need them), the attack's for a Byzantine."""
+        state = self._round(task)
+        colluding = isinstance(self.attack, ColludingAttack)
+        if not self.is_byzantine(task.key.client):
+            if colluding and state.crafted is None:
+                _keep(state.honest, task.key, self._delta(task, genuine))
+            return genuine
+        if isinstance(self.attack, ColludingAttack):
+            if state.crafted is None:
+                state.crafted = self._collude(self.attack, task, genuine, round_genuine)
+                state.honest.clear()  # no longer needed: the vector is fixed for the round
+            delta = state.crafted
+        else:
+            key = task.key
+            rng = torch_rng(self._seed, "attack", key.round, key.client, key.attempt)
+            own = self._delta(task, genuine)
+            delta = None if own is None else self.attack.craft(own, rng)
+        if delta is None:
+            return genuine  # nothing to attack with: a malformed genuine update goes as is
+        sent = unflatten(task.params + delta, self._manifest)
+        return {name: sent[name].to(tensor.dtype) for name, tensor in genuine.items()}
+
+    def _collude(
+        self, attack: ColludingAttack, task: TrainTask, genuine: Tensors, due: RoundGenuine
+    ) -> torch.Tensor | None:
+        """The round's crafted vector from its honest deltas or, with none, from the
+        colluders' own genuine deltas. f counts the Byzantine clients among the round's
+        tasks dispatched so far (the colluders know who they are)."""
+        state = self._round(task)
+        own: dict[TaskKey, torch.Tensor] = {}
+        _keep(own, task.key, self._delta(task, genuine))
+        for key, tensors in due():
+            _keep(
+                own if self.is_byzantine(key.client) else state.honest,
+                key,
+                self._delta(task, tensors),
+            )
+        pool = state.honest or own
+        if not pool:
+            return None
+        stack = torch.stack([pool[k] for k in sorted(pool, key=_order)])
+        f = len(state.dispatched & self.clients)
+        return attack.collude(stack, n=self._n, f=f)
+
+    def _delta(self, task: TrainTask, tensors: Tensors) -> torch.Tensor | None:
+        """Weights minus the global model, flat; None for weights that do not fit the model
+        (validation will refuse those; they must not break the attack)."""
+        if set(tensors) != set(self._manifest.names):
+            return None
+        flat = flatten(tensors, self._manifest)
+        return flat - task.params if flat.numel() == task.params.numel() else None
+
+    def _round(self, task: TrainTask) -> _Round:
+        """State of the task's (round, model version); older rounds are forgotten."""
+        key = (task.key.round, task.model_version)
+        if key not in self._rounds:
+            self._rounds = {k: v for k, v in self._rounds.items() if k[0] >= key[0]}
+            self._rounds[key] = _Round()
+        return self._rounds[key]
+
+
+def _keep(deltas: dict[TaskKey, torch.Tensor], key: TaskKey, delta: torch.Tensor | None) -> None:
+    if delta is not None:
+        deltas[key] = delta
+
+
+def _order(key: TaskKey) -> tuple[int, int, int]:
+    """Canonical order of a round's deltas, so the crafted vector's float sums never depend
+    on delivery order."""
+    return (key.round, key.client, key.attempt)
