@@ -1,0 +1,141 @@
+"""The accuracy-under-attack grid: which aggregators meet which attacks, and how to run one
+cell. Kept apart from the command so the grid is data a test can check."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from phalanx.config import RunConfig, build_config, load_config
+from phalanx.scenarios import scenario_path
+
+# The recommended default: the aggregation line of the shipped "robust" scenario.
+DEFAULT = "default"
+
+# name -> (aggregation table without f, the largest f the rule tolerates at n = 20)
+AGGREGATORS: dict[str, dict[str, Any]] = {
+    "fedavg": {"name": "fedavg"},
+    "median": {"name": "median"},
+    "trimmed_mean": {"name": "trimmed_mean"},
+    "krum": {"name": "krum"},
+    "multi_krum": {"name": "multi_krum"},
+    "bulyan": {"name": "bulyan"},
+    "geometric_median": {"name": "geometric_median"},
+    "centered_clipping": {"name": "centered_clipping"},
+    "nnm > trimmed_mean": {"name": "trimmed_mean", "pre": [{"name": "nnm"}]},
+    "arc > nnm > cc": {
+        "name": "centered_clipping",
+        "pre": [{"name": "clipping"}, {"name": "nnm"}],
+    },
+    DEFAULT: {},
+}
+
+# Columns: attack name -> faults.byzantine table without the fraction.
+ATTACKS: dict[str, dict[str, Any]] = {
+    "sign_flip": {"attack": "sign_flip"},
+    "scaling": {"attack": "scaling"},
+    "gaussian": {"attack": "gaussian"},
+    "alie": {"attack": "alie"},
+    "alie z=1.5": {"attack": "alie", "params": {"z": 1.5}},
+    "ipm": {"attack": "ipm"},
+    "label_flip": {"attack": "label_flip"},
+    "backdoor": {"attack": "backdoor"},
+}
+CLEAN = "clean"
+
+
+def max_f(rule: str, n: int) -> int:
+    """The largest f a rule (or pipeline, by its final rule) tolerates among n rows."""
+    if rule == "bulyan":
+        return (n - 3) // 4
+    if rule in ("krum", "multi_krum"):
+        return (n - 3) // 2
+    if rule == "fedavg":
+        return 0
+    return (n - 1) // 2
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str  # scenario workload: digits or fashion_mnist
+    partition: str  # "iid" or "dirichlet0.5"
+    fraction: float  # of Byzantine clients; 0 for the clean column
+    attack: str  # a key of ATTACKS, or CLEAN
+    aggregator: str  # a key of AGGREGATORS
+    seed: int
+
+    def key(self) -> str:
+        return "|".join(map(str, (self.dataset, self.partition, self.fraction, self.attack,
+                                  self.aggregator, self.seed)))  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    accuracy: float
+    backdoor_asr: float | None
+    f: int
+    capped: bool  # f lowered to what the rule tolerates
+    wall_s: float
+    discarded_byzantine: int = 0
+    discarded_honest: int = 0
+    rounds_failed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def cell_config(cell: Cell, overrides: list[str]) -> tuple[RunConfig, int, bool]:
+    """The run config of one cell, the f it uses and whether f was capped."""
+    base = load_config(scenario_path("robust"), overrides).model_dump(mode="json")
+    n = base["workload"]["num_clients"]
+    base["seed"] = cell.seed
+    base["workload"] = {**base["workload"], "name": cell.dataset}
+    if cell.dataset != "digits":
+        base["workload"].pop("test_fraction", None)
+    alpha = None if cell.partition == "iid" else float(cell.partition.removeprefix("dirichlet"))
+    base["workload"]["dirichlet_alpha"] = alpha
+    byzantine = round(cell.fraction * n)
+    f = base["aggregation"]["f"]
+    capped = False
+    if cell.aggregator != DEFAULT:
+        table = dict(AGGREGATORS[cell.aggregator])
+        rule = table["name"]
+        f = byzantine if cell.attack != CLEAN else base["aggregation"]["f"]
+        if f > max_f(rule, n):
+            f, capped = max_f(rule, n), True
+        memory = base["aggregation"]["memory_budget_bytes"]
+        base["aggregation"] = {"f": f, "memory_budget_bytes": memory, **table}
+        base["validation"] = {**base["validation"], "max_relative_norm": None}
+    if cell.attack == CLEAN:
+        base["faults"]["byzantine"] = {"fraction": 0.0}
+    else:
+        base["faults"]["byzantine"] = {"fraction": cell.fraction, **ATTACKS[cell.attack]}
+    return build_config(base), f, capped
+
+
+def run_cell(cell: Cell, overrides: list[str]) -> Outcome:
+    """Train one cell to the end; its final-round test accuracy (and backdoor success)."""
+    from phalanx.faults.byzantine import byzantine_clients
+    from phalanx.simulation import Simulation
+
+    torch.set_num_threads(1)
+    config, f, capped = cell_config(cell, overrides)
+    start = time.perf_counter()
+    result = Simulation(config).run()
+    wall = time.perf_counter() - start
+    metrics = result.history[-1].get("metrics", {})
+    bad = byzantine_clients(config.faults.byzantine, config.workload.num_clients, config.seed)
+    discarded = [c for record in result.history for c in record.get("discarded", [])]
+    asr = metrics.get("backdoor_asr")
+    return Outcome(
+        accuracy=float(metrics.get("accuracy", math.nan)),
+        backdoor_asr=None if asr is None else float(asr),
+        f=f,
+        capped=capped,
+        wall_s=wall,
+        discarded_byzantine=sum(1 for c in discarded if c in bad),
+        discarded_honest=sum(1 for c in discarded if c not in bad),
+        rounds_failed=sum(1 for record in result.history if not record["committed"]),
+    )
