@@ -20,7 +20,7 @@ from phalanx.core.named import Params
 class GeometricMedianParams(Params):
     nu: float = Field(1e-6, gt=0)  # smoothing: distances below nu count as nu
     max_iter: int = Field(100, ge=1)
-    tol: float = Field(1e-7, ge=0)  # stop when the objective improves by less (relative)
+    tol: float = Field(1e-7, ge=0)  # stop when the objective improves by less (x median distance)
 
 
 def weiszfeld_coefficients(
@@ -35,7 +35,10 @@ def weiszfeld_coefficients(
         ga = gram @ coefficients
         distances = (coefficients @ ga - 2 * ga + diag).clamp(min=0).sqrt()
         objective = float(alpha @ distances)
-        if previous - objective <= tol * max(objective, 1e-300):
+        # Relative to the median distance, not to the objective: f rows far away inflate
+        # the objective, and a tolerance relative to it would stop the iterate far from
+        # the honest rows (the median distance is an honest one while f < n/2).
+        if previous - objective <= tol * float(distances.median()):
             break
         previous = objective
         beta = alpha / distances.clamp(min=nu)

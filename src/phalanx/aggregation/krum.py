@@ -17,9 +17,11 @@ from phalanx.core.named import Params
 
 
 def krum_scores(sq_distances: torch.Tensor, f: int) -> torch.Tensor:
-    """Sum over each row's n - f - 2 nearest neighbours (itself excluded) of squared distance."""
+    """Sum over each row's n - f - 2 (at least 1) nearest others of squared distance."""
     n = sq_distances.shape[0]
-    neighbours = max(n - f - 2, 0)  # 0 only inside Bulyan's last picks: every score ties
+    # At least one neighbour: Bulyan's last picks (f = 1, 3 rows left) would otherwise score
+    # 0 everywhere and take the first row left, a lone outlier as readily as an honest row.
+    neighbours = min(max(n - f - 2, 1), n - 1)
     others = sq_distances + torch.diag(torch.full((n,), float("inf"), dtype=sq_distances.dtype))
     nearest = torch.topk(others, neighbours, dim=1, largest=False).values
     return nearest.sum(dim=1)
@@ -56,7 +58,11 @@ class MultiKrum:
             require(self.name, False, f"m <= n (m={m})", n=n, f=f)
         chosen = krum_select(rows.sq_distances(), f, m)
         coefficients = torch.zeros(n, dtype=torch.float64)
-        coefficients[chosen] = rows.weights[chosen] / rows.weights[chosen].sum()
+        chosen_weights = rows.weights[chosen]
+        total = float(chosen_weights.sum())
+        # Only the weights of all rows must sum to > 0: chosen rows that all weigh 0 (Krum
+        # picking a zero-weight row) count equally instead of dividing 0 by 0.
+        coefficients[chosen] = chosen_weights / total if total > 0 else 1.0 / len(chosen)
         rows.discard(torch.nonzero(coefficients == 0).flatten())
         return Aggregate(rows.combine(coefficients))
 

@@ -111,8 +111,15 @@ class Rows:
         return self.shared.sq_norms
 
     def dot(self, vector: torch.Tensor) -> torch.Tensor:
-        """``current_rows @ vector`` (m, float64) in one pass over the original rows."""
-        base = (self.shared.updates @ vector.float()).double()
+        """``current_rows @ vector`` (m, float64) in one pass over the original rows,
+        accumulated in float64 a column block at a time like the Gram matrix: distances
+        ``|x|^2 - 2 x.v + |v|^2`` from a float32 dot lose the honest spread once x and v
+        lie far from the origin."""
+        updates, target = self.shared.updates, vector.detach().double()
+        base = torch.zeros(updates.shape[0], dtype=torch.float64)
+        for start in range(0, updates.shape[1], GRAM_CHUNK):
+            stop = start + GRAM_CHUNK
+            base += updates[:, start:stop].double() @ target[start:stop]
         return base if self.mix is None else self.mix @ base
 
     def materialise(self) -> torch.Tensor:
