@@ -27,10 +27,6 @@ AGGREGATORS: dict[str, dict[str, Any]] = {
     "geometric_median": {"name": "geometric_median"},
     "centered_clipping": {"name": "centered_clipping"},
     "nnm > trimmed_mean": {"name": "trimmed_mean", "pre": [{"name": "nnm"}]},
-    "arc > nnm > cc": {
-        "name": "centered_clipping",
-        "pre": [{"name": "clipping"}, {"name": "nnm"}],
-    },
     DEFAULT: {},
 }
 

@@ -190,7 +190,9 @@ class AggregationConfig(Strict):
     """The rule ``name`` with its ``params``, behind the ``pre`` steps, applied in order.
     ``f`` is the number of Byzantine updates per round the robust parts must tolerate; each
     checks its own inequality on the round's actual n and discards the round (not the run)
-    when it does not hold.
+    when it does not hold. With ``health_feedback``, a client whose update the aggregator
+    flags loses health as if it had failed, so a client flagged round after round is
+    sidelined, and earns its way back on probation like any other.
 
     ``memory_budget_bytes`` caps the update bytes a round may hold: a streaming aggregator
     (FedAvg) holds a few updates whatever the number of clients; one that needs all updates
@@ -200,6 +202,9 @@ class AggregationConfig(Strict):
     f: int = Field(0, ge=0)
     params: dict[str, ParamValue] = Field(default_factory=dict)
     pre: tuple[StepConfig, ...] = ()
+    # The health monitor learns from the aggregator: a client whose update it flags as
+    # suspicious (see each rule's flag parameters) counts that round as a failure.
+    health_feedback: bool = False
     memory_budget_bytes: int = Field(4 * 2**30, gt=0)
 
 

@@ -118,6 +118,7 @@ def test_summarize_counts_every_key() -> None:
         "corrupt_aggregated": 1,
         "aggregator_discarded": {},
         "aggregator_scaled": {},
+        "aggregator_flagged": {},
         "byzantine": {
             "clients": [],
             "updates_sent": 0,

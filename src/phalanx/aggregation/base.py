@@ -32,11 +32,13 @@ class RoundContext:
 @dataclass(frozen=True)
 class Aggregate:
     """A rule's result. ``discarded`` lists input rows that had no say in ``vector``;
-    ``scaled`` maps input rows that were clipped to the factor (in (0, 1)) applied."""
+    ``scaled`` maps input rows that were clipped to the factor (in [0, 1)) applied;
+    ``flagged`` lists rows a rule judged suspicious (the health monitor may learn from it)."""
 
     vector: torch.Tensor
     discarded: tuple[int, ...] = ()
     scaled: Mapping[int, float] = field(default_factory=dict)
+    flagged: tuple[int, ...] = ()
     state: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 

@@ -6,7 +6,9 @@ server), then ``iterations`` times move the centre by the weighted mean of the r
 differences to it, each clipped to norm ``tau``: a Byzantine row moves the result by at
 most tau x its weight share. ``tau`` None picks the median distance to the centre, so the
 radius follows the scale of honest updates. The centre is carried to the next round as
-state; rows clipped in the last iteration are reported as scaled.
+state; rows clipped in the last iteration are reported as scaled. With
+``flag_alignment``, rows pointing against the starting centre are flagged for the health
+monitor (``aggregation.health_feedback``), which sidelines clients flagged again and again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ class CenteredClippingParams(Params):
     tau: float | None = Field(None, gt=0)  # clipping radius; None: median distance
     iterations: int = Field(1, ge=1)
     momentum: bool = True  # start from the last round's aggregate (else from zero)
+    # Flag rows whose cosine with the starting centre is below this: with momentum, an
+    # update that points against the run's recent direction, round after round, is the
+    # mark of sign flipping and inner-product manipulation. None: flag nothing.
+    flag_alignment: float | None = Field(None, ge=-1, le=1)
 
 
 class CenteredClipping:
@@ -40,6 +46,7 @@ class CenteredClipping:
         share = rows.normalised_weights()
         sq_norms = rows.sq_norms()
         factors = torch.ones(n, dtype=torch.float64)
+        self._flag_opposed(rows, centre, sq_norms)
         for _ in range(self.params.iterations):
             # |x_i - v|^2 = |x_i|^2 - 2 x_i.v + |v|^2, one pass over the rows for x_i.v
             centre_sq = float(centre.double().square().sum())
@@ -50,6 +57,14 @@ class CenteredClipping:
             centre = centre + rows.combine(coefficients) - float(coefficients.sum()) * centre
         rows.note_scaled(factors)
         return Aggregate(centre, state={STATE_KEY: centre.clone()})
+
+    def _flag_opposed(self, rows: Rows, centre: torch.Tensor, sq_norms: torch.Tensor) -> None:
+        threshold = self.params.flag_alignment
+        centre_norm = float(centre.double().norm())
+        if threshold is None or centre_norm == 0:
+            return
+        cosines = rows.dot(centre) / (sq_norms.sqrt().clamp(min=1e-300) * centre_norm)
+        rows.flag(torch.nonzero(cosines < threshold).flatten())
 
     def _start(self, dim: int, context: RoundContext) -> torch.Tensor:
         previous = context.state.get(STATE_KEY) if self.params.momentum else None

@@ -52,5 +52,6 @@ class Pipeline:
             result.vector,
             discarded=tuple(sorted(rows.discarded)),
             scaled={row: rows.scaled[row] for row in sorted(rows.scaled)},
+            flagged=tuple(sorted(rows.flagged)),
             state=result.state,
         )

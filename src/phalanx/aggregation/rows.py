@@ -68,6 +68,7 @@ class Rows:
     owners: tuple[tuple[int, ...], ...] = ()
     discarded: set[int] = field(default_factory=set)
     scaled: dict[int, float] = field(default_factory=dict)
+    flagged: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, updates: torch.Tensor, weights: torch.Tensor) -> Rows:
@@ -142,13 +143,24 @@ class Rows:
         """Rows ``matrix @ current_rows``, sharing this stack's Gram matrix."""
         mix = matrix.double() if self.mix is None else matrix.double() @ self.mix
         return Rows(
-            self.shared, weights.double(), mix, owners, set(self.discarded), dict(self.scaled)
+            self.shared,
+            weights.double(),
+            mix,
+            owners,
+            set(self.discarded),
+            dict(self.scaled),
+            set(self.flagged),
         )
 
     def discard(self, rows: torch.Tensor | list[int]) -> None:
         """Record that current ``rows`` had no say (reported for the clients they speak for)."""
         for row in torch.as_tensor(rows).tolist():
             self.discarded.update(self.owners[row])
+
+    def flag(self, rows: torch.Tensor | list[int]) -> None:
+        """Record that current ``rows`` look suspicious (for the clients they speak for)."""
+        for row in torch.as_tensor(rows, dtype=torch.long).tolist():
+            self.flagged.update(self.owners[row])
 
     def note_scaled(self, factors: torch.Tensor) -> None:
         """Record per-row scale factors; only factors below 1 are reported."""

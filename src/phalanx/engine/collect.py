@@ -49,6 +49,7 @@ class Collection:
     active: dict[TaskKey, TrainTask] = field(default_factory=dict)
     retries: list[tuple[float, ClientId, int]] = field(default_factory=list)  # a heap
     asked: set[ClientId] = field(default_factory=set)
+    opening_health: HealthTable = field(default_factory=dict)  # as the round opened
 
     @property
     def in_play(self) -> int:

@@ -86,6 +86,7 @@ class Engine:
             RoundInputs(state.round, state.model_version, state.params, state.manifest),
             deadline=clock.now() + self._config.deadlines.round_s,
             health=health,
+            opening_health=dict(health),
             record=record,
             pool=UpdatePool(
                 self._aggregator, self._config.validation, dim=state.manifest.dim,
@@ -153,7 +154,18 @@ class Engine:
             return None, {}
         record.discarded = [clients[row] for row in result.discarded]
         record.scaled = {clients[row]: round(f, 6) for row, f in result.scaled.items()}
+        self._flag(col, [clients[row] for row in result.flagged])
         return col.inputs.params + result.vector, dict(result.state)
+
+    def _flag(self, col: Collection, flagged: list[int]) -> None:
+        """Let the health monitor learn from the aggregator's verdicts (``health_feedback``)."""
+        col.record.flagged = sorted(flagged)
+        if not self._config.aggregation.health_feedback:
+            return
+        for client in sorted(flagged):
+            col.health[client] = self._health.flag(
+                col.opening_health[client], col.health[client], col.inputs.round_index
+            )
 
     def _finish(
         self,

@@ -68,3 +68,9 @@ class HealthMonitor:
             sidelined_until=round_index + 1 + cooldown,
             cooldown=cooldown,
         )
+
+    def flag(self, before: ClientHealth, after: ClientHealth, round_index: int) -> ClientHealth:
+        """The aggregator judged the client's accepted update unfit: its round counts as a
+        failure after all. ``before`` is its health when the round opened, ``after`` now."""
+        failed = self.failure(before, round_index)
+        return replace(failed, successes=after.successes - 1, failures=after.failures + 1)

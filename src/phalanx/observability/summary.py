@@ -27,6 +27,8 @@ key                       meaning
 ``aggregator_discarded``  ``{client: n}`` committed rounds where the robust aggregator gave the
                           client's accepted update no say (Krum, Bulyan, ...)
 ``aggregator_scaled``     ``{client: n}`` committed rounds where its update was clipped down
+``aggregator_flagged``    ``{client: n}`` committed rounds where the aggregator flagged it as
+                          suspicious (fed to the health monitor with health_feedback)
 ``byzantine``             ``{"clients", "updates_sent", "aggregated", "discarded", "scaled"}``:
                           Byzantine updates injected, and how many of those that reached a
                           committed round's aggregation were given a full say, none, or a
@@ -87,6 +89,7 @@ def summarize(
         "corrupt_aggregated": sum(_corrupt_aggregated(r) for r in history),
         "aggregator_discarded": _per_client(history, "discarded"),
         "aggregator_scaled": _per_client(history, "scaled"),
+        "aggregator_flagged": _per_client(history, "flagged"),
         "byzantine": _byzantine(history),
         "wall_time_s": wall_time_s,
         "train_time_s": train_time_s,
@@ -197,13 +200,16 @@ def _byzantine_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append((
             "byzantine updates",
             f"{b['updates_sent']} sent by clients {b['clients']}: {b['aggregated']} aggregated "
-            f"in full, {b['scaled']} clipped, {b['discarded']} discarded",
+            f"in full, {b['scaled']} clipped, {b['discarded']} discarded, "
+            f"{b['updates_sent'] - b['aggregated'] - b['scaled'] - b['discarded']} never "
+            "aggregated",
         ))  # fmt: skip
     if s.get("aggregator_discarded") or s.get("aggregator_scaled"):
         rows.append((
             "aggregator",
             f"discarded {sum(s['aggregator_discarded'].values())} updates, clipped "
-            f"{sum(s['aggregator_scaled'].values())}",
+            f"{sum(s['aggregator_scaled'].values())}, flagged "
+            f"{sum(s.get('aggregator_flagged', {}).values())}",
         ))  # fmt: skip
     return rows
 

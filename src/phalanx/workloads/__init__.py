@@ -14,6 +14,7 @@ from phalanx.config import WorkloadConfig
 from phalanx.errors import ConfigError
 from phalanx.workloads.base import ClientData, Workload
 from phalanx.workloads.digits import build_digits
+from phalanx.workloads.fashion_mnist import build_fashion_mnist
 from phalanx.workloads.models import mlp
 from phalanx.workloads.seed import build_seed
 from phalanx.workloads.synthetic import build_synthetic
@@ -24,6 +25,7 @@ WorkloadBuilder = Callable[[Any, int], Workload]
 
 WORKLOADS: dict[str, WorkloadBuilder] = {
     "digits": build_digits,
+    "fashion_mnist": build_fashion_mnist,
     "seed": build_seed,
     "synthetic": build_synthetic,
 }
