@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from phalanx.config import RunConfig, build_config, load_config
+from phalanx.config import RunConfig, apply_override, build_config, load_config
 from phalanx.scenarios import scenario_path
 
 # The recommended default: the aggregation line of the shipped "robust" scenario.
@@ -83,13 +83,15 @@ class Outcome:
 
 
 def cell_config(cell: Cell, overrides: list[str]) -> tuple[RunConfig, int, bool]:
-    """The run config of one cell, the f it uses and whether f was capped."""
-    base = load_config(scenario_path("robust"), overrides).model_dump(mode="json")
+    """The run config of one cell, the f it uses and whether f was capped. ``overrides``
+    apply after the dataset is chosen, so they may set its own keys (train_examples)."""
+    base = load_config(scenario_path("robust")).model_dump(mode="json")
     n = base["workload"]["num_clients"]
     base["seed"] = cell.seed
-    base["workload"] = {**base["workload"], "name": cell.dataset}
     if cell.dataset != "digits":
-        base["workload"].pop("test_fraction", None)
+        base["workload"] = {"name": cell.dataset, "num_clients": n}
+    for assignment in overrides:
+        apply_override(base, assignment)
     alpha = None if cell.partition == "iid" else float(cell.partition.removeprefix("dirichlet"))
     base["workload"]["dirichlet_alpha"] = alpha
     byzantine = round(cell.fraction * n)

@@ -27,9 +27,10 @@ class CenteredClippingParams(Params):
     tau: float | None = Field(None, gt=0)  # clipping radius; None: median distance
     iterations: int = Field(1, ge=1)
     momentum: bool = True  # start from the last round's aggregate (else from zero)
-    # Flag rows whose cosine with the starting centre is below this: with momentum, an
-    # update that points against the run's recent direction, round after round, is the
-    # mark of sign flipping and inner-product manipulation. None: flag nothing.
+    # Flag rows whose cosine with the starting centre is below this, at most the f lowest:
+    # with momentum, an update that points against the run's recent direction, round after
+    # round, is the mark of sign flipping and inner-product manipulation, while an honest
+    # client on unusual data does so now and then. None: flag nothing.
     flag_alignment: float | None = Field(None, ge=-1, le=1)
 
 
@@ -46,7 +47,7 @@ class CenteredClipping:
         share = rows.normalised_weights()
         sq_norms = rows.sq_norms()
         factors = torch.ones(n, dtype=torch.float64)
-        self._flag_opposed(rows, centre, sq_norms)
+        self._flag_opposed(rows, centre, sq_norms, f)
         for _ in range(self.params.iterations):
             # |x_i - v|^2 = |x_i|^2 - 2 x_i.v + |v|^2, one pass over the rows for x_i.v
             centre_sq = float(centre.double().square().sum())
@@ -58,13 +59,16 @@ class CenteredClipping:
         rows.note_scaled(factors)
         return Aggregate(centre, state={STATE_KEY: centre.clone()})
 
-    def _flag_opposed(self, rows: Rows, centre: torch.Tensor, sq_norms: torch.Tensor) -> None:
+    def _flag_opposed(
+        self, rows: Rows, centre: torch.Tensor, sq_norms: torch.Tensor, f: int
+    ) -> None:
         threshold = self.params.flag_alignment
         centre_norm = float(centre.double().norm())
-        if threshold is None or centre_norm == 0:
+        if threshold is None or centre_norm == 0 or f == 0:
             return
         cosines = rows.dot(centre) / (sq_norms.sqrt().clamp(min=1e-300) * centre_norm)
-        rows.flag(torch.nonzero(cosines < threshold).flatten())
+        lowest = torch.sort(cosines, stable=True).indices[:f]
+        rows.flag(lowest[cosines[lowest] < threshold])
 
     def _start(self, dim: int, context: RoundContext) -> torch.Tensor:
         previous = context.state.get(STATE_KEY) if self.params.momentum else None
