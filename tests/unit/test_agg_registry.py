@@ -142,7 +142,7 @@ def test_an_unknown_step_lists_the_valid_ones() -> None:
             "centered_clipping",
             {"tau": 1.0, "momentun": True},
             "unknown parameter 'momentun' for aggregator 'centered_clipping'; "
-            "valid: iterations, momentum, tau",
+            "valid: flag_alignment, iterations, momentum, tau",
         ),
     ],
 )
@@ -183,7 +183,7 @@ def test_an_unknown_step_parameter_lists_the_valid_ones() -> None:
             "centered_clipping",
             {"tau": "big"},
             "aggregator 'centered_clipping': tau: Input should be a valid number, unable to "
-            "parse string as a number (parameters: iterations, momentum, tau)",
+            "parse string as a number (parameters: flag_alignment, iterations, momentum, tau)",
         ),
     ],
 )

@@ -45,13 +45,10 @@ class CenteredClipping:
         require(self.name, n >= 2 * f + 1, "n >= 2f + 1", n=n, f=f)
         centre = self._start(rows.dim, context)
         share = rows.normalised_weights()
-        sq_norms = rows.sq_norms()
         factors = torch.ones(n, dtype=torch.float64)
-        self._flag_opposed(rows, centre, sq_norms, f)
+        self._flag_opposed(rows, centre, f)
         for _ in range(self.params.iterations):
-            # |x_i - v|^2 = |x_i|^2 - 2 x_i.v + |v|^2, one pass over the rows for x_i.v
-            centre_sq = float(centre.double().square().sum())
-            distances = (sq_norms - 2 * rows.dot(centre) + centre_sq).clamp(min=0).sqrt()
+            distances = rows.sq_distances_to(centre).sqrt()
             tau = self.params.tau or float(distances.median())
             factors = torch.where(distances > tau, tau / distances.clamp(min=1e-300), 1.0)
             coefficients = share * factors
@@ -59,14 +56,13 @@ class CenteredClipping:
         rows.note_scaled(factors)
         return Aggregate(centre, state={STATE_KEY: centre.clone()})
 
-    def _flag_opposed(
-        self, rows: Rows, centre: torch.Tensor, sq_norms: torch.Tensor, f: int
-    ) -> None:
+    def _flag_opposed(self, rows: Rows, centre: torch.Tensor, f: int) -> None:
         threshold = self.params.flag_alignment
         centre_norm = float(centre.double().norm())
         if threshold is None or centre_norm == 0 or f == 0:
             return
-        cosines = rows.dot(centre) / (sq_norms.sqrt().clamp(min=1e-300) * centre_norm)
+        norms = rows.sq_norms().sqrt().clamp(min=1e-300)
+        cosines = rows.dot(centre) / (norms * centre_norm)
         lowest = torch.sort(cosines, stable=True).indices[:f]
         rows.flag(lowest[cosines[lowest] < threshold])
 

@@ -13,6 +13,7 @@ materialise the current rows once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,19 @@ import torch
 from scipy.linalg import blas
 
 GRAM_CHUNK = 8192  # columns per float64 block: 100 rows x 8192 x 8 B = 6.5 MB, cache-sized
+ROW_CHUNK = 16384  # columns per float32 block of a per-row reduction
+
+
+def per_row_sum(
+    updates: torch.Tensor, block_sum: Callable[[int, int], torch.Tensor]
+) -> torch.Tensor:
+    """Sum over column blocks of ``block_sum(start, stop)`` (one float32 value per row),
+    accumulated in float64: one cache-friendly pass, no n x d temporary, and rounding
+    that grows with the block size, not with d."""
+    total = torch.zeros(updates.shape[0], dtype=torch.float64)
+    for start in range(0, updates.shape[1], ROW_CHUNK):
+        total += block_sum(start, start + ROW_CHUNK).double()
+    return total
 
 
 def gram_matrix(updates: torch.Tensor) -> torch.Tensor:
@@ -105,22 +119,30 @@ class Rows:
         if self.mix is not None or self.shared.gram is not None:
             return self.gram().diagonal().clone()
         if self.shared.sq_norms is None:
-            updates = self.shared.updates
-            self.shared.sq_norms = torch.linalg.vector_norm(
-                updates, dim=1, dtype=torch.float64
-            ).square()
+            x = self.shared.updates
+            self.shared.sq_norms = per_row_sum(
+                x, lambda a, b: torch.linalg.vector_norm(x[:, a:b], dim=1).square()
+            )
         return self.shared.sq_norms
+
+    def sq_distances_to(self, vector: torch.Tensor) -> torch.Tensor:
+        """``|row_i - vector|^2`` for the current rows. Without mixing, straight from the
+        differences a block at a time (no cancellation however far from the origin);
+        after mixing, from the Gram matrix."""
+        v = vector.detach().float()
+        if self.mix is None:
+            x = self.shared.updates
+            return per_row_sum(
+                x, lambda a, b: torch.linalg.vector_norm(x[:, a:b] - v[a:b], dim=1).square()
+            )
+        v_sq = float(v.double().square().sum())
+        return (self.sq_norms() - 2 * self.dot(v) + v_sq).clamp(min=0)
 
     def dot(self, vector: torch.Tensor) -> torch.Tensor:
         """``current_rows @ vector`` (m, float64) in one pass over the original rows,
-        accumulated in float64 a column block at a time like the Gram matrix: distances
-        ``|x|^2 - 2 x.v + |v|^2`` from a float32 dot lose the honest spread once x and v
-        lie far from the origin."""
-        updates, target = self.shared.updates, vector.detach().double()
-        base = torch.zeros(updates.shape[0], dtype=torch.float64)
-        for start in range(0, updates.shape[1], GRAM_CHUNK):
-            stop = start + GRAM_CHUNK
-            base += updates[:, start:stop].double() @ target[start:stop]
+        accumulated in float64 across column blocks."""
+        x, v = self.shared.updates, vector.detach().float()
+        base = per_row_sum(x, lambda a, b: x[:, a:b] @ v[a:b])
         return base if self.mix is None else self.mix @ base
 
     def materialise(self) -> torch.Tensor:

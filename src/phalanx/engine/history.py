@@ -54,7 +54,9 @@ class RoundRecord:
     # say (Krum, Bulyan), and clients whose update was clipped, with the factor.
     discarded: list[ClientId] = field(default_factory=list)
     scaled: dict[ClientId, float] = field(default_factory=dict)
-    flagged: list[ClientId] = field(default_factory=list)  # suspicious: see aggregation.health_feedback
+    flagged: list[ClientId] = field(
+        default_factory=list
+    )  # suspicious: see aggregation.health_feedback
     injected: list[dict[str, Any]] = field(default_factory=list)  # from the runtime, if any
     metrics: dict[str, float] = field(default_factory=dict)
     started_at: float = 0.0
