@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test lint typecheck bench bench-peers bench-aggregators clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ test: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python benchmarks/seed_parity.py --repeats 3 --markdown docs/seed_parity.md --json docs/seed_parity.json
 	$(BIN)/python benchmarks/fault_accuracy.py --seeds 42 7 123
+	$(BIN)/python benchmarks/aggregator_speed.py  # times ours alone unless bench-peers ran
+
+# ByzFL and Flower for the aggregator comparison, kept out of `install`: both go in with
+# --no-deps from exact pins, since their declared requirements clash with ours (see
+# benchmarks/requirements-peers.txt). `pip check` will list what they declare but do not use.
+# ByzFL's aggregators also need scipy, which `install` already brings (a phalanx dependency).
+bench-peers: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps -r benchmarks/requirements-peers.txt
+
+bench-aggregators: bench-peers
+	$(BIN)/python benchmarks/aggregator_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

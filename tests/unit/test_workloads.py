@@ -198,11 +198,11 @@ def test_impossible_min_samples_raises_with_the_numbers(
 
 
 def test_registry_names_every_config_model() -> None:
-    assert sorted(WORKLOADS) == ["digits", "seed", "synthetic"]
+    assert sorted(WORKLOADS) == ["digits", "fashion_mnist", "seed", "synthetic"]
 
 
 def test_unknown_workload_lists_valid_names() -> None:
-    with pytest.raises(ConfigError, match="'mnist'; valid: digits, seed, synthetic"):
+    with pytest.raises(ConfigError, match="'mnist'; valid: digits, fashion_mnist, seed, synthetic"):
         workload_builder("mnist")
     with pytest.raises(ConfigError, match="'mnist'"):
         build_workload(SimpleNamespace(name="mnist"), 0)  # type: ignore[arg-type]
