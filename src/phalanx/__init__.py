@@ -4,7 +4,7 @@ The public surface, by name. Everything here is stable to import from ``phalanx`
 below it are implementation.
 """
 
-from phalanx.aggregation import Aggregator, FedAvg, build_aggregator
+from phalanx.aggregation import Aggregate, Aggregator, FedAvg, RoundContext, build_aggregator
 from phalanx.checkpoint import (
     CheckpointInfo,
     CheckpointStore,
@@ -13,10 +13,13 @@ from phalanx.checkpoint import (
     ReplicatedCheckpointStore,
 )
 from phalanx.config import (
+    AggregationConfig,
+    ByzantineConfig,
     FaultConfig,
     FaultRule,
     RunConfig,
     ScheduledFault,
+    StepConfig,
     TrainingConfig,
     build_config,
     load_config,
@@ -31,6 +34,7 @@ from phalanx.errors import (
     RuntimeBackendError,
     WorkloadError,
 )
+from phalanx.faults.byzantine import byzantine_clients
 from phalanx.runtime.inprocess.user_training import TrainContext, UserTrainFn
 from phalanx.simulation import RunResult, Simulation
 from phalanx.types import Corruption, FailureKind, FaultKind, RejectReason
@@ -39,8 +43,11 @@ from phalanx.workloads import ClientData, Workload, build_workload
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregate",
+    "AggregationConfig",
     "AggregationError",
     "Aggregator",
+    "ByzantineConfig",
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointStore",
@@ -58,12 +65,14 @@ __all__ = [
     "PhalanxError",
     "RejectReason",
     "ReplicatedCheckpointStore",
+    "RoundContext",
     "RunConfig",
     "RunResult",
     "RuntimeBackendError",
     "ScheduledFault",
     "ServerState",
     "Simulation",
+    "StepConfig",
     "TrainContext",
     "TrainingConfig",
     "UserTrainFn",
@@ -72,5 +81,6 @@ __all__ = [
     "build_aggregator",
     "build_config",
     "build_workload",
+    "byzantine_clients",
     "load_config",
 ]
