@@ -41,6 +41,7 @@ def parse_params(kind: str, name: str, model: type[P], params: Mapping[str, obje
         return model.model_validate(dict(params))
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+            ": ".join(filter(None, (".".join(str(p) for p in item["loc"]), item["msg"])))
+            for item in error.errors()
         )
         raise ConfigError(f"{kind} {name!r}: {problems} (parameters: {valid})") from None
