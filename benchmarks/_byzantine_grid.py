@@ -34,7 +34,7 @@ AGGREGATORS: dict[str, dict[str, Any]] = {
 ATTACKS: dict[str, dict[str, Any]] = {
     "sign_flip": {"attack": "sign_flip"},
     "scaling": {"attack": "scaling"},
-    "gaussian": {"attack": "gaussian"},
+    "gaussian σ=5": {"attack": "gaussian", "params": {"std": 5.0}},
     "alie": {"attack": "alie"},
     "alie z=1.5": {"attack": "alie", "params": {"z": 1.5}},
     "ipm": {"attack": "ipm"},
@@ -51,7 +51,7 @@ def max_f(rule: str, n: int) -> int:
     if rule in ("krum", "multi_krum"):
         return (n - 3) // 2
     if rule == "fedavg":
-        return 0
+        return n  # takes no f
     return (n - 1) // 2
 
 

@@ -1,0 +1,76 @@
+"""The accuracy-under-attack benchmark's grid is data: check what each cell runs."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from phalanx.config import load_config
+from phalanx.scenarios import scenario_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+grid = importlib.import_module("_byzantine_grid")
+AGGREGATORS, CLEAN, DEFAULT, Cell, cell_config = (
+    grid.AGGREGATORS,
+    grid.CLEAN,
+    grid.DEFAULT,
+    grid.Cell,
+    grid.cell_config,
+)
+
+
+def cell(aggregator: str, fraction: float = 0.2, attack: str = "alie", **kw: str) -> object:
+    return Cell(kw.get("dataset", "digits"), kw.get("partition", "iid"), fraction, attack,
+                aggregator, 7)  # fmt: skip
+
+
+def test_the_default_is_the_robust_scenarios_own_aggregation_and_validation() -> None:
+    scenario = load_config(scenario_path("robust"))
+    config, f, capped = cell_config(cell(DEFAULT), [])
+    assert config.aggregation == scenario.aggregation
+    assert config.validation == scenario.validation
+    assert (f, capped) == (scenario.aggregation.f, False)
+
+
+def test_single_rules_get_f_byzantine_clients_and_no_relative_norm_filter() -> None:
+    config, f, capped = cell_config(cell("trimmed_mean", 0.3, partition="dirichlet0.5"), [])
+    assert (config.aggregation.name, config.aggregation.f, f, capped) == (
+        "trimmed_mean",
+        6,
+        6,
+        False,
+    )
+    assert config.validation.max_relative_norm is None
+    assert config.workload.dirichlet_alpha == 0.5
+    assert config.faults.byzantine.fraction == 0.3 and config.seed == 7
+
+
+@pytest.mark.parametrize(("rule", "f", "capped"), [("bulyan", 4, True), ("krum", 6, False),
+                                                   ("fedavg", 6, False)])  # fmt: skip
+def test_f_is_capped_at_what_the_rule_tolerates(rule: str, f: int, capped: bool) -> None:
+    _, used, was_capped = cell_config(cell(rule, 0.3), [])
+    assert (used, was_capped) == (f, capped)
+
+
+def test_clean_cells_have_no_byzantine_clients_and_the_design_f() -> None:
+    config, f, _ = cell_config(cell("median", 0.0, CLEAN), [])
+    assert config.faults.byzantine.fraction == 0.0 and f == 4
+
+
+def test_overrides_may_set_the_chosen_datasets_own_keys() -> None:
+    config, _, _ = cell_config(
+        cell("median", dataset="fashion_mnist"), ["workload.train_examples=300", "rounds=5"]
+    )
+    assert config.workload.name == "fashion_mnist"
+    assert config.workload.train_examples == 300 and config.rounds == 5  # type: ignore[union-attr]
+
+
+def test_every_aggregator_in_the_grid_builds() -> None:
+    from phalanx.aggregation import build_aggregator
+
+    for name in AGGREGATORS:
+        config, _, _ = cell_config(cell(name), [])
+        build_aggregator(config.aggregation)
