@@ -38,6 +38,7 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "alie": {"attack": "alie"},
     "alie z=1.5": {"attack": "alie", "params": {"z": 1.5}},
     "ipm": {"attack": "ipm"},
+    "ipm ε=5": {"attack": "ipm", "params": {"epsilon": 5.0}},
     "label_flip": {"attack": "label_flip"},
     "backdoor": {"attack": "backdoor"},
 }
