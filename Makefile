@@ -47,7 +47,7 @@ fashion-mnist-data:
 	test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
 	  { $$(command -v sudo) apt-get update -q && $$(command -v sudo) apt-get install -y -q dataset-fashion-mnist; }
 
-# Accuracy under attack (about 35 min for digits, 25 for Fashion-MNIST on 2 cores).
+# Accuracy under attack (about 30 min for digits, 15 for Fashion-MNIST on 2 cores).
 bench-byzantine: $(STAMP) fashion-mnist-data
 	$(BIN)/python benchmarks/byzantine_accuracy.py
 	$(BIN)/python benchmarks/byzantine_accuracy.py --dataset fashion_mnist --fractions 0.2 \
