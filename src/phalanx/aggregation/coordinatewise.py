@@ -1,7 +1,7 @@
 """Order statistics per coordinate, shared by the median, the trimmed mean and Bulyan.
 
 A column block is transposed into a small contiguous buffer, one row per coordinate, and
-sorted along that row with numpy's vectorised (SIMD) sort. Measured at n = 100, d = 1e6,
+sorted in place along that row with numpy's vectorised (SIMD) sort. Measured at n = 100, d = 1e6,
 this beats an introselect (``numpy.partition``, no SIMD path) by 4-6x and sorting along
 the strided axis 0 by about 2.5x; a block that fits in cache keeps the transposition
 cheap.
@@ -24,7 +24,7 @@ def _per_block(x: torch.Tensor, reduce: Callable[[Block], Block]) -> torch.Tenso
     rows = x.detach().contiguous().numpy()
     out = np.empty(rows.shape[1], dtype=np.float32)
     for start in range(0, rows.shape[1], BLOCK):
-        block = np.ascontiguousarray(rows[:, start : start + BLOCK].T)
+        block = rows[:, start : start + BLOCK].T.copy()  # C order, always a private copy
         out[start : start + block.shape[0]] = reduce(block)
     return torch.from_numpy(out)
 
@@ -35,8 +35,8 @@ def median(x: torch.Tensor) -> torch.Tensor:
     low, high = (m - 1) // 2, m // 2
 
     def reduce(block: Block) -> Block:
-        ordered = np.sort(block, axis=1)
-        return (ordered[:, low] + ordered[:, high]) * np.float32(0.5)
+        block.sort(axis=1)  # in place: the block is already a private transposed copy
+        return (block[:, low] + block[:, high]) * np.float32(0.5)
 
     return _per_block(x, reduce)
 
@@ -48,8 +48,8 @@ def trimmed_mean(x: torch.Tensor, trim: int) -> torch.Tensor:
         return x.mean(dim=0)
 
     def reduce(block: Block) -> Block:
-        ordered = np.sort(block, axis=1)
-        mean: Block = ordered[:, trim : m - trim].mean(axis=1)
+        block.sort(axis=1)
+        mean: Block = block[:, trim : m - trim].mean(axis=1)
         return mean
 
     return _per_block(x, reduce)
