@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from phalanx.aggregation import build_aggregator
 from phalanx.checkpoint import CheckpointStore, build_store
 from phalanx.checkpoint.crashpoints import crash_point
 from phalanx.config import RunConfig
@@ -105,6 +106,7 @@ class Simulation:
         else:
             config = config.for_clients(len(clients))
         self.config = config
+        build_aggregator(config.aggregation)  # unknown names or parameters fail here, early
         self.model = initial_model(model, config.seed)
         if train is not None:
             # The template is what the server evaluates: dropout off, deterministic. Each

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from phalanx.cli.app import app
@@ -57,6 +58,21 @@ def test_bad_config_exits_2_naming_the_key_and_the_choices(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["run", "--set", "selection.clients_per_rnd=3"])
     assert "selection.clients_per_rnd" in str(result.exception)
     assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("aggregation.name=krm", "unknown aggregator 'krm'; valid: bulyan"),
+        ("aggregation.params={m=2}", "unknown parameter 'm' for aggregator 'fedavg'"),
+        ("faults.byzantine.attack=alie2", "unknown attack 'alie2'; valid: alie, backdoor"),
+    ],
+)
+def test_unknown_names_fail_before_any_output(tmp_path: Path, override: str, message: str) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--out", str(out), *TINY, "--set", override])
+    assert message in str(result.exception)
+    assert not out.exists()
 
 
 def test_resume_continues_a_run_to_the_same_end(tmp_path: Path) -> None:

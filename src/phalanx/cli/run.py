@@ -66,11 +66,11 @@ def run(
     wall_start = time.perf_counter()
     torch.set_num_threads(threads)
     config = resolve_config(scenario, overrides or [], resume)
+    simulation = Simulation(config)  # names (aggregator, attack) fail here, before any output
     out_dir = resume or out or Path("runs") / config.name
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / CONFIG_FILE, config.model_dump_json(indent=2).encode())
     console = Console()
-    simulation = Simulation(config)
     with round_progress(console, name=config.name, rounds=config.rounds, enabled=not quiet) as hook:
         result = simulation.run(
             checkpoint_dir=out_dir / "checkpoints", resume=resume is not None, on_round=[hook]
