@@ -106,7 +106,7 @@ class Simulation:
         else:
             config = config.for_clients(len(clients))
         self.config = config
-        build_aggregator(config.aggregation)  # unknown names or parameters fail here, early
+        self._aggregator = build_aggregator(config.aggregation)  # bad names fail here, early
         self.model = initial_model(model, config.seed)
         if train is not None:
             # The template is what the server evaluates: dropout off, deterministic. Each
@@ -206,7 +206,10 @@ class Simulation:
             num_clients=len(self.clients), clock=clock,
         )  # fmt: skip
         hooks = [*on_round, *([self._checkpoint_hook(store)] if store else [])]
-        engine = Engine(self.config, runtime, evaluate=self._evaluate, on_round=hooks)
+        engine = Engine(
+            self.config, runtime, aggregator=self._aggregator,
+            evaluate=self._evaluate, on_round=hooks,
+        )  # fmt: skip
         state = state or engine.initial_state(self.initial_params, self.manifest)
         start = time.perf_counter()
         try:

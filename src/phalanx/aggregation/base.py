@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Generic, NoReturn, Protocol, TypeVar, runtime_checkable
 
 import torch
 
+from phalanx.core.named import Params
 from phalanx.errors import AggregationError
+
+P = TypeVar("P", bound=Params)
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,22 @@ def check_inputs(updates: torch.Tensor, weights: torch.Tensor) -> None:
         raise AggregationError("weights sum to zero: nothing to average")
 
 
-def require(rule: str, holds: bool, inequality: str, *, n: int, f: int) -> None:
-    """A rule's tolerance precondition, failing with the numbers, e.g.
-    "bulyan needs n >= 4f + 3; got n=9, f=2"."""
-    if not holds:
-        raise AggregationError(f"{rule} needs {inequality}; got n={n}, f={f}")
+class Part(Generic[P]):
+    """A rule or a pre-aggregation step: its registry name and its checked parameters."""
+
+    name: str
+
+    def __init__(self, params: P) -> None:
+        self.params = params
+
+
+def require(rule: str, *, n: int, f: int, f_times: int = 2, plus: int = 1) -> None:
+    """A rule's tolerance precondition n >= f_times x f + plus (by default an honest
+    majority), failing with the numbers, e.g. "bulyan needs n >= 4f + 3; got n=9, f=2"."""
+    if n < f_times * f + plus:
+        refuse(rule, f"n >= {f_times}f + {plus}", n=n, f=f)
+
+
+def refuse(rule: str, condition: str, *, n: int, f: int) -> NoReturn:
+    """Fail a precondition that depends on more than n and f, with the numbers."""
+    raise AggregationError(f"{rule} needs {condition}; got n={n}, f={f}")

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from phalanx.aggregation.base import Aggregate, RoundContext, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext, require
 from phalanx.aggregation.coordinatewise import closest_to_median_mean
 from phalanx.aggregation.krum import krum_scores
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
-
-
-class BulyanParams(Params):
-    pass
 
 
 def bulyan_select(sq_distances: torch.Tensor, f: int, theta: int) -> list[int]:
@@ -32,15 +28,12 @@ def bulyan_select(sq_distances: torch.Tensor, f: int, theta: int) -> list[int]:
     return chosen
 
 
-class Bulyan:
+class Bulyan(Part[Params]):
     name = "bulyan"
-
-    def __init__(self, params: BulyanParams) -> None:
-        self.params = params
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
         n = rows.count
-        require(self.name, n >= 4 * f + 3, "n >= 4f + 3", n=n, f=f)
+        require(self.name, n=n, f=f, f_times=4, plus=3)
         theta = n - 2 * f
         chosen = bulyan_select(rows.sq_distances(), f, theta)
         rows.discard(sorted(set(range(n)) - set(chosen)))

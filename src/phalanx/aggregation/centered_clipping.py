@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from phalanx.aggregation.base import Aggregate, RoundContext, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext, require
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
@@ -34,15 +34,12 @@ class CenteredClippingParams(Params):
     flag_alignment: float | None = Field(None, ge=-1, le=1)
 
 
-class CenteredClipping:
+class CenteredClipping(Part[CenteredClippingParams]):
     name = "centered_clipping"
-
-    def __init__(self, params: CenteredClippingParams) -> None:
-        self.params = params
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
         n = rows.count
-        require(self.name, n >= 2 * f + 1, "n >= 2f + 1", n=n, f=f)
+        require(self.name, n=n, f=f)
         centre = self._start(rows.dim, context)
         share = rows.normalised_weights()
         factors = torch.ones(n, dtype=torch.float64)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from phalanx.aggregation.base import Aggregate, RoundContext, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext, require
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
@@ -46,15 +46,11 @@ def weiszfeld_coefficients(
     return coefficients
 
 
-class GeometricMedian:
+class GeometricMedian(Part[GeometricMedianParams]):
     name = "geometric_median"
 
-    def __init__(self, params: GeometricMedianParams) -> None:
-        self.params = params
-
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
-        n = rows.count
-        require(self.name, n >= 2 * f + 1, "n >= 2f + 1", n=n, f=f)
+        require(self.name, n=rows.count, f=f)
         p = self.params
         coefficients = weiszfeld_coefficients(
             rows.gram(), rows.weights, nu=p.nu, max_iter=p.max_iter, tol=p.tol

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from phalanx.aggregation.base import Aggregate, RoundContext, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext, refuse, require
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
@@ -37,25 +37,18 @@ class MultiKrumParams(Params):
     m: int | None = Field(None, ge=1)  # rows averaged; None: n - f
 
 
-class KrumParams(Params):
-    pass
-
-
-class MultiKrum:
+class MultiKrum(Part[MultiKrumParams]):
     name = "multi_krum"
-
-    def __init__(self, params: MultiKrumParams) -> None:
-        self.params = params
 
     def selection_size(self, n: int, f: int) -> int:
         return n - f if self.params.m is None else self.params.m
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
         n = rows.count
-        require(self.name, n >= 2 * f + 3, "n >= 2f + 3", n=n, f=f)
+        require(self.name, n=n, f=f, plus=3)
         m = self.selection_size(n, f)
         if m > n:
-            require(self.name, False, f"m <= n (m={m})", n=n, f=f)
+            refuse(self.name, f"m <= n (m={m})", n=n, f=f)
         chosen = krum_select(rows.sq_distances(), f, m)
         coefficients = torch.zeros(n, dtype=torch.float64)
         chosen_weights = rows.weights[chosen]
@@ -70,5 +63,5 @@ class MultiKrum:
 class Krum(MultiKrum):
     name = "krum"
 
-    def __init__(self, params: KrumParams) -> None:
+    def __init__(self, params: Params) -> None:
         super().__init__(MultiKrumParams(m=1))

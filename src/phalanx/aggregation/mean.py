@@ -3,20 +3,13 @@
 
 from __future__ import annotations
 
-from phalanx.aggregation.base import Aggregate, RoundContext
+from phalanx.aggregation.base import Aggregate, Part, RoundContext
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
 
-class MeanParams(Params):
-    pass
-
-
-class Mean:
+class Mean(Part[Params]):
     name = "fedavg"
-
-    def __init__(self, params: MeanParams) -> None:
-        self.params = params
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
         return Aggregate(rows.combine(rows.normalised_weights()))

@@ -8,23 +8,15 @@ cannot buy influence by claiming many examples.
 
 from __future__ import annotations
 
-from phalanx.aggregation.base import Aggregate, RoundContext, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext, require
 from phalanx.aggregation.coordinatewise import median
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
 
-class MedianParams(Params):
-    pass
-
-
-class Median:
+class Median(Part[Params]):
     name = "median"
 
-    def __init__(self, params: MedianParams) -> None:
-        self.params = params
-
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
-        n = rows.count
-        require(self.name, n >= 2 * f + 1, "n >= 2f + 1", n=n, f=f)
+        require(self.name, n=rows.count, f=f)
         return Aggregate(median(rows.materialise()))

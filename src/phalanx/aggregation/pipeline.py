@@ -48,10 +48,11 @@ class Pipeline:
         for step in self.steps:
             rows = step(rows, self.f, context)
         result = self.rule(rows, self.f, context)
+        report = rows.shared
         return Aggregate(
             result.vector,
-            discarded=tuple(sorted(rows.discarded)),
-            scaled={row: rows.scaled[row] for row in sorted(rows.scaled)},
-            flagged=tuple(sorted(rows.flagged)),
+            discarded=tuple(sorted(report.discarded)),
+            scaled={row: report.scaled[row] for row in sorted(report.scaled)},
+            flagged=tuple(sorted(report.flagged)),
             state=result.state,
         )

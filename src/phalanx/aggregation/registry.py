@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from phalanx.aggregation.base import Aggregator
-from phalanx.aggregation.bulyan import Bulyan, BulyanParams
+from phalanx.aggregation.bulyan import Bulyan
 from phalanx.aggregation.centered_clipping import CenteredClipping, CenteredClippingParams
 from phalanx.aggregation.fedavg import FedAvg
 from phalanx.aggregation.geometric_median import GeometricMedian, GeometricMedianParams
-from phalanx.aggregation.krum import Krum, KrumParams, MultiKrum, MultiKrumParams
-from phalanx.aggregation.mean import Mean, MeanParams
-from phalanx.aggregation.median import Median, MedianParams
+from phalanx.aggregation.krum import Krum, MultiKrum, MultiKrumParams
+from phalanx.aggregation.mean import Mean
+from phalanx.aggregation.median import Median
 from phalanx.aggregation.pipeline import Pipeline, Rule, Step
 from phalanx.aggregation.pre.bucketing import Bucketing, BucketingParams
 from phalanx.aggregation.pre.clipping import Clipping, ClippingParams
-from phalanx.aggregation.pre.nnm import NNM, NNMParams
+from phalanx.aggregation.pre.nnm import NNM
 from phalanx.aggregation.trimmed_mean import TrimmedMean, TrimmedMeanParams
 from phalanx.config import AggregationConfig, StepConfig
 from phalanx.core.named import Params, lookup, parse_params
@@ -37,12 +37,12 @@ class Entry(Generic[T]):
 
 
 RULES: dict[str, Entry[Rule]] = {
-    "bulyan": Entry(BulyanParams, Bulyan),
+    "bulyan": Entry(Params, Bulyan),
     "centered_clipping": Entry(CenteredClippingParams, CenteredClipping),
-    "fedavg": Entry(MeanParams, Mean),
+    "fedavg": Entry(Params, Mean),
     "geometric_median": Entry(GeometricMedianParams, GeometricMedian),
-    "krum": Entry(KrumParams, Krum),
-    "median": Entry(MedianParams, Median),
+    "krum": Entry(Params, Krum),
+    "median": Entry(Params, Median),
     "multi_krum": Entry(MultiKrumParams, MultiKrum),
     "trimmed_mean": Entry(TrimmedMeanParams, TrimmedMean),
 }
@@ -50,7 +50,7 @@ RULES: dict[str, Entry[Rule]] = {
 STEPS: dict[str, Entry[Step]] = {
     "bucketing": Entry(BucketingParams, Bucketing),
     "clipping": Entry(ClippingParams, Clipping),
-    "nnm": Entry(NNMParams, NNM),
+    "nnm": Entry(Params, NNM),
 }
 
 AGGREGATORS = RULES  # the names valid as ``aggregation.name``

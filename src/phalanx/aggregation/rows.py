@@ -58,12 +58,17 @@ def sq_distances_from_gram(gram: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class _Shared:
-    """State shared by every ``Rows`` derived from one stack: its lazily computed Gram."""
+class Shared:
+    """What every ``Rows`` derived from one stack shares: the stack, its lazily computed
+    Gram matrix and norms, and the round's reports in input-row indices (``discarded``,
+    ``scaled`` with the smallest factor, ``flagged``), accumulated across steps."""
 
     updates: torch.Tensor
     gram: torch.Tensor | None = None
     sq_norms: torch.Tensor | None = None
+    discarded: set[int] = field(default_factory=set)
+    scaled: dict[int, float] = field(default_factory=dict)
+    flagged: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -72,23 +77,19 @@ class Rows:
 
     ``owners[j]`` are the input rows that current row ``j`` speaks for (row ``i`` itself
     after clipping or mixing; a bucket's members after bucketing), so what a rule discards
-    or scales can be reported per client. ``discarded`` and ``scaled`` accumulate those
-    reports across steps, in input-row indices.
+    or scales is reported (in ``shared``) per client.
     """
 
-    shared: _Shared
+    shared: Shared
     weights: torch.Tensor  # m, float64
     mix: torch.Tensor | None = None  # m x n, float64
     owners: tuple[tuple[int, ...], ...] = ()
-    discarded: set[int] = field(default_factory=set)
-    scaled: dict[int, float] = field(default_factory=dict)
-    flagged: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, updates: torch.Tensor, weights: torch.Tensor) -> Rows:
         n = updates.shape[0]
         return cls(
-            _Shared(updates.float()),
+            Shared(updates.float()),
             weights.double(),
             owners=tuple((i,) for i in range(n)),
         )
@@ -164,32 +165,27 @@ class Rows:
     ) -> Rows:
         """Rows ``matrix @ current_rows``, sharing this stack's Gram matrix."""
         mix = matrix.double() if self.mix is None else matrix.double() @ self.mix
-        return Rows(
-            self.shared,
-            weights.double(),
-            mix,
-            owners,
-            set(self.discarded),
-            dict(self.scaled),
-            set(self.flagged),
-        )
+        return Rows(self.shared, weights.double(), mix, owners)
 
     def discard(self, rows: torch.Tensor | list[int]) -> None:
         """Record that current ``rows`` had no say (reported for the clients they speak for)."""
-        for row in torch.as_tensor(rows).tolist():
-            self.discarded.update(self.owners[row])
+        self.shared.discarded |= self._owners_of(rows)
 
     def flag(self, rows: torch.Tensor | list[int]) -> None:
         """Record that current ``rows`` look suspicious (for the clients they speak for)."""
-        for row in torch.as_tensor(rows, dtype=torch.long).tolist():
-            self.flagged.update(self.owners[row])
+        self.shared.flagged |= self._owners_of(rows)
 
     def note_scaled(self, factors: torch.Tensor) -> None:
         """Record per-row scale factors; only factors below 1 are reported."""
+        scaled = self.shared.scaled
         for row, factor in enumerate(factors.tolist()):
             if factor < 1.0:
                 for owner in self.owners[row]:
-                    self.scaled[owner] = min(factor, self.scaled.get(owner, 1.0))
+                    scaled[owner] = min(factor, scaled.get(owner, 1.0))
+
+    def _owners_of(self, rows: torch.Tensor | list[int]) -> set[int]:
+        indices = torch.as_tensor(rows, dtype=torch.long).tolist()
+        return {owner for row in indices for owner in self.owners[row]}
 
     def normalised_weights(self) -> torch.Tensor:
         return self.weights / self.weights.sum()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from phalanx.aggregation.base import Aggregate, RoundContext, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext, refuse, require
 from phalanx.aggregation.coordinatewise import trimmed_mean
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
@@ -19,16 +19,13 @@ class TrimmedMeanParams(Params):
     trim: int | None = Field(None, ge=0)  # values dropped at each end; None: f
 
 
-class TrimmedMean:
+class TrimmedMean(Part[TrimmedMeanParams]):
     name = "trimmed_mean"
-
-    def __init__(self, params: TrimmedMeanParams) -> None:
-        self.params = params
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
         n = rows.count
         trim = f if self.params.trim is None else self.params.trim
-        require(self.name, n >= 2 * f + 1, "n >= 2f + 1", n=n, f=f)
+        require(self.name, n=n, f=f)
         if trim < f or n < 2 * trim + 1:
-            require(self.name, False, f"f <= trim and n >= 2 trim + 1 (trim={trim})", n=n, f=f)
+            refuse(self.name, f"f <= trim and n >= 2 trim + 1 (trim={trim})", n=n, f=f)
         return Aggregate(trimmed_mean(rows.materialise(), trim))

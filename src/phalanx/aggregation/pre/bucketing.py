@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from phalanx.aggregation.base import RoundContext
+from phalanx.aggregation.base import Part, RoundContext
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 from phalanx.core.rng import torch_rng
@@ -31,11 +31,8 @@ def bucket_matrix(order: list[int], size: int, n: int) -> torch.Tensor:
     return matrix
 
 
-class Bucketing:
+class Bucketing(Part[BucketingParams]):
     name = "bucketing"
-
-    def __init__(self, params: BucketingParams) -> None:
-        self.params = params
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Rows:
         n, size = rows.count, self.params.size

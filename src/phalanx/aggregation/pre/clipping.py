@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from phalanx.aggregation.base import RoundContext, require
+from phalanx.aggregation.base import Part, RoundContext, require
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
@@ -42,17 +42,14 @@ def arc_threshold(norms: torch.Tensor, f: int) -> float:
     return float(torch.sort(norms, descending=True).values[min(k, n - 1)])
 
 
-class Clipping:
+class Clipping(Part[ClippingParams]):
     name = "clipping"
-
-    def __init__(self, params: ClippingParams) -> None:
-        self.params = params
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Rows:
         n = rows.count
         norms = rows.sq_norms().sqrt()
         if self.params.mode == "adaptive":
-            require("adaptive clipping", n >= 2 * f + 1, "n >= 2f + 1", n=n, f=f)
+            require("adaptive clipping", n=n, f=f)
             threshold = arc_threshold(norms, f)
         else:
             threshold = float(self.params.threshold or math.inf)

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from phalanx.aggregation.base import RoundContext, require
+from phalanx.aggregation.base import Part, RoundContext, require
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
-
-
-class NNMParams(Params):
-    pass
 
 
 def nnm_matrix(sq_distances: torch.Tensor, f: int) -> torch.Tensor:
@@ -31,15 +27,12 @@ def nnm_matrix(sq_distances: torch.Tensor, f: int) -> torch.Tensor:
     return matrix
 
 
-class NNM:
+class NNM(Part[Params]):
     name = "nnm"
-
-    def __init__(self, params: NNMParams) -> None:
-        self.params = params
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Rows:
         n = rows.count
-        require(self.name, n >= 2 * f + 1, "n >= 2f + 1", n=n, f=f)
+        require(self.name, n=n, f=f)
         if f == 0:
             return rows
         return rows.remix(nnm_matrix(rows.sq_distances(), f), rows.weights, rows.owners)

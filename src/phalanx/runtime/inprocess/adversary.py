@@ -68,22 +68,21 @@ class Adversary:
     def send(self, task: TrainTask, genuine: Tensors, round_genuine: RoundGenuine) -> Tensors:
         """What the client of ``task`` sends, given its genuine weights: those weights for an
         honest client (noted, if colluders will need them), the attack's for a Byzantine."""
-        state = self._round(task)
-        colluding = isinstance(self.attack, ColludingAttack)
+        state, attack = self._round(task), self.attack
         if not self.is_byzantine(task.key.client):
-            if colluding and state.crafted is None:
+            if isinstance(attack, ColludingAttack) and state.crafted is None:
                 _keep(state.honest, task.key, self._delta(task, genuine))
             return genuine
-        if isinstance(self.attack, ColludingAttack):
+        if isinstance(attack, ColludingAttack):
             if state.crafted is None:
-                state.crafted = self._collude(self.attack, task, genuine, round_genuine)
+                state.crafted = self._collude(attack, task, genuine, round_genuine)
                 state.honest.clear()  # no longer needed: the vector is fixed for the round
             delta = state.crafted
         else:
             key = task.key
             rng = torch_rng(self._seed, "attack", key.round, key.client, key.attempt)
             own = self._delta(task, genuine)
-            delta = None if own is None else self.attack.craft(own, rng)
+            delta = None if own is None else attack.craft(own, rng)
         if delta is None:
             return genuine  # nothing to attack with: a malformed genuine update goes as is
         sent = unflatten(task.params + delta, self._manifest)
