@@ -10,13 +10,14 @@ from typing import Any
 
 import torch
 
+from phalanx.aggregation.registry import max_f
 from phalanx.config import RunConfig, apply_override, build_config, load_config
 from phalanx.scenarios import scenario_path
 
 # The recommended default: the aggregation line of the shipped "robust" scenario.
 DEFAULT = "default"
 
-# name -> (aggregation table without f, the largest f the rule tolerates at n = 20)
+# name -> aggregation table without f (the grid sets f, capped at what the rule tolerates)
 AGGREGATORS: dict[str, dict[str, Any]] = {
     "fedavg": {"name": "fedavg"},
     "median": {"name": "median"},
@@ -43,17 +44,6 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "backdoor": {"attack": "backdoor"},
 }
 CLEAN = "clean"
-
-
-def max_f(rule: str, n: int) -> int:
-    """The largest f a rule (or pipeline, by its final rule) tolerates among n rows."""
-    if rule == "bulyan":
-        return (n - 3) // 4
-    if rule in ("krum", "multi_krum"):
-        return (n - 3) // 2
-    if rule == "fedavg":
-        return n  # takes no f
-    return (n - 1) // 2
 
 
 @dataclass(frozen=True)
@@ -102,8 +92,9 @@ def cell_config(cell: Cell, overrides: list[str]) -> tuple[RunConfig, int, bool]
         table = dict(AGGREGATORS[cell.aggregator])
         rule = table["name"]
         f = byzantine if cell.attack != CLEAN else base["aggregation"]["f"]
-        if f > max_f(rule, n):
-            f, capped = max_f(rule, n), True
+        tolerated = max_f(rule, n)  # None: the rule (FedAvg) takes no f
+        if tolerated is not None and f > tolerated:
+            f, capped = tolerated, True
         memory = base["aggregation"]["memory_budget_bytes"]
         base["aggregation"] = {"f": f, "memory_budget_bytes": memory, **table}
         base["validation"] = {**base["validation"], "max_relative_norm": None}

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from phalanx.aggregation import RULES, STEPS, build_aggregator
+from phalanx.aggregation.registry import max_f
 from phalanx.config import AggregationConfig, StepConfig
 from phalanx.errors import AggregationError, ConfigError
 
@@ -43,6 +44,21 @@ def test_each_rule_states_its_tolerance_with_the_numbers(
         aggregate(rule, smallest - 1, 2, **params)
 
     assert str(error.value) == f"{rule} needs {inequality}; got n={smallest - 1}, f=2"
+
+
+@pytest.mark.parametrize(("rule", "params", "smallest", "inequality"), TOLERANCES)
+def test_max_f_is_the_largest_f_the_rule_accepts(
+    rule: str, params: dict[str, Any], smallest: int, inequality: str
+) -> None:
+    tolerated = max_f(rule, smallest)
+    assert tolerated == 2
+    aggregate(rule, smallest, tolerated, **params)
+    with pytest.raises(AggregationError):
+        aggregate(rule, smallest, tolerated + 1, **params)
+
+
+def test_fedavg_takes_no_f() -> None:
+    assert max_f("fedavg", 20) is None
 
 
 def test_the_issue_example_for_bulyan() -> None:

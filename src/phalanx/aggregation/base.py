@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, NoReturn, Protocol, TypeVar, runtime_checkable
+from typing import ClassVar, Generic, NoReturn, Protocol, TypeVar, runtime_checkable
 
 import torch
 
@@ -93,9 +93,25 @@ class Part(Generic[P]):
     """A rule or a pre-aggregation step: its registry name and its checked parameters."""
 
     name: str
+    # (a, b): the part tolerates f Byzantine rows among n when n >= a f + b; None: it
+    # makes no promise about f (the plain mean, bucketing).
+    tolerance: ClassVar[tuple[int, int] | None] = None
 
     def __init__(self, params: P) -> None:
         self.params = params
+
+    @classmethod
+    def max_f(cls, n: int) -> int | None:
+        """The largest f this part tolerates among n rows; None when it takes no f."""
+        if cls.tolerance is None:
+            return None
+        a, b = cls.tolerance
+        return max((n - b) // a, 0)
+
+    def require_tolerance(self, n: int, f: int) -> None:
+        """Fail, with the numbers, when n rows cannot tolerate f Byzantine ones."""
+        if self.tolerance is not None:
+            require(self.name, n=n, f=f, f_times=self.tolerance[0], plus=self.tolerance[1])
 
 
 def require(rule: str, *, n: int, f: int, f_times: int = 2, plus: int = 1) -> None:

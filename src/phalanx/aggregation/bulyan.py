@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from phalanx.aggregation.base import Aggregate, Part, RoundContext, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext
 from phalanx.aggregation.coordinatewise import closest_to_median_mean
 from phalanx.aggregation.krum import krum_scores
 from phalanx.aggregation.rows import Rows
@@ -30,10 +30,11 @@ def bulyan_select(sq_distances: torch.Tensor, f: int, theta: int) -> list[int]:
 
 class Bulyan(Part[Params]):
     name = "bulyan"
+    tolerance = (4, 3)
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
         n = rows.count
-        require(self.name, n=n, f=f, f_times=4, plus=3)
+        self.require_tolerance(n, f)
         theta = n - 2 * f
         chosen = bulyan_select(rows.sq_distances(), f, theta)
         rows.discard(sorted(set(range(n)) - set(chosen)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from phalanx.aggregation.base import Aggregate, Part, RoundContext, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
@@ -36,10 +36,11 @@ class CenteredClippingParams(Params):
 
 class CenteredClipping(Part[CenteredClippingParams]):
     name = "centered_clipping"
+    tolerance = (2, 1)
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
         n = rows.count
-        require(self.name, n=n, f=f)
+        self.require_tolerance(n, f)
         centre = self._start(rows.dim, context)
         share = rows.normalised_weights()
         factors = torch.ones(n, dtype=torch.float64)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from phalanx.aggregation.base import Aggregate, Part, RoundContext, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
@@ -48,9 +48,10 @@ def weiszfeld_coefficients(
 
 class GeometricMedian(Part[GeometricMedianParams]):
     name = "geometric_median"
+    tolerance = (2, 1)
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
-        require(self.name, n=rows.count, f=f)
+        self.require_tolerance(rows.count, f)
         p = self.params
         coefficients = weiszfeld_coefficients(
             rows.gram(), rows.weights, nu=p.nu, max_iter=p.max_iter, tol=p.tol

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from phalanx.aggregation.base import Aggregate, Part, RoundContext, refuse, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext, refuse
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
@@ -39,13 +39,14 @@ class MultiKrumParams(Params):
 
 class MultiKrum(Part[MultiKrumParams]):
     name = "multi_krum"
+    tolerance = (2, 3)
 
     def selection_size(self, n: int, f: int) -> int:
         return n - f if self.params.m is None else self.params.m
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
         n = rows.count
-        require(self.name, n=n, f=f, plus=3)
+        self.require_tolerance(n, f)
         m = self.selection_size(n, f)
         if m > n:
             refuse(self.name, f"m <= n (m={m})", n=n, f=f)

@@ -8,7 +8,7 @@ cannot buy influence by claiming many examples.
 
 from __future__ import annotations
 
-from phalanx.aggregation.base import Aggregate, Part, RoundContext, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext
 from phalanx.aggregation.coordinatewise import median
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
@@ -16,7 +16,8 @@ from phalanx.core.named import Params
 
 class Median(Part[Params]):
     name = "median"
+    tolerance = (2, 1)
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
-        require(self.name, n=rows.count, f=f)
+        self.require_tolerance(rows.count, f)
         return Aggregate(median(rows.materialise()))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from phalanx.aggregation.base import Aggregator
+from phalanx.aggregation.base import Aggregator, Part
 from phalanx.aggregation.bulyan import Bulyan
 from phalanx.aggregation.centered_clipping import CenteredClipping, CenteredClippingParams
 from phalanx.aggregation.fedavg import FedAvg
@@ -33,7 +33,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     params: type[Params]
-    build: Callable[[Any], T]
+    build: Callable[[Any], T]  # a Part subclass
 
 
 RULES: dict[str, Entry[Rule]] = {
@@ -59,6 +59,13 @@ AGGREGATORS = RULES  # the names valid as ``aggregation.name``
 def _build(kind: str, table: Mapping[str, Entry[T]], name: str, params: Mapping[str, Any]) -> T:
     entry = lookup(kind, name, table)
     return entry.build(parse_params(kind, name, entry.params, params))
+
+
+def max_f(rule: str, n: int) -> int | None:
+    """The largest f the rule ``rule`` tolerates among n rows; None when it takes no f."""
+    part = lookup("aggregator", rule, RULES).build
+    assert isinstance(part, type) and issubclass(part, Part), part
+    return part.max_f(n)
 
 
 def build_step(config: StepConfig) -> Step:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from phalanx.aggregation.base import Aggregate, Part, RoundContext, refuse, require
+from phalanx.aggregation.base import Aggregate, Part, RoundContext, refuse
 from phalanx.aggregation.coordinatewise import trimmed_mean
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
@@ -21,11 +21,12 @@ class TrimmedMeanParams(Params):
 
 class TrimmedMean(Part[TrimmedMeanParams]):
     name = "trimmed_mean"
+    tolerance = (2, 1)
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
         n = rows.count
         trim = f if self.params.trim is None else self.params.trim
-        require(self.name, n=n, f=f)
+        self.require_tolerance(n, f)
         if trim < f or n < 2 * trim + 1:
             refuse(self.name, f"f <= trim and n >= 2 trim + 1 (trim={trim})", n=n, f=f)
         return Aggregate(trimmed_mean(rows.materialise(), trim))

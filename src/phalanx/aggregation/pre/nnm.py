@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from phalanx.aggregation.base import Part, RoundContext, require
+from phalanx.aggregation.base import Part, RoundContext
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
@@ -29,10 +29,11 @@ def nnm_matrix(sq_distances: torch.Tensor, f: int) -> torch.Tensor:
 
 class NNM(Part[Params]):
     name = "nnm"
+    tolerance = (2, 1)
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Rows:
         n = rows.count
-        require(self.name, n=n, f=f)
+        self.require_tolerance(n, f)
         if f == 0:
             return rows
         return rows.remix(nnm_matrix(rows.sq_distances(), f), rows.weights, rows.owners)
