@@ -8,7 +8,8 @@ caller's mistakes and for the coordinator's own failures::
     ├── WorkloadError                 exit code 3  a data set or model cannot be built
     ├── AggregationError              exit code 4  an aggregator cannot run on its input
     ├── CheckpointError               exit code 5  nothing valid to resume from, write failed
-    └── RuntimeBackendError           exit code 6  a runtime broke (not a client: the transport)
+    ├── RuntimeBackendError           exit code 6  a runtime broke (not a client: the transport)
+    └── LockedError                   exit code 7  another process holds the run or store directory
 
 Foreign errors (pydantic, OS, safetensors) are translated where they enter: config loading,
 checkpoint I/O and the runtimes.
@@ -51,3 +52,9 @@ class RuntimeBackendError(PhalanxError):
     """The runtime itself (not a client) failed: a worker pool died, a transport broke."""
 
     exit_code = 6
+
+
+class LockedError(PhalanxError):
+    """Another live process holds a run directory or a checkpoint store; the message names it."""
+
+    exit_code = 7
