@@ -9,7 +9,11 @@ caller's mistakes and for the coordinator's own failures::
     ├── AggregationError              exit code 4  an aggregator cannot run on its input
     ├── CheckpointError               exit code 5  nothing valid to resume from, write failed
     ├── RuntimeBackendError           exit code 6  a runtime broke (not a client: the transport)
-    └── LockedError                   exit code 7  another process holds the run or store directory
+    ├── LockedError                   exit code 7  another process holds a run or store directory
+    ├── NoProgressError               exit code 8  the run ended without committing any round
+    └── StorageError                  exit code 9  outputs cannot be written (disk full, read-only)
+
+Signals: the first SIGINT ends a run with exit code 130, SIGTERM with 143 (128 + signal).
 
 Foreign errors (pydantic, OS, safetensors) are translated where they enter: config loading,
 checkpoint I/O and the runtimes.
@@ -58,3 +62,15 @@ class LockedError(PhalanxError):
     """Another live process holds a run directory or a checkpoint store; the message names it."""
 
     exit_code = 7
+
+
+class NoProgressError(PhalanxError):
+    """The run ended without committing a single round: every round was discarded."""
+
+    exit_code = 8
+
+
+class StorageError(PhalanxError):
+    """The run's outputs cannot be written: disk full, read-only, or a path that is a file."""
+
+    exit_code = 9
