@@ -32,7 +32,7 @@ from phalanx.errors import CheckpointError, ConfigError
 from phalanx.evaluation import backdoor_evaluator, classification_evaluator, combine_evaluators
 from phalanx.faults.byzantine import build_attack, byzantine_clients
 from phalanx.faults.poisoning import Backdoor, DataAttack, infer_data_shape, poison_clients
-from phalanx.runtime.inprocess.runtime import SimulationRuntime
+from phalanx.runtime.inprocess.runtime import SimulationRuntime, TrainingCounts
 from phalanx.runtime.inprocess.trainers import BatchedTrainer, LocalTrainer, WorkerTrainer
 from phalanx.runtime.inprocess.user_training import UserTrainFn
 from phalanx.workloads import build_workload
@@ -49,6 +49,7 @@ class RunResult:
     history: list[dict[str, Any]]
     train_time_s: float
     faults_fired: dict[str, int] = field(default_factory=dict)
+    training: TrainingCounts = field(default_factory=TrainingCounts)  # trained, thrown away
 
     @property
     def params(self) -> torch.Tensor:
@@ -218,7 +219,9 @@ class Simulation:
             await runtime.close()
             self.close()
         elapsed = time.perf_counter() - start
-        return RunResult(state, list(state.history), elapsed, dict(runtime.plan.counts))
+        return RunResult(
+            state, list(state.history), elapsed, dict(runtime.plan.counts), runtime.training
+        )
 
     def _store(self, checkpoint_dir: Path | None) -> CheckpointStore | None:
         if checkpoint_dir is None or self.config.checkpoint.every == 0:

@@ -12,6 +12,7 @@ from phalanx.core.messages import ClientUpdate, TaskFailure, TaskKey, TrainTask
 from phalanx.core.tensors import Manifest
 from phalanx.runtime.inprocess.runtime import SimulationRuntime
 from phalanx.runtime.inprocess.trainers import TrainJob, TrainOutcome
+from phalanx.simulation import Simulation
 from phalanx.types import FailureKind
 
 MANIFEST = Manifest.of({"w": torch.zeros(3)})
@@ -98,3 +99,58 @@ def test_next_event_waits_only_until_asked() -> None:
     assert drain(rt, until=0.1) == []
     assert rt.clock.now() == 0.1
     assert len(drain(rt, until=100.0)) == 1
+
+
+def test_a_late_reply_is_a_timeout_and_is_never_trained() -> None:
+    rt, trainer = runtime()
+    rt.submit(task(0, deadline=0.01))  # no client computes ten steps in 10 ms
+    [(_, event)] = drain(rt)
+    assert isinstance(event, TaskFailure) and event.kind is FailureKind.TIMEOUT
+    assert event.detail.startswith("late") and trainer.batches == []
+
+
+def test_a_batch_is_no_wider_than_the_round_can_still_accept() -> None:
+    rt, trainer = runtime()  # two updates fill a round
+    for client in range(5):
+        rt.submit(task(client))
+
+    async def two_then_cancel() -> None:
+        for _ in range(2):
+            assert isinstance(await rt.next_event(100.0), ClientUpdate)
+        for client in range(5):
+            rt.cancel(TaskKey(0, client, 1))
+
+    asyncio.run(two_then_cancel())
+    assert [len(b) for b in trainer.batches] == [2]
+    assert (rt.training.trained, rt.training.thrown_away) == (2, 0)
+
+
+def test_a_trained_update_that_is_cancelled_counts_as_thrown_away() -> None:
+    rt, _ = runtime()
+    for client in range(2):
+        rt.submit(task(client))
+
+    async def one_then_cancel() -> None:
+        assert isinstance(await rt.next_event(100.0), ClientUpdate)  # trains both
+        for client in range(2):
+            rt.cancel(TaskKey(0, client, 1))
+
+    asyncio.run(one_then_cancel())
+    assert (rt.training.trained, rt.training.thrown_away) == (2, 1)
+
+
+def test_with_faults_every_trained_update_reaches_the_engine() -> None:
+    config = build_config(
+        {
+            "rounds": 4,
+            "workload": {"name": "seed", "num_clients": 200, "samples_per_client": 20},
+            "selection": {"clients_per_round": 40},
+            "checkpoint": {"every": 0},
+            "faults": {"rules": [{"rate": 0.2}]},
+        },
+        [],
+    )
+    result = Simulation(config).run()
+    cancelled = sum(record["cancelled"] for record in result.history)
+    assert cancelled > 0 and result.training.trained >= 4 * 40
+    assert result.training.thrown_away == 0

@@ -98,6 +98,19 @@ def test_runs_are_bit_identical_including_dropout_and_a_reused_simulation() -> N
 
 
 @pytest.mark.timeout(60)
+def test_with_20_percent_faults_no_trained_update_is_thrown_away() -> None:
+    config = tiny(
+        "rounds=6", "workload.num_clients=12", "selection.clients_per_round=5",
+        "faults.enabled=true", "faults.rules=[{rate=0.2}]",
+    )  # fmt: skip
+    result = Simulation(config, train=sgd).run()
+    assert sum(r["cancelled"] for r in result.history) > 0  # over-selected tasks were dropped
+    assert sum(len(r["events"]) for r in result.history) > 0  # and faults did fire
+    assert result.training.trained >= sum(len(r["accepted"]) for r in result.history) > 0
+    assert result.training.thrown_away == 0
+
+
+@pytest.mark.timeout(60)
 def test_a_hung_client_is_killed_and_reported_as_a_timeout_while_the_round_commits() -> None:
     def hangs_on_client_1(model: nn.Module, data: ClientData, ctx: TrainContext) -> None:
         if ctx.client == 1:

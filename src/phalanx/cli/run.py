@@ -79,7 +79,12 @@ def run(
         result.history,
         wall_time_s=time.perf_counter() - wall_start,
         train_time_s=result.train_time_s,
-        extra={"scenario": config.name, "seed": config.seed},
+        extra={
+            "scenario": config.name,
+            "seed": config.seed,
+            "updates_trained": result.training.trained,
+            "trained_thrown_away": result.training.thrown_away,
+        },
     )
     write_run_outputs(out_dir, result.history, summary, plots=plots)
     console.print(render_summary(summary))

@@ -33,6 +33,14 @@ from phalanx.types import ClientId, Corruption, FailureKind, FaultKind
 
 
 @dataclass
+class TrainingCounts:
+    """Updates the trainer computed, and how many of them were never delivered."""
+
+    trained: int = 0
+    thrown_away: int = 0
+
+
+@dataclass
 class _Pending:
     task: TrainTask
     due: float
@@ -64,6 +72,8 @@ class SimulationRuntime:
         self._pending: dict[TaskKey, _Pending] = {}
         self._queue: list[tuple[float, int, TaskKey]] = []  # (due, submission order, key)
         self._submitted = 0
+        self.training = TrainingCounts()
+        self._delivered: dict[int, int] = {}  # updates delivered, by round (the newest only)
 
     @property
     def clock(self) -> VirtualClock:
@@ -79,11 +89,14 @@ class SimulationRuntime:
         return self.plan.fired(round_index)
 
     async def close(self) -> None:
+        self.training.thrown_away += sum(p.outcome is not None for p in self._pending.values())
         self._pending.clear()
         self._queue.clear()
 
     def cancel(self, key: TaskKey) -> None:
-        self._pending.pop(key, None)
+        pending = self._pending.pop(key, None)
+        if pending is not None and pending.outcome is not None:
+            self.training.thrown_away += 1
 
     def submit(self, task: TrainTask) -> None:
         key = task.key
@@ -124,16 +137,20 @@ class SimulationRuntime:
             if pending is None:
                 continue  # cancelled
             self._clock.advance_to(due)
-            return self._deliver(pending)
+            return self._deliver(pending, until)
         self._clock.advance_to(until)
         return None
 
-    def _deliver(self, pending: _Pending) -> Event:
+    def _deliver(self, pending: _Pending, until: float) -> Event:
         key = pending.task.key
         if pending.kind is not None:
             return TaskFailure(key, pending.kind, f"injected {pending.kind.value}")
+        if pending.due > pending.task.deadline:  # the engine has timed it out: never train
+            self.training.thrown_away += pending.outcome is not None
+            late = f"late: reply due at t={pending.due:.2f}, deadline t={pending.task.deadline:.2f}"
+            return TaskFailure(key, FailureKind.TIMEOUT, late)
         if pending.outcome is None:
-            self._train_due(pending)
+            self._train_batch(self._batch(pending, until))
         outcome = pending.outcome
         if outcome is None:
             raise RuntimeBackendError(f"trainer returned no outcome for {key}")
@@ -141,24 +158,51 @@ class SimulationRuntime:
             error = outcome.error or "crash: no result"
             kind = FailureKind.TIMEOUT if error.startswith("hang") else FailureKind.CRASH
             return TaskFailure(key, kind, error)
+        self._delivered = {key.round: self._delivered.get(key.round, 0) + 1}
         return self._as_update(pending, outcome)
+
+    def _batch(self, first: _Pending, until: float) -> list[_Pending]:
+        """``first`` and the next untrained replies due by ``until``, as many as the round
+        can still use for certain.
+
+        The engine stops once it has ``clients_per_round`` accepted updates. Until ``until``
+        (its next timer) it submits new tasks only in answer to events: at most one per
+        failure (a retry or a replacement), and one per rejection (a replacement for an
+        update that did not count). So a reply due by ``until`` is still wanted when the
+        updates delivered this round, those trained and waiting, those batched before it
+        and the failures due before it stay below the target; a batch of such replies is
+        never thrown away. ``first`` is trained whatever: the engine asked for it.
+        """
+        round_index = first.task.key.round
+        room = self._config.selection.clients_per_round - self._delivered.get(round_index, 0)
+        ahead = [p for p in self._due(round_index) if p is not first and p.due <= until]
+        room -= sum(p.outcome is not None for p in ahead)
+        batch, failures = [first], 0
+        for pending in ahead:
+            if pending.kind is not None:
+                failures += 1
+            elif pending.outcome is None and pending.task.params is first.task.params:
+                if len(batch) + failures >= room:
+                    break
+                batch.append(pending)
+        return batch
+
+    def _due(self, round_index: int) -> list[_Pending]:
+        """Pending tasks of round ``round_index``, in the order they are due."""
+        due = (self._pending.get(key) for _, _, key in sorted(self._queue))
+        return [p for p in due if p is not None and p.task.key.round == round_index]
 
     def _due_updates(self, params: torch.Tensor) -> list[_Pending]:
         """Pending replies on the model ``params`` that will be updates, in order due."""
         due = (self._pending.get(key) for _, _, key in sorted(self._queue))
         return [p for p in due if p and p.kind is None and p.task.params is params]
 
-    def _train_due(self, first: _Pending) -> None:
-        """Train ``first`` together with the next replies due on the same model."""
-        width = self._config.selection.clients_per_round
-        others = [p for p in self._due_updates(first.task.params) if p.outcome is None]
-        self._train_batch([first, *others[: width - 1]])
-
     def _train_batch(self, batch: list[_Pending]) -> None:
         jobs = [TrainJob(p.task.key, p.steps) for p in batch]
         params = batch[0].task.params
         for pending, outcome in zip(batch, self._trainer.train(params, jobs), strict=True):
             pending.outcome = outcome
+        self.training.trained += len(batch)
 
     def _train_round(self, task: TrainTask) -> list[tuple[TaskKey, dict[str, torch.Tensor]]]:
         """The genuine weights of every update still due on ``task``'s model, training the

@@ -1,0 +1,298 @@
+"""A user's own model and training function: phalanx against a plain PyTorch loop.
+
+Run from the repository root: ``python -m benchmarks.user_model [--repeats 3]
+[--markdown docs/user_model.md]``.
+
+The work: examples/custom_model.py's small CNN and training function on scikit-learn's
+8x8 digits split over ``--clients`` clients, ``--per-round`` clients per round, ``--rounds``
+rounds, the same ``train(model, data, ctx)`` (SGD with momentum, ``--epochs`` local epochs,
+batch 16, lr 0.05), weighted FedAvg and a test-set evaluation after every round.
+
+- ``plain loop``: one process, one thread: one local model that gets the global weights with
+  ``load_state_dict`` before each client (a fresh optimiser each time), FedAvg of the
+  parameters, evaluation. What a careful user writes without a framework.
+- ``phalanx, N worker(s)``: ``Simulation(..., train=train)`` with ``simulation.workers=N``,
+  faults off; ``workers=0`` is the in-process mode.
+- ``phalanx, 2 workers, 20% faults``: crash/hang/corrupt at 20%; its row counts the updates
+  trained and the trained updates the engine then threw away (cancelled, late).
+
+Each contender runs in its own subprocess with ``OMP_NUM_THREADS=MKL_NUM_THREADS=1`` and
+``torch.set_num_threads(1)`` (workers get one thread each); contenders are interleaved
+``--repeats`` times and each number is the median. *whole-process s* is the parent's wall time
+around the child (interpreter start, imports, data, training, exit); *training-only s* is the
+child's own clock from the first round to the last, evaluation included. Both children
+import ``torch._dynamo`` (what the first ``torch.optim`` optimiser would otherwise import,
+about 1 s) before their clocks start: phalanx does so when it builds its trainer, the
+plain loop explicitly, so training-only time excludes that import for both and whole-process
+time includes it for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SEED = 7
+
+
+@dataclass(frozen=True)
+class Work:
+    clients: int = 20
+    per_round: int = 10
+    rounds: int = 30
+    epochs: int = 2
+
+
+# --- the children (imported lazily: the parent stays light) ------------------------------
+
+
+def _config(work: Work, workers: int, fault_rate: float) -> Any:
+    from phalanx.config import (
+        CheckpointConfig,
+        DigitsWorkload,
+        FaultConfig,
+        FaultRule,
+        RunConfig,
+        SelectionConfig,
+        SimulationConfig,
+        TrainingConfig,
+    )  # fmt: skip
+
+    faults = FaultConfig(enabled=fault_rate > 0, rules=(FaultRule(rate=fault_rate),))
+    return RunConfig(
+        name="user-model", seed=SEED, rounds=work.rounds,
+        workload=DigitsWorkload(num_clients=work.clients),
+        training=TrainingConfig(local_epochs=work.epochs, batch_size=16, lr=0.05),
+        selection=SelectionConfig(clients_per_round=work.per_round),
+        faults=faults, simulation=SimulationConfig(workers=workers),
+        checkpoint=CheckpointConfig(every=0),
+    )  # fmt: skip
+
+
+def _accuracy(model: Any, test: Any) -> float:
+    import torch
+
+    with torch.no_grad():
+        return float((model(test.x).argmax(1) == test.y).float().mean())
+
+
+def child_plain(work: Work) -> dict[str, Any]:
+    import importlib
+
+    import numpy as np
+    import torch
+    from examples.custom_model import cnn, train
+
+    from phalanx.core.rng import torch_rng
+    from phalanx.runtime.inprocess.user_training import TrainContext, total_steps
+    from phalanx.simulation import initial_model
+    from phalanx.workloads import build_workload
+
+    importlib.import_module("torch._dynamo")  # as phalanx preloads it: outside both clocks
+    config = _config(work, 1, 0.0)
+    digits = build_workload(config.workload, SEED)
+    model = initial_model(cnn, SEED)
+    local = initial_model(cnn, SEED)
+    rng = np.random.default_rng(SEED)
+    start = time.perf_counter()
+    for r in range(work.rounds):
+        chosen = rng.choice(work.clients, work.per_round, replace=False)
+        weights, total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}, 0
+        for client in (int(c) for c in chosen):
+            data = digits.clients[client]
+            local.load_state_dict(model.state_dict())
+            local.train()
+            steps = total_steps(len(data), config.training)
+            ctx = TrainContext(
+                client, r, 1, steps, steps, config.training, torch_rng(SEED, "data", r, client, 1)
+            )
+            train(local, data, ctx)
+            for name, p in local.named_parameters():
+                weights[name] += p.detach() * len(data)
+            total += len(data)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(weights[name] / total)
+        model.eval()
+        accuracy = _accuracy(model, digits.test)
+    return {"train_s": time.perf_counter() - start, "accuracy": accuracy, "trained": -1}
+
+
+def child_phalanx(work: Work, workers: int, fault_rate: float) -> dict[str, Any]:
+    from examples.custom_model import cnn, train
+
+    from phalanx.simulation import Simulation
+    from phalanx.workloads import build_workload
+
+    config = _config(work, workers, fault_rate)
+    digits = build_workload(config.workload, SEED)
+    with Simulation(
+        config, model=cnn, clients=digits.clients, test=digits.test, train=train
+    ) as simulation:
+        result = simulation.run()
+    return {
+        "train_s": result.train_time_s,
+        "accuracy": result.history[-1]["metrics"]["accuracy"],
+        "trained": result.training.trained,
+        "thrown_away": result.training.thrown_away,
+    }
+
+
+def child_main(name: str, work: Work) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    if name == "plain":
+        report = child_plain(work)
+    else:
+        workers, _, rate = name.removeprefix("phalanx-").partition("-")
+        report = child_phalanx(work, int(workers), float(rate or 0))
+    print(json.dumps(report))
+
+
+# --- the parent ----------------------------------------------------------------------------
+
+CONTENDERS = {  # name -> label
+    "plain": "plain loop (1 thread)",
+    "phalanx-1": "phalanx, 1 worker",
+    "phalanx-2": "phalanx, 2 workers",
+    "phalanx-2-0.2": "phalanx, 2 workers, 20% faults",
+}
+
+
+@dataclass
+class Runs:
+    whole: list[float] = field(default_factory=list)
+    train: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    trained: list[int] = field(default_factory=list)
+    thrown: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def run_child(name: str, work: Work, timeout_s: float) -> tuple[float, dict[str, Any]]:
+    argv = [sys.executable, "-m", "benchmarks.user_model", "--child", name]
+    argv += [f"--{k.replace('_', '-')}={v}" for k, v in vars(work).items()]
+    env = {**os.environ, **CHILD_ENV}
+    start = time.perf_counter()
+    done = subprocess.run(
+        argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        raise RuntimeError(f"exit {done.returncode}: {tail[:200]}")
+    return wall, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(names: list[str], work: Work, repeats: int, timeout_s: float) -> dict[str, Runs]:
+    runs = {name: Runs() for name in names}
+    for _ in range(repeats):  # interleaved: a noisy minute hurts every contender alike
+        for name in names:
+            try:
+                wall, report = run_child(name, work, timeout_s)
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+                runs[name].errors.append(str(exc))
+                continue
+            r = runs[name]
+            r.whole.append(wall)
+            r.train.append(report["train_s"])
+            r.accuracy.append(report["accuracy"])
+            r.trained.append(report["trained"])
+            r.thrown.append(report.get("thrown_away", 0))
+    return runs
+
+
+def _median(values: list[float] | list[int]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def table(runs: dict[str, Runs]) -> tuple[list[str], list[str]]:
+    """(markdown table lines, verdict lines)."""
+    base = runs.get("plain")
+    base_train = _median(base.train) if base else None
+    lines = [
+        "| contender | whole-process s | training-only s | plain / this (training) "
+        "| accuracy | updates trained | trained, thrown away |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in runs.items():
+        train_s = _median(r.train)
+        ratio = base_train / train_s if base_train and train_s else None
+        trained = _median(r.trained) if name != "plain" else None
+        thrown = max(r.thrown) if r.thrown and name != "plain" else None
+        label = CONTENDERS[name] + (f" (* {r.errors[0]})" if r.errors else "")
+        lines.append(
+            f"| {label} | {_fmt(_median(r.whole), '.2f')} | {_fmt(train_s, '.3f')} "
+            f"| {_fmt(ratio, '.2f')}x | {_fmt(_median(r.accuracy), '.3f')} "
+            f"| {_fmt(trained, '.0f')} | {_fmt(thrown, '.0f')} |"
+        )
+    return lines, verdicts(runs, base_train)
+
+
+def verdicts(runs: dict[str, Runs], base_train: float | None) -> list[str]:
+    def ratio(name: str) -> float | None:
+        train_s = _median(runs[name].train) if name in runs else None
+        return base_train / train_s if base_train and train_s else None
+
+    def verdict(ok: bool | None) -> str:
+        return {True: "PASS", False: "FAIL", None: "N/A"}[ok]
+
+    two, one = ratio("phalanx-2"), ratio("phalanx-1")
+    faulty = runs.get("phalanx-2-0.2")
+    thrown = max(faulty.thrown) if faulty and faulty.thrown else None
+    return [
+        f"- 2 workers: plain / phalanx = {_fmt(two, '.2f')}x, target >= 1.6x: "
+        f"{verdict(None if two is None else two >= 1.6)}",
+        f"- 1 worker: plain / phalanx = {_fmt(one, '.2f')}x, target >= 1.0x (never slower): "
+        f"{verdict(None if one is None else one >= 1.0)}",
+        f"- 20% faults: trained updates thrown away = {_fmt(thrown, '.0f')}, target 0: "
+        f"{verdict(None if thrown is None else thrown == 0)}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    for name, default in vars(Work()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", action="append", choices=sorted(CONTENDERS))
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    args = parser.parse_args()
+    work = Work(args.clients, args.per_round, args.rounds, args.epochs)
+    if args.child:
+        child_main(args.child, work)
+        return
+    names = args.only or list(CONTENDERS)
+    runs = measure(names, work, args.repeats, args.timeout)
+    lines, checks = table(runs)
+    where = (
+        f"_{work.clients} clients, {work.per_round} per round, {work.rounds} rounds, "
+        f"{work.epochs} local epochs; Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, medians of {args.repeats} interleaved runs._"
+    )
+    text = "\n".join([*lines, "", *checks, "", where, ""])
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
