@@ -165,6 +165,7 @@ def child_main(name: str, work: Work) -> None:
 
 CONTENDERS = {  # name -> label
     "plain": "plain loop (1 thread)",
+    "phalanx-0": "phalanx, in-process (workers=0)",
     "phalanx-1": "phalanx, 1 worker",
     "phalanx-2": "phalanx, 2 workers",
     "phalanx-2-0.2": "phalanx, 2 workers, 20% faults",

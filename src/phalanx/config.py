@@ -265,7 +265,9 @@ class FaultConfig(Strict):
 
 class SimulationConfig(Strict):
     batched: bool = True  # train a round's clients together when they share a model
-    workers: int = Field(2, ge=1)  # processes for per-client training of user code
+    # Processes for per-client training of user code; 0 trains in this process (one core:
+    # no hand-off, but no crash isolation and a SIGALRM hang guard; see runtime/inline.py).
+    workers: int = Field(2, ge=0)
     hang_guard_s: float = Field(120.0, gt=0)  # real seconds before a hung worker is killed
     threads_per_worker: int = Field(1, ge=1)
 

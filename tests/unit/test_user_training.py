@@ -16,7 +16,7 @@ from phalanx.core.messages import TaskKey
 from phalanx.core.tensors import flatten
 from phalanx.errors import ConfigError
 from phalanx.runtime.inprocess.trainers import BatchedTrainer, TrainJob, WorkerTrainer
-from phalanx.runtime.inprocess.user_training import TrainContext, float_metrics
+from phalanx.runtime.inprocess.user_training import ReloadedCopy, TrainContext, float_metrics
 from phalanx.simulation import Simulation, initial_model, model_manifest
 from phalanx.workloads import build_workload
 from phalanx.workloads.base import ClientData
@@ -108,6 +108,16 @@ def test_with_20_percent_faults_no_trained_update_is_thrown_away() -> None:
     assert sum(len(r["events"]) for r in result.history) > 0  # and faults did fire
     assert result.training.trained >= sum(len(r["accepted"]) for r in result.history) > 0
     assert result.training.thrown_away == 0
+
+
+@pytest.mark.timeout(60)
+def test_in_process_training_gives_the_same_model_as_workers() -> None:
+    faults = ("faults.enabled=true", "faults.rules=[{rate=0.2}]", "rounds=3")
+    in_process = Simulation(tiny(*faults, "simulation.workers=0"), train=sgd).run()
+    forked = Simulation(tiny(*faults), train=sgd).run()
+    assert torch.equal(in_process.params, forked.params)
+    assert [r["accepted"] for r in in_process.history] == [r["accepted"] for r in forked.history]
+    assert in_process.training == forked.training
 
 
 @pytest.mark.timeout(60)
@@ -211,3 +221,60 @@ def test_trainer_choice_follows_the_keywords() -> None:
             train=sgd,
             trainer=lambda m, man: BatchedTrainer(m, man, [], config.training, seed=0),
         )
+
+
+def _reloaded_cnn() -> tuple[ReloadedCopy, nn.Module, dict[str, torch.Tensor]]:
+    template = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Dropout(0.25)).eval()
+    params = {name: torch.full_like(p, 0.5) for name, p in template.named_parameters()}
+    return ReloadedCopy(template), template, params
+
+
+def test_a_reloaded_copy_starts_every_attempt_as_a_fresh_copy_would() -> None:
+    copies, template, params = _reloaded_cnn()
+    model = copies.load(params)
+    model(torch.randn(8, 4)).sum().backward()  # moves BatchNorm's statistics, leaves grads
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model[0].bias.requires_grad_(False)
+    copies.release(model)
+    again = copies.load(params)
+    assert again is model  # reused: nothing a reload misses was changed
+    assert again.training and all(p.grad is None and p.requires_grad for p in again.parameters())
+    for name, p in again.named_parameters():
+        assert torch.equal(p, params[name])
+    for buffer, initial in zip(again.buffers(), template.buffers(), strict=True):
+        assert torch.equal(buffer, initial)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m.register_forward_hook(lambda *args: None),
+        lambda m: m[0].weight.register_hook(lambda grad: grad),
+        lambda m: setattr(m, "optimiser_state", {"momentum": 1}),
+        lambda m: setattr(m[2], "p", 0.9),
+        lambda m: m.add_module("extra", nn.ReLU()),
+        lambda m: setattr(m[0], "weight", nn.Parameter(torch.zeros(3, 4))),
+    ],
+    ids=["module hook", "tensor hook", "attribute", "setting", "submodule", "parameter"],
+)
+def test_an_attempt_that_changes_the_model_beyond_a_reload_gets_a_fresh_copy_next(
+    change: Any,
+) -> None:
+    copies, _, params = _reloaded_cnn()
+    model = copies.load(params)
+    change(model)
+    copies.release(model)
+    fresh = copies.load(params)
+    assert fresh is not model
+    assert not fresh._forward_hooks and fresh[2].p == 0.25 and len(fresh) == 3
+
+
+def test_a_model_holding_plain_tensors_is_deep_copied_for_every_attempt() -> None:
+    template = nn.Linear(2, 2)
+    template.mask = torch.ones(2)  # neither parameter nor buffer: a reload could not restore it
+    copies = ReloadedCopy(template)
+    params = {name: p.detach().clone() for name, p in template.named_parameters()}
+    first = copies.load(params)
+    copies.release(first)
+    assert copies.load(params) is not first

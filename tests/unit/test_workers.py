@@ -278,3 +278,68 @@ def test_bad_options_and_missing_fork_are_refused(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(multiprocessing, "get_context", no_fork)
     with pytest.raises(RuntimeBackendError, match="fork"):
         WorkerPool(add_client)
+
+
+def test_one_worker_gets_its_jobs_in_one_message_and_answers_each() -> None:
+    jobs = make_jobs(5)
+    with WorkerPool(add_client, workers=1) as pool:
+        pool.submit(jobs)
+        slot = pool._slots[0]
+        # the whole queue went out at once, to the one idle worker
+        assert slot is not None and [j.job_id for j in slot.jobs] == [j.job_id for j in jobs]
+        outcomes = [pool.result(job.job_id) for job in reversed(jobs)][::-1]
+    assert_added(outcomes, jobs)
+    assert len({o.metrics["pid"] for o in outcomes}) == 1
+
+
+def test_a_hang_in_the_middle_of_a_share_fails_only_that_job() -> None:
+    def hangs_on_1(
+        client_id: int, params: Params, meta: dict[str, Any]
+    ) -> tuple[Params, dict[str, float]]:
+        if client_id == 1:
+            time.sleep(30)
+        return add_client(client_id, params, meta)
+
+    jobs = make_jobs(4)
+    with WorkerPool(hangs_on_1, workers=1, hang_guard_s=0.5) as pool:
+        outcomes = pool.run(jobs)
+    assert outcomes[1].error is not None and outcomes[1].error.startswith("hang")
+    others = [jobs[i] for i in (0, 2, 3)]
+    assert_added([outcomes[i] for i in (0, 2, 3)], others)
+    assert outcomes[0].metrics["pid"] != outcomes[2].metrics["pid"]  # a fresh worker went on
+
+
+def test_a_worker_that_dies_mid_share_loses_only_its_current_job() -> None:
+    def dies_on_2(
+        client_id: int, params: Params, meta: dict[str, Any]
+    ) -> tuple[Params, dict[str, float]]:
+        if client_id == 2:
+            os._exit(3)
+        return add_client(client_id, params, meta)
+
+    jobs = make_jobs(5)
+    with WorkerPool(dies_on_2, workers=1) as pool:
+        outcomes = pool.run(jobs)
+    assert outcomes[2].error == "crash: exit code 3"
+    assert_added(
+        [o for i, o in enumerate(outcomes) if i != 2], [j for i, j in enumerate(jobs) if i != 2]
+    )
+
+
+def test_a_forgotten_job_is_never_returned_and_unknown_ids_are_refused() -> None:
+    jobs = make_jobs(3)
+    with WorkerPool(add_client, workers=1) as pool:
+        pool.submit(jobs)
+        pool.forget(jobs[1].job_id)
+        assert_added([pool.result(jobs[2].job_id), pool.result(jobs[0].job_id)], [jobs[2], jobs[0]])
+        with pytest.raises(RuntimeBackendError, match="not in this pool"):
+            pool.result(jobs[1].job_id)
+
+
+def test_jobs_on_other_weights_go_in_another_message() -> None:
+    first = make_jobs(2)
+    second = make_jobs(2, {"w": torch.tensor([5.0, 6.0, 7.0])})
+    second = [WorkerJob(200 + j.client_id, j.client_id, j.params, j.meta) for j in second]
+    with WorkerPool(add_client, workers=1) as pool:
+        outcomes = pool.run([*first, *second])
+    assert_added(outcomes, [*first, *second])

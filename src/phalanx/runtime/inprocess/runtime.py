@@ -28,7 +28,13 @@ from phalanx.errors import RuntimeBackendError
 from phalanx.faults import FaultDecision, FaultPlan, corrupt_tensors, flip_bits
 from phalanx.runtime.inprocess.adversary import Adversary
 from phalanx.runtime.inprocess.latency import LatencyModel
-from phalanx.runtime.inprocess.trainers import LocalTrainer, TrainJob, TrainOutcome
+from phalanx.runtime.inprocess.trainers import (
+    LocalTrainer,
+    StartedJob,
+    StartingTrainer,
+    TrainJob,
+    TrainOutcome,
+)
 from phalanx.types import ClientId, Corruption, FailureKind, FaultKind
 
 
@@ -49,6 +55,23 @@ class _Pending:
     steps: int
     total_steps: int
     outcome: TrainOutcome | None = None
+    started: StartedJob | None = None  # training under way (a StartingTrainer's job)
+
+    @property
+    def trained(self) -> bool:
+        return self.outcome is not None or self.started is not None
+
+    def resolve(self) -> TrainOutcome | None:
+        if self.outcome is None and self.started is not None:
+            self.outcome, self.started = self.started.result(), None
+        return self.outcome
+
+    def drop(self) -> bool:
+        """Forget this task's training; True if it had been trained (or started)."""
+        trained = self.trained
+        if self.started is not None:
+            self.started.discard()
+        return trained
 
 
 class SimulationRuntime:
@@ -89,13 +112,13 @@ class SimulationRuntime:
         return self.plan.fired(round_index)
 
     async def close(self) -> None:
-        self.training.thrown_away += sum(p.outcome is not None for p in self._pending.values())
+        self.training.thrown_away += sum(p.drop() for p in self._pending.values())
         self._pending.clear()
         self._queue.clear()
 
     def cancel(self, key: TaskKey) -> None:
         pending = self._pending.pop(key, None)
-        if pending is not None and pending.outcome is not None:
+        if pending is not None and pending.drop():
             self.training.thrown_away += 1
 
     def submit(self, task: TrainTask) -> None:
@@ -146,12 +169,12 @@ class SimulationRuntime:
         if pending.kind is not None:
             return TaskFailure(key, pending.kind, f"injected {pending.kind.value}")
         if pending.due > pending.task.deadline:  # the engine has timed it out: never train
-            self.training.thrown_away += pending.outcome is not None
+            self.training.thrown_away += pending.drop()
             late = f"late: reply due at t={pending.due:.2f}, deadline t={pending.task.deadline:.2f}"
             return TaskFailure(key, FailureKind.TIMEOUT, late)
-        if pending.outcome is None:
+        if not pending.trained:
             self._train_batch(self._batch(pending, until))
-        outcome = pending.outcome
+        outcome = pending.resolve()
         if outcome is None:
             raise RuntimeBackendError(f"trainer returned no outcome for {key}")
         if outcome.tensors is None:
@@ -176,12 +199,12 @@ class SimulationRuntime:
         round_index = first.task.key.round
         room = self._config.selection.clients_per_round - self._delivered.get(round_index, 0)
         ahead = [p for p in self._due(round_index) if p is not first and p.due <= until]
-        room -= sum(p.outcome is not None for p in ahead)
+        room -= sum(p.trained for p in ahead)
         batch, failures = [first], 0
         for pending in ahead:
             if pending.kind is not None:
                 failures += 1
-            elif pending.outcome is None and pending.task.params is first.task.params:
+            elif not pending.trained and pending.task.params is first.task.params:
                 if len(batch) + failures >= room:
                     break
                 batch.append(pending)
@@ -200,19 +223,24 @@ class SimulationRuntime:
     def _train_batch(self, batch: list[_Pending]) -> None:
         jobs = [TrainJob(p.task.key, p.steps) for p in batch]
         params = batch[0].task.params
-        for pending, outcome in zip(batch, self._trainer.train(params, jobs), strict=True):
-            pending.outcome = outcome
+        if isinstance(self._trainer, StartingTrainer):
+            for pending, started in zip(batch, self._trainer.start(params, jobs), strict=True):
+                pending.started = started
+        else:
+            for pending, outcome in zip(batch, self._trainer.train(params, jobs), strict=True):
+                pending.outcome = outcome
         self.training.trained += len(batch)
 
     def _train_round(self, task: TrainTask) -> list[tuple[TaskKey, dict[str, torch.Tensor]]]:
         """The genuine weights of every update still due on ``task``'s model, training the
         untrained ones now in batches of a round's width: what colluders get to see."""
         due = self._due_updates(task.params)
-        todo = [p for p in due if p.outcome is None]
+        todo = [p for p in due if not p.trained]
         width = self._config.selection.clients_per_round
         for start in range(0, len(todo), width):
             self._train_batch(todo[start : start + width])
-        return [(p.task.key, p.outcome.tensors) for p in due if p.outcome and p.outcome.tensors]
+        outcomes = [(p.task.key, p.resolve()) for p in due]
+        return [(key, out.tensors) for key, out in outcomes if out and out.tensors]
 
     def _as_update(self, pending: _Pending, outcome: TrainOutcome) -> ClientUpdate:
         task, decision = pending.task, pending.decision

@@ -2,14 +2,17 @@
 
 ``BatchedTrainer`` trains many clients of the built-in SGD recipe in one stacked pass (or
 one at a time when batching is off); ``WorkerTrainer`` runs a user's own training function
-per client in worker processes guarded by a real wall-clock limit.
+per client in worker processes (or, with ``simulation.workers = 0``, in this process)
+guarded by a real wall-clock limit. A trainer that can ``start`` jobs and hand their
+outcomes over one at a time (``StartingTrainer``) lets the simulation use the first result
+while the rest are still training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -18,13 +21,14 @@ from phalanx.config import RunConfig, TrainingConfig
 from phalanx.core.messages import TaskKey
 from phalanx.core.rng import torch_rng
 from phalanx.core.tensors import Manifest, unflatten
+from phalanx.runtime.inprocess.inline import InlinePool
 from phalanx.runtime.inprocess.user_training import (
     UserTrainFn,
     preload_lazy_imports,
     total_steps,
     worker_train_fn,
 )
-from phalanx.runtime.inprocess.workers import WorkerJob, WorkerOutcome, WorkerPool
+from phalanx.runtime.inprocess.workers import WorkerJob, WorkerPool
 from phalanx.training.batched import BatchedSGD, ClientBatch
 from phalanx.workloads.base import ClientData
 
@@ -49,6 +53,18 @@ class LocalTrainer(Protocol):
     def total_steps(self, client: int) -> int: ...
     def num_examples(self, client: int) -> int: ...
     def train(self, params: torch.Tensor, jobs: Sequence[TrainJob]) -> list[TrainOutcome]: ...
+
+
+class StartedJob(Protocol):
+    """A job under way: ``result`` waits for its outcome; ``discard`` says it is not wanted."""
+
+    def result(self) -> TrainOutcome: ...
+    def discard(self) -> None: ...
+
+
+@runtime_checkable
+class StartingTrainer(LocalTrainer, Protocol):
+    def start(self, params: torch.Tensor, jobs: Sequence[TrainJob]) -> list[StartedJob]: ...
 
 
 class PaddedClients:
@@ -115,15 +131,36 @@ class BatchedTrainer:
         ]
 
 
+@dataclass(frozen=True)
+class _PoolJob:
+    """A ``WorkerTrainer`` job in its pool."""
+
+    trainer: WorkerTrainer
+    pool: WorkerPool | InlinePool
+    job: TrainJob
+    job_id: int
+
+    def result(self) -> TrainOutcome:
+        out = self.pool.result(self.job_id)
+        examples = self.trainer.num_examples(self.job.key.client)
+        return TrainOutcome(out.tensors, examples, dict(out.metrics), out.error)
+
+    def discard(self) -> None:
+        self.pool.forget(self.job_id)
+
+
 class WorkerTrainer:
     """A user's ``train(model, data, ctx)`` per client, on a pool of forked workers.
 
     One long-lived pool serves every round (forking per round would cost more than a small
     model's training); it starts on the first ``train`` and ``close`` ends it. A closed
     trainer starts a fresh pool when next used, so one ``Simulation`` can run again.
+    With ``simulation.workers = 0`` the pool is this process (``InlinePool``: no crash
+    isolation, a SIGALRM hang guard, main thread only).
     A job that exceeds ``simulation.hang_guard_s`` of wall-clock time comes back as a
     "hang: ..." outcome (a timeout to the engine); one whose function raised ("error: ...") or
-    whose worker died ("crash: ...") becomes a crash.
+    whose worker died ("crash: ...") becomes a crash. What the first job would import lazily
+    is imported when the trainer is built, before any fork and before the first round.
     """
 
     def __init__(
@@ -141,8 +178,9 @@ class WorkerTrainer:
         self._fn = worker_train_fn(
             model, list(clients), train_fn, config.training, seed=config.seed
         )
-        self._pool: WorkerPool | None = None
+        self._pool: WorkerPool | InlinePool | None = None
         self._jobs = 0  # ids for the pool's jobs, unique over this trainer's life
+        preload_lazy_imports()  # once per process, before the first fork
 
     def total_steps(self, client: int) -> int:
         return total_steps(self._sizes[client], self._training)
@@ -151,13 +189,19 @@ class WorkerTrainer:
         return self._sizes[client]
 
     def train(self, params: torch.Tensor, jobs: Sequence[TrainJob]) -> list[TrainOutcome]:
+        return [started.result() for started in self.start(params, jobs)]
+
+    def start(self, params: torch.Tensor, jobs: Sequence[TrainJob]) -> list[StartedJob]:
+        """Queue ``jobs`` on the pool; each result is taken when asked for."""
         # Own contiguous copies: unflatten gives views of one vector, and the pipe wants
         # standalone tensors.
         tensors = {k: v.clone() for k, v in unflatten(params, self._manifest).items()}
         requests = [self._request(job, tensors) for job in jobs]
+        pool = self._open()
+        pool.submit(requests)
         return [
-            self._outcome(out, job)
-            for out, job in zip(self._open().run(requests), jobs, strict=True)
+            _PoolJob(self, pool, job, request.job_id)
+            for job, request in zip(jobs, requests, strict=True)
         ]
 
     def close(self) -> None:
@@ -172,15 +216,17 @@ class WorkerTrainer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _open(self) -> WorkerPool:
+    def _open(self) -> WorkerPool | InlinePool:
         if self._pool is None:
-            preload_lazy_imports()  # once per process, before the first fork
-            self._pool = WorkerPool(
-                self._fn,
-                workers=self._sim.workers,
-                threads_per_worker=self._sim.threads_per_worker,
-                hang_guard_s=self._sim.hang_guard_s,
-            )
+            if self._sim.workers == 0:
+                self._pool = InlinePool(self._fn, hang_guard_s=self._sim.hang_guard_s)
+            else:
+                self._pool = WorkerPool(
+                    self._fn,
+                    workers=self._sim.workers,
+                    threads_per_worker=self._sim.threads_per_worker,
+                    hang_guard_s=self._sim.hang_guard_s,
+                )
         return self._pool
 
     def _request(self, job: TrainJob, tensors: dict[str, torch.Tensor]) -> WorkerJob:
@@ -193,7 +239,3 @@ class WorkerTrainer:
         }
         self._jobs += 1
         return WorkerJob(self._jobs, key.client, tensors, meta)
-
-    def _outcome(self, out: WorkerOutcome, job: TrainJob) -> TrainOutcome:
-        examples = self.num_examples(job.key.client)
-        return TrainOutcome(out.tensors, examples, dict(out.metrics), out.error)

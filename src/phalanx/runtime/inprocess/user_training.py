@@ -13,6 +13,14 @@ dropout and other global draws do not depend on which worker ran which job befor
 
 Only parameters are federated: buffers (e.g. BatchNorm running statistics) start each
 attempt at the template model's values and are not sent back.
+
+Each worker keeps one copy of the template and reloads it for every attempt (parameters
+from the global weights, buffers from the template, gradients cleared, ``requires_grad`` as
+the template has it) instead of deep-copying the template per attempt. An attempt that
+changes the model in any other way the reload would miss (an added hook or attribute, a
+changed setting such as a dropout rate, a replaced parameter or submodule) is detected
+after it returns and the copy is thrown away, so the next attempt starts from a fresh deep
+copy: nothing one attempt does leaks into the next.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import copy
 import functools
 import importlib
 import logging
+import operator
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,16 +112,77 @@ def preload_lazy_imports() -> None:
 def _seed_globals(seed: int, key: tuple[int, int, int]) -> None:
     """Global generators keyed by the attempt, not by the worker's history of jobs."""
     derived = derive_seed(seed, "train", *key)
-    torch.manual_seed(derived)
+    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        torch.manual_seed(derived)
+    else:  # the CPU generator alone: torch.manual_seed queues lazy device seeds (~0.4 ms)
+        torch.default_generator.manual_seed(derived)
     np.random.seed(derived % 2**32)
     random.seed(derived)
 
 
-def _load(model: nn.Module, params: Tensors) -> None:
-    """Copy the received global weights into ``model``'s parameters, in place."""
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            param.copy_(params[name])
+Fingerprint: TypeAlias = tuple[list[object], list[object]]  # (by identity, by value)
+
+
+def fingerprint(model: nn.Module) -> Fingerprint:
+    """What a reload does not restore: every attribute of every module (hooks, submodules,
+    settings, the parameter and buffer dicts and their contents) by identity, and each
+    parameter's tensor hooks by identity and its shape and dtype by value. Taken in training
+    mode, which every attempt starts in."""
+    ids: list[object] = []
+    for module in model.modules():
+        for name, value in vars(module).items():
+            ids += (name, value)
+            if isinstance(value, dict):
+                ids.extend(value)
+                ids.extend(value.values())
+    values: list[object] = []
+    for param in model.parameters():
+        ids += (param._backward_hooks, getattr(param, "_post_accumulate_grad_hooks", None))
+        values += (param.shape, param.dtype)
+    return ids, values
+
+
+def same(a: Fingerprint, b: Fingerprint) -> bool:
+    """The same objects in the same places, and the same shapes and dtypes."""
+    return len(a[0]) == len(b[0]) and all(map(operator.is_, a[0], b[0])) and a[1] == b[1]
+
+
+def _reusable(model: nn.Module) -> bool:
+    """A model whose modules hold tensors outside parameters and buffers is never reused:
+    the reload could not restore them."""
+    return not any(isinstance(v, torch.Tensor) for m in model.modules() for v in vars(m).values())
+
+
+class ReloadedCopy:
+    """One worker's copy of the template, reloaded for each attempt (see module docstring)."""
+
+    def __init__(self, template: nn.Module) -> None:
+        self._template = template
+        self._reuse = _reusable(template)
+        self._model: nn.Module | None = None
+        self._print: Fingerprint = ([], [])
+
+    def load(self, params: Tensors) -> nn.Module:
+        model = self._model
+        if model is None or not self._reuse:
+            model = self._model = copy.deepcopy(self._template).train()
+            self._print = fingerprint(model)
+        with torch.no_grad():
+            for (name, param), (_, original) in zip(
+                model.named_parameters(), self._template.named_parameters(), strict=True
+            ):
+                param.copy_(params[name])
+                param.grad = None
+                param.requires_grad_(original.requires_grad)
+            for buffer, initial in zip(model.buffers(), self._template.buffers(), strict=True):
+                buffer.copy_(initial)
+        return model.train()
+
+    def release(self, model: nn.Module) -> None:
+        """After an attempt: keep the copy only if the attempt left it as a reload expects."""
+        model.train()  # an attempt may end in eval mode: not a change a reload misses
+        if not same(fingerprint(model), self._print):
+            self._model = None
 
 
 def worker_train_fn(
@@ -123,17 +193,14 @@ def worker_train_fn(
     *,
     seed: int,
 ) -> TrainFn:
-    """The ``WorkerPool`` function that runs ``train_fn`` on a fresh copy of ``template``.
-
-    A deep copy per job, so nothing one attempt does to the model (weights, added hooks,
-    optimiser state attached to it) leaks into the next attempt on the same worker.
-    """
+    """The ``WorkerPool`` function that runs ``train_fn`` on the template loaded with the
+    global weights: a reloaded per-worker copy, or a fresh deep copy when the last attempt
+    changed the model beyond what a reload restores (see the module docstring)."""
+    copies = ReloadedCopy(template)  # each forked worker has its own
 
     def run(client: int, params: Tensors, meta: dict[str, Any]) -> tuple[Tensors, dict[str, float]]:
         key = (int(meta["round"]), client, int(meta["attempt"]))
-        model = copy.deepcopy(template)
-        _load(model, params)
-        model.train()
+        model = copies.load(params)
         ctx = TrainContext(
             client=client,
             round=key[0],
@@ -144,13 +211,17 @@ def worker_train_fn(
             generator=torch_rng(seed, "data", *key),
         )
         _seed_globals(seed, key)
-        metrics = float_metrics(train_fn(model, clients[client], ctx))
-        return {name: p.detach().clone() for name, p in model.named_parameters()}, metrics
+        try:
+            metrics = float_metrics(train_fn(model, clients[client], ctx))
+            return {name: p.detach().clone() for name, p in model.named_parameters()}, metrics
+        finally:
+            copies.release(model)
 
     return run
 
 
 __all__ = [
+    "ReloadedCopy",
     "TrainContext",
     "UserTrainFn",
     "float_metrics",

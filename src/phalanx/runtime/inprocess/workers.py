@@ -4,6 +4,13 @@ The simulation uses this pool for training it cannot batch. Workers are forked, 
 ``train_fn`` and all it closes over without pickling; parent and worker then exchange bytes
 only (4-byte length, JSON header, safetensors), and nothing that crossed is unpickled.
 
+The hand-off is amortised: an idle worker gets a share of the queued jobs that train on the
+same weights in one message, the weights once (guided self-scheduling: ``ceil(queued /
+workers)``, so a slow client does not hold up the others). It answers each job as soon as it
+is done, so the parent can use one result while the worker trains the next, and the hang
+guard still times each job on its own. A worker is sent work only when idle: it never has a
+reply and a request in flight at once, so a large model cannot fill both pipes and deadlock.
+
 ``WorkerOutcome.error`` is None, ``"error: ..."`` (the function raised; the worker lives on),
 ``"crash: ..."`` (the worker died) or ``"hang: ..."`` (no reply within ``hang_guard_s``: the
 worker is SIGKILLed). Dead workers are replaced when next needed. Workers are daemonic (a
@@ -22,8 +29,8 @@ import signal
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkProcess
 from typing import Any
@@ -61,14 +68,26 @@ class WorkerOutcome:
     wall_s: float
 
 
+def _owned(tensors: Mapping[str, torch.Tensor]) -> Tensors:
+    """Each tensor as is if it is alone on a contiguous storage of its own, else a copy:
+    safetensors refuses tensors that share storage (views of one vector, repeated names)."""
+    out, seen = {}, set()
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        alone = tensor.untyped_storage().nbytes() == size and tensor.storage_offset() == 0
+        if tensor.is_contiguous() and alone and tensor.data_ptr() not in seen:
+            out[name] = tensor.detach()
+        else:
+            out[name] = tensor.detach().clone(memory_format=torch.contiguous_format)
+        seen.add(out[name].data_ptr())
+    return out
+
+
 def _pack(header: dict[str, Any], tensors: Mapping[str, torch.Tensor] | None) -> bytes:
-    """4-byte length, JSON header, then safetensors (own contiguous copies: views may share)."""
+    """4-byte length, JSON header, then safetensors (or nothing for None)."""
     head = json.dumps(header).encode()
-    own = {
-        k: v.detach().clone(memory_format=torch.contiguous_format)
-        for k, v in (tensors or {}).items()
-    }
-    return _LEN.pack(len(head)) + head + (b"" if tensors is None else save(own))
+    body = b"" if tensors is None else save(_owned(tensors))
+    return _LEN.pack(len(head)) + head + body
 
 
 def _unpack(data: bytes) -> tuple[dict[str, Any], Tensors | None]:
@@ -78,11 +97,10 @@ def _unpack(data: bytes) -> tuple[dict[str, Any], Tensors | None]:
     return header, (load(body) if body else None)
 
 
-def _answer(train_fn: TrainFn, request: bytes) -> bytes:
-    header, params = _unpack(request)
-    reply: dict[str, Any] = {"job_id": header["job_id"], "metrics": {}, "error": None}
+def _answer(train_fn: TrainFn, job: dict[str, Any], params: Tensors) -> bytes:
+    reply: dict[str, Any] = {"job_id": job["job_id"], "metrics": {}, "error": None}
     try:
-        tensors, metrics = train_fn(header["client_id"], params or {}, header["meta"])
+        tensors, metrics = train_fn(job["client_id"], params, job["meta"])
         reply["metrics"] = {str(k): float(v) for k, v in metrics.items()}
         return _pack(reply, tensors)
     except Exception as exc:
@@ -90,8 +108,16 @@ def _answer(train_fn: TrainFn, request: bytes) -> bytes:
         return _pack(reply, None)
 
 
+def _answer_all(train_fn: TrainFn, request: bytes) -> Iterator[bytes]:
+    """One reply per job of ``request``, in order, each as soon as it is computed."""
+    header, params = _unpack(request)
+    for job in header["jobs"]:
+        yield _answer(train_fn, job, params or {})
+
+
 def _serve(conn: Connection, train_fn: TrainFn, threads: int, inherited: list[Connection]) -> None:
-    """A worker's life: answer requests one at a time until the parent closes the pipe."""
+    """A worker's life: answer each request's jobs, one reply per job, until the parent
+    closes the pipe."""
     for other in inherited:  # the parent's ends: holding them would hide the parent's EOF
         other.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -103,7 +129,8 @@ def _serve(conn: Connection, train_fn: TrainFn, threads: int, inherited: list[Co
         torch.set_num_interop_threads(threads)
     while True:
         try:
-            conn.send_bytes(_answer(train_fn, conn.recv_bytes()))
+            for reply in _answer_all(train_fn, conn.recv_bytes()):
+                conn.send_bytes(reply)
         except (EOFError, OSError):
             return
 
@@ -122,12 +149,17 @@ def _exit_reason(code: int | None) -> str:
 class _Slot:
     proc: ForkProcess
     conn: Connection
-    job: int | None = None  # index into the running batch
-    started: float = 0.0
+    jobs: deque[WorkerJob] = field(default_factory=deque)  # sent, unanswered, in order
+    started: float = 0.0  # when the first of ``jobs`` started (as far as the parent knows)
 
 
 class WorkerPool:
-    """Runs ``train_fn`` for each job on up to ``workers`` forked processes."""
+    """Runs ``train_fn`` for each job on up to ``workers`` forked processes.
+
+    ``run(jobs)`` blocks until every job has an outcome. ``submit`` and ``result`` split it:
+    jobs submitted together start at once, and each ``result`` waits for one of them while
+    the others go on; ``forget`` drops a job whose outcome is no longer wanted.
+    """
 
     def __init__(
         self,
@@ -148,21 +180,37 @@ class WorkerPool:
             raise RuntimeBackendError("WorkerPool needs the 'fork' start method") from exc
         self._train_fn, self._threads, self._guard = train_fn, threads_per_worker, hang_guard_s
         self._slots: list[_Slot | None] = [None] * workers
+        self._queue: deque[WorkerJob] = deque()
+        self._wanted: set[int] = set()  # submitted, not yet returned nor forgotten
+        self._done: dict[int, WorkerOutcome] = {}
         self._closed = False
 
     def run(self, jobs: Sequence[WorkerJob]) -> list[WorkerOutcome]:
         """Run every job; block until each has an outcome; return them in job order."""
+        self.submit(jobs)
+        return [self.result(job.job_id) for job in jobs]
+
+    def submit(self, jobs: Sequence[WorkerJob]) -> None:
+        """Queue ``jobs`` (ids unique among those not yet returned) and start what can."""
         if self._closed:
-            raise RuntimeBackendError("WorkerPool.run called after close()")
-        queue, done = deque(range(len(jobs))), dict[int, WorkerOutcome]()
-        try:
-            while len(done) < len(jobs):  # each pass ends a job or waits out a deadline
-                self._dispatch(jobs, queue, done)
-                self._collect(jobs, done)
-        except BaseException:
-            self._shutdown(0.0)  # workers hold jobs we no longer track
-            raise
-        return [done[i] for i in range(len(jobs))]
+            raise RuntimeBackendError("WorkerPool used after close()")
+        self._queue.extend(jobs)
+        self._wanted.update(job.job_id for job in jobs)
+        self._guarded(self._dispatch)
+
+    def result(self, job_id: int) -> WorkerOutcome:
+        """Block until job ``job_id`` has an outcome and return it."""
+        while job_id not in self._done:  # each pass ends a job or waits out a deadline
+            if job_id not in self._wanted:
+                raise RuntimeBackendError(f"job {job_id} is not in this pool (lost or returned)")
+            self._guarded(self._pump)
+        self._wanted.discard(job_id)
+        return self._done.pop(job_id)
+
+    def forget(self, job_id: int) -> None:
+        """The outcome of ``job_id`` is not wanted: drop it, or never run it if queued."""
+        self._wanted.discard(job_id)
+        self._done.pop(job_id, None)
 
     def close(self) -> None:
         self._closed = True
@@ -173,6 +221,20 @@ class WorkerPool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except BaseException:  # workers hold jobs we no longer track
+            self._shutdown(0.0)
+            self._queue.clear()
+            self._wanted.clear()
+            self._done.clear()
+            raise
+
+    def _pump(self) -> None:
+        self._dispatch()
+        self._collect()
 
     def _spawn(self) -> _Slot:
         parent, child = self._ctx.Pipe()
@@ -186,60 +248,91 @@ class WorkerPool:
         child.close()
         return _Slot(proc, parent)
 
-    def _dispatch(
-        self, jobs: Sequence[WorkerJob], queue: deque[int], done: dict[int, WorkerOutcome]
-    ) -> None:
+    def _share(self) -> list[WorkerJob]:
+        """The next idle worker's share of the queue: jobs on the head's weights."""
+        while self._queue and self._queue[0].job_id not in self._wanted:
+            self._queue.popleft()  # forgotten before it started
+        if not self._queue:
+            return []
+        size = -(-len(self._queue) // len(self._slots))
+        share = [self._queue.popleft()]
+        while self._queue and len(share) < size and self._queue[0].params is share[0].params:
+            job = self._queue.popleft()
+            if job.job_id in self._wanted:
+                share.append(job)
+        return share
+
+    def _dispatch(self) -> None:
         for i, slot in enumerate(self._slots):
-            if not queue:
-                return
-            if slot is not None and slot.job is not None:
+            if slot is not None and slot.jobs:
                 continue
+            share = self._share()
+            if not share:
+                return
             if slot is None or not slot.proc.is_alive():
                 self._stop(i, 0.0)
                 slot = self._slots[i] = self._spawn()
-            idx = queue.popleft()
-            slot.job, slot.started, job = idx, time.monotonic(), jobs[idx]
-            header = {"job_id": job.job_id, "client_id": job.client_id, "meta": job.meta}
+            slot.jobs.extend(share)
+            slot.started = time.monotonic()
+            header = {
+                "jobs": [
+                    {"job_id": j.job_id, "client_id": j.client_id, "meta": j.meta} for j in share
+                ]
+            }
             try:
-                slot.conn.send_bytes(_pack(header, job.params))
+                slot.conn.send_bytes(_pack(header, share[0].params))
             except OSError:
-                done[idx] = self._lost(i, slot, job, None)
+                self._lost(i, slot, None)
 
-    def _collect(self, jobs: Sequence[WorkerJob], done: dict[int, WorkerOutcome]) -> None:
-        busy = [(i, s, s.job) for i, s in enumerate(self._slots) if s and s.job is not None]
+    def _collect(self) -> None:
+        busy = [(i, s) for i, s in enumerate(self._slots) if s is not None and s.jobs]
         if not busy:
             return
-        timeout = min(s.started for _, s, _ in busy) + self._guard - time.monotonic()
-        objs = [o for _, s, _ in busy for o in (s.conn, s.proc.sentinel)]
+        timeout = min(s.started for _, s in busy) + self._guard - time.monotonic()
+        objs = [o for _, s in busy for o in (s.conn, s.proc.sentinel)]
         ready = set(wait(objs, max(0.0, timeout)))
-        now = time.monotonic()
-        for i, slot, idx in busy:
+        for i, slot in busy:
             if slot.conn in ready:
-                done[idx] = self._receive(i, slot, jobs[idx])
+                self._receive(i, slot)
             elif slot.proc.sentinel in ready:
-                done[idx] = self._lost(i, slot, jobs[idx], None)
-            elif now >= slot.started + self._guard:
-                reason = f"hang: no reply within {self._guard:g} s; worker killed"
-                done[idx] = self._lost(i, slot, jobs[idx], reason)
+                self._lost(i, slot, None)
+            elif time.monotonic() >= slot.started + self._guard:
+                self._lost(i, slot, f"hang: no reply within {self._guard:g} s; worker killed")
 
-    def _receive(self, i: int, slot: _Slot, job: WorkerJob) -> WorkerOutcome:
-        try:
-            header, tensors = _unpack(slot.conn.recv_bytes())
-        except (EOFError, OSError):
-            return self._lost(i, slot, job, None)
-        except Exception as exc:  # a garbled reply: that worker is not to be trusted
-            return self._lost(i, slot, job, f"crash: unreadable reply ({exc})")
-        slot.job = None
-        wall = time.monotonic() - slot.started
-        return WorkerOutcome(job.job_id, tensors, header["metrics"], header["error"], wall)
+    def _receive(self, i: int, slot: _Slot) -> None:
+        """Every reply ``slot`` has ready, each ending its oldest job."""
+        while slot.jobs and slot.conn.poll():
+            try:
+                header, tensors = _unpack(slot.conn.recv_bytes())
+                if header["job_id"] != slot.jobs[0].job_id:
+                    raise ValueError(f"reply for job {header['job_id']}")
+            except (EOFError, OSError):
+                self._lost(i, slot, None)
+                return
+            except Exception as exc:  # a garbled reply: that worker is not to be trusted
+                self._lost(i, slot, f"crash: unreadable reply ({exc})")
+                return
+            job, now = slot.jobs.popleft(), time.monotonic()
+            outcome = WorkerOutcome(
+                job.job_id, tensors, header["metrics"], header["error"], now - slot.started
+            )
+            slot.started = now  # the next job started no earlier than this reply was read
+            self._finish(outcome)
 
-    def _lost(self, i: int, slot: _Slot, job: WorkerJob, reason: str | None) -> WorkerOutcome:
-        """Stop slot i's worker; ``reason`` None means it died and its exit code says why."""
+    def _finish(self, outcome: WorkerOutcome) -> None:
+        if outcome.job_id in self._wanted:
+            self._done[outcome.job_id] = outcome
+
+    def _lost(self, i: int, slot: _Slot, reason: str | None) -> None:
+        """Stop slot i's worker: its current job fails (``reason`` None: it died, and its
+        exit code says why); the jobs it had not started go back to the queue's head."""
+        job, rest = slot.jobs[0], list(slot.jobs)[1:]
         wall = time.monotonic() - slot.started
         code = self._stop(i, 0.0 if reason else _REAP_S)
         reason = reason or _exit_reason(code)
         log.warning("worker job %s (client %s): %s", job.job_id, job.client_id, reason)
-        return WorkerOutcome(job.job_id, None, {}, reason, wall)
+        self._queue.extendleft(reversed(rest))
+        self._finish(WorkerOutcome(job.job_id, None, {}, reason, wall))
 
     def _stop(self, i: int, grace_s: float) -> int | None:
         """Free slot i: close its pipe, give its worker ``grace_s`` to exit, then SIGKILL it."""
