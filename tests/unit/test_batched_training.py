@@ -8,8 +8,10 @@ from torch import nn
 
 from phalanx.config import TrainingConfig
 from phalanx.core.tensors import Manifest, flatten
+from phalanx.runtime.inprocess.trainers import PaddedClients
 from phalanx.training.batched import BatchedSGD, ClientBatch
 from phalanx.training.stacked import StackedModel
+from phalanx.workloads.base import ClientData
 
 
 def model_and_params(*layers: nn.Module) -> tuple[nn.Module, Manifest, torch.Tensor]:
@@ -87,3 +89,30 @@ def test_plain_loop_reference_for_one_client() -> None:
         optimizer.step()
     trained = flatten({n: p.detach() for n, p in model.named_parameters()}, manifest)
     assert torch.allclose(flat[0], trained, atol=1e-6)
+
+
+def test_clients_that_are_rows_of_one_buffer_are_used_without_a_copy() -> None:
+    buffer_x, buffer_y = torch.randn(12, 3), torch.arange(12)
+    rows = [
+        ClientData(buffer_x[i * 4 : (i + 1) * 4], buffer_y[i * 4 : (i + 1) * 4]) for i in range(3)
+    ]
+    padded = PaddedClients(rows)
+    assert padded.x.data_ptr() == buffer_x.data_ptr() and padded.y.data_ptr() == buffer_y.data_ptr()
+    assert padded.x.shape == (3, 4, 3) and padded.n.tolist() == [4, 4, 4]
+    batch = padded.select([2, 0])
+    assert torch.equal(batch.x[0], rows[2].x) and torch.equal(batch.y[1], rows[0].y)
+
+
+def test_other_clients_are_copied_into_a_zero_padded_buffer() -> None:
+    buffer_x, buffer_y = torch.randn(12, 3), torch.arange(12)
+    out_of_order = [
+        ClientData(buffer_x[i * 4 : (i + 1) * 4], buffer_y[i * 4 : (i + 1) * 4]) for i in (1, 0, 2)
+    ]
+    uneven = [ClientData(torch.randn(n, 3), torch.zeros(n, dtype=torch.long)) for n in (2, 5)]
+    for clients in (out_of_order, uneven):
+        padded = PaddedClients(clients)
+        assert padded.x.data_ptr() != buffer_x.data_ptr()
+        for i, client in enumerate(clients):
+            assert torch.equal(padded.x[i, : len(client)], client.x)
+            assert torch.equal(padded.y[i, : len(client)], client.y)
+            assert not padded.x[i, len(client) :].any()

@@ -68,14 +68,23 @@ class StartingTrainer(LocalTrainer, Protocol):
 
 
 class PaddedClients:
-    """Every client's data padded to one length, so a round's clients gather in one index."""
+    """Every client's data padded to one length, so a round's clients gather in one index.
+
+    Clients that already are consecutive equal-length blocks of one float32 / int64 buffer
+    (the seed workload's) are used as they lie, so their data is held once; any others are
+    copied into a zero-padded buffer.
+    """
 
     def __init__(self, clients: Sequence[ClientData]) -> None:
-        n_max = max(len(c) for c in clients)
+        self.n = torch.tensor([len(c) for c in clients])
+        rows = _rows(clients)
+        if rows is not None:
+            self.x, self.y = rows
+            return
+        n_max = int(self.n.max())
         feature_shape = tuple(clients[0].x.shape[1:])
         self.x = torch.zeros(len(clients), n_max, *feature_shape)
         self.y = torch.zeros(len(clients), n_max, dtype=torch.long)
-        self.n = torch.tensor([len(c) for c in clients])
         for i, client in enumerate(clients):
             self.x[i, : len(client)] = client.x
             self.y[i, : len(client)] = client.y
@@ -85,6 +94,29 @@ class PaddedClients:
         n = self.n[index]
         width = int(n.max())
         return ClientBatch(self.x[index, :width], self.y[index, :width], n)
+
+
+def _block(tensors: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor | None:
+    """``tensors`` stacked without a copy, if they are consecutive blocks of one storage."""
+    first = tensors[0]
+    step = first.numel() * first.element_size()
+    for i, t in enumerate(tensors):
+        if t.dtype != dtype or t.shape != first.shape or not t.is_contiguous():
+            return None
+        if t.untyped_storage().data_ptr() != first.untyped_storage().data_ptr():
+            return None
+        if t.data_ptr() != first.data_ptr() + i * step:
+            return None
+    size, stride = (len(tensors), *first.shape), (first.numel(), *first.stride())
+    stacked = torch.empty(0, dtype=dtype)
+    stacked.set_(first.untyped_storage(), first.storage_offset(), size, stride)
+    return stacked
+
+
+def _rows(clients: Sequence[ClientData]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    x = _block([c.x for c in clients], torch.float32)
+    y = _block([c.y for c in clients], torch.long)
+    return None if x is None or y is None else (x, y)
 
 
 class BatchedTrainer:
