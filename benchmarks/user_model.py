@@ -105,6 +105,7 @@ def child_plain(work: Work) -> dict[str, Any]:
     model = initial_model(cnn, SEED)
     local = initial_model(cnn, SEED)
     rng = np.random.default_rng(SEED)
+    torch.manual_seed(SEED)  # dropout draws from the global generator: reproducible runs
     start = time.perf_counter()
     for r in range(work.rounds):
         chosen = rng.choice(work.clients, work.per_round, replace=False)
@@ -292,7 +293,9 @@ def main() -> None:
     text = "\n".join([*lines, "", *checks, "", where, ""])
     print(text)
     if args.markdown:
-        args.markdown.write_text(text)
+        title = "# A user's own model: phalanx against a plain PyTorch loop"
+        how = "`python -m benchmarks.user_model` (see `benchmarks/README.md`)."
+        args.markdown.write_text("\n\n".join([title, how, text]))
 
 
 if __name__ == "__main__":
