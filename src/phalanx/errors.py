@@ -7,6 +7,7 @@ caller's mistakes and for the coordinator's own failures::
     ├── ConfigError                   exit code 2  bad key, value or registry name
     ├── WorkloadError                 exit code 3  a data set or model cannot be built
     ├── AggregationError              exit code 4  an aggregator cannot run on its input
+    │   └── MemoryBudgetError         exit code 4  holding one more update would pass the budget
     ├── CheckpointError               exit code 5  nothing valid to resume from, write failed
     ├── RuntimeBackendError           exit code 6  a runtime broke (not a client: the transport)
     ├── LockedError                   exit code 7  another process holds a run or store directory
@@ -44,6 +45,10 @@ class AggregationError(PhalanxError):
     """An aggregator was given input it cannot handle (shape, tolerance, weights)."""
 
     exit_code = 4
+
+
+class MemoryBudgetError(AggregationError):
+    """Holding one more update would exceed ``aggregation.memory_budget_bytes``."""
 
 
 class CheckpointError(PhalanxError):

@@ -21,7 +21,7 @@ import torch
 from phalanx.aggregation.base import Aggregate, Aggregator, RoundContext, StreamingAggregator
 from phalanx.config import ValidationConfig
 from phalanx.engine.validation import Accepted, Rejected, relative_norm_violation
-from phalanx.errors import AggregationError
+from phalanx.errors import AggregationError, MemoryBudgetError
 from phalanx.types import ClientId
 
 Outliers = list[tuple[Accepted, Rejected]]
@@ -35,10 +35,6 @@ class Member:
     attempt: int
     weight: float
     work_fraction: float
-
-
-class MemoryBudgetError(AggregationError):
-    """Holding one more update would exceed ``aggregation.memory_budget_bytes``."""
 
 
 def stack_bytes(count: int, dim: int) -> int:
