@@ -18,6 +18,10 @@ from phalanx.types import Corruption, FailureKind, FaultKind
 
 
 class Strict(BaseModel):
+    """The one strict base model: every config section, and every named thing's parameters
+    (``phalanx.core.named.Params``). Unknown keys are refused, instances are frozen, and the
+    schema is built on first use rather than at import (start-up time)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 

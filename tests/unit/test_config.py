@@ -50,7 +50,7 @@ def test_errors_name_the_key_and_the_valid_choices() -> None:
         build_config({}, ["retry.retry_on=['sometimes']"])
     with pytest.raises(ConfigError, match="no round could ever commit"):
         build_config({}, ["quorum.min_updates=11"])
-    with pytest.raises(ConfigError, match="unknown scenario 'nope'; shipped: digits, robust, seed"):
+    with pytest.raises(ConfigError, match="unknown scenario 'nope'; valid: digits, robust, seed"):
         scenario_path("nope")
     assert available() == ["digits", "robust", "seed"]
 

@@ -21,7 +21,8 @@ import torch
 from phalanx.aggregation.base import Aggregate, Aggregator, RoundContext, StreamingAggregator
 from phalanx.config import ValidationConfig
 from phalanx.engine.validation import Accepted, Rejected, relative_norm_violation
-from phalanx.errors import AggregationError, MemoryBudgetError
+from phalanx.errors import AggregationError
+from phalanx.errors import MemoryBudgetError as MemoryBudgetError  # its old home
 from phalanx.types import ClientId
 
 Outliers = list[tuple[Accepted, Rejected]]
