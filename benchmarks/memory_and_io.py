@@ -10,7 +10,7 @@
    atomic, checksummed local store, as a ratio to a dd-style sequential write (1 MiB
    blocks + fsync) and read of the same number of bytes, measured in the same run.
 
-    .venv/bin/python benchmarks/memory_and_io.py [--updates N] [--dim D] [--ckpt-params P]
+    .venv/bin/python -m benchmarks.memory_and_io [--updates N] [--dim D] [--ckpt-params P]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.common.measure import ONE_THREAD, REPO_ROOT, last_json_line
 from phalanx.checkpoint import LocalCheckpointStore
 from phalanx.config import build_config
 from phalanx.core.messages import ClientUpdate, Event, TaskKey, TrainTask
@@ -42,7 +43,7 @@ MIB = 2**20
 # Children run with one torch thread and glibc's mmap threshold fixed at 128 KiB: by default
 # glibc raises it up to 32 MiB after the first large free, and then keeps freed 20 MiB
 # tensors in its heap, so RSS would measure the allocator's retention, not live memory.
-CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+CHILD_ENV = {**os.environ, **ONE_THREAD, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
 
 def _status(field: str) -> int:
@@ -200,11 +201,12 @@ def main() -> None:
     ):
         console.print(f"running {key} ...")
         done = subprocess.run(
-            [sys.executable, __file__, "--child", child, f"--updates={args.updates}",
-             f"--dim={args.dim}", f"--ckpt-params={args.ckpt_params}", *extra],
-            capture_output=True, text=True, check=True, env=CHILD_ENV,
+            [sys.executable, "-m", "benchmarks.memory_and_io", "--child", child,
+             f"--updates={args.updates}", f"--dim={args.dim}",
+             f"--ckpt-params={args.ckpt_params}", *extra],
+            capture_output=True, text=True, check=True, env=CHILD_ENV, cwd=REPO_ROOT,
         )  # fmt: skip
-        runs[key] = json.loads(done.stdout.strip().splitlines()[-1])
+        runs[key] = last_json_line(done.stdout)
     io = runs["checkpoint"]
     model = runs["aggregation"]["model_bytes"]
     table = Table(title=f"FedAvg round: {args.updates} updates x {args.dim:,} params")

@@ -7,17 +7,14 @@ and lose no accuracy against the seed.
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from _measure import Measurement
+from benchmarks.common.measure import Measurement
 
 # --- verdicts ----------------------------------------------------------------------------
 
@@ -141,14 +138,3 @@ def to_markdown(
     ]
     machine = ", ".join(f"{k} {v}" for k, v in info.items())
     return "\n".join([*lines, "", f"_{machine}; threads pinned to 1; medians._", ""])
-
-
-def machine_info(repeats: int) -> dict[str, Any]:
-    """Enough context to know whether two result files are comparable."""
-    return {
-        "python": platform.python_version(),
-        "torch": metadata.version("torch"),
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "repeats": repeats,
-    }
