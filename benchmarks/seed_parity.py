@@ -9,7 +9,10 @@ time (interpreter start and imports included) and peak RSS belong to that conten
   (see ``_seed_program.py``; its code is never written into the repository);
 - ``phalanx (faults on)`` / ``(faults off)``: ``python -m phalanx run`` on the default
   scenario, which is the seed's scenario and failure mix;
-- ``plain loop, client by client`` and ``plain loop, batched (floor)``: ``_plain_loops.py``.
+- ``plain loop, client by client`` and ``plain loop, batched (floor)``: ``_plain_loops.py``;
+- ``phalanx (faults on, with plots)`` and ``phalanx run (as typed)``: what drawing the two
+  PNGs adds, and the default command as a user types it (plots, progress lines on a pipe),
+  checked against the floor's whole-process time.
 
 The parent measures wall time around ``Popen`` + ``os.wait4`` (which also yields the
 child's ``ru_maxrss``; on Linux that is the peak of the child and of any descendants it
@@ -130,6 +133,12 @@ def contenders(seed: SeedWorkspace | None) -> list[Contender]:
             "phalanx_plots",
             "phalanx (faults on, with plots)",
             lambda d: [*phalanx_plots, str(d)],
+            read_phalanx_summary,
+        ),
+        Contender(
+            "phalanx_default",
+            "phalanx run (as typed: plots, progress lines)",
+            lambda d: [py, "-m", "phalanx", "run", "--out", str(d)],
             read_phalanx_summary,
         ),
     ]

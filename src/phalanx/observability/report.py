@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,8 +103,28 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+_prefetch: threading.Thread | None = None
+
+
+def prepare_plots() -> None:
+    """Import matplotlib (~0.35 s, most of what drawing costs) in a background thread while
+    the run trains, so the plots at the end wait only for the drawing. Torch releases the
+    GIL in its kernels, so on a second core the import costs the run almost no wall time.
+    Call it where a run that will draw starts; never where worker processes are forked."""
+    global _prefetch
+    if _prefetch is None:
+        _prefetch = threading.Thread(target=_import_plots, name="phalanx-plots-import", daemon=True)
+        _prefetch.start()
+
+
+def _import_plots() -> None:
+    import phalanx.observability.plots  # noqa: F401
+
+
 def _plot(out_dir: Path, history: History) -> None:
     # matplotlib costs ~0.35 s to import: only runs that draw pay for it.
+    if _prefetch is not None:
+        _prefetch.join()
     from phalanx.observability.plots import plot_accuracy, plot_faults
 
     plot_accuracy(history, out_dir / ACCURACY_PLOT)
