@@ -10,7 +10,10 @@ time (interpreter start and imports included) and peak RSS belong to that conten
 - ``phalanx (faults on)`` / ``(faults off)``: ``python -m phalanx run`` on the default
   scenario, which is the seed's scenario and failure mix;
 - ``plain loop, client by client`` and ``plain loop, batched (floor)``:
-  ``parity/plain_loops.py``.
+  ``parity/plain_loops.py``;
+- ``phalanx (faults on, with plots)`` and ``phalanx run (as typed)``: what drawing the two
+  PNGs adds, and the default command as a user types it (plots, progress lines on a pipe),
+  checked against the floor's whole-process time.
 
 The parent measures wall time around ``Popen`` + ``os.wait4`` (which also yields the
 child's ``ru_maxrss``; on Linux that is the peak of the child and of any descendants it

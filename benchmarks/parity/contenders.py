@@ -102,6 +102,12 @@ def contenders(seed: SeedWorkspace | None) -> list[Contender]:
             lambda d: [*phalanx_plots, str(d)],
             read_phalanx_summary,
         ),
+        Contender(
+            "phalanx_default",
+            "phalanx run (as typed: plots, progress lines)",
+            lambda d: [py, "-m", "phalanx", "run", "--out", str(d)],
+            read_phalanx_summary,
+        ),
     ]
 
 

@@ -82,6 +82,7 @@ class Engine:
         )
         health = self._health.open_round(state.health, state.round)
         healthy, probation = self._health.split(health)
+        record.sidelined = len(health) - len(healthy)
         col = Collection(
             RoundInputs(state.round, state.model_version, state.params, state.manifest),
             deadline=clock.now() + self._config.deadlines.round_s,
