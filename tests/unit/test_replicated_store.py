@@ -377,3 +377,16 @@ def test_a_resume_from_another_directory_uses_the_same_replica(
 
     assert rounds_in(tmp_path / "first" / "replica") == [1, 2]
     assert not (tmp_path / "second" / "replica").exists()
+
+
+def test_a_lost_store_under_a_full_quorum_says_how_to_resume(tmp_path: Path) -> None:
+    stores = [LocalCheckpointStore(tmp_path / name) for name in STORES]
+    ReplicatedCheckpointStore(stores).save(make_state(1))  # write_quorum None: all three
+    shutil.rmtree(tmp_path / "c")  # c's disk is gone for good
+
+    with pytest.raises(CheckpointError, match="valid in 2 of 3 durable stores") as caught:
+        ReplicatedCheckpointStore(stores).latest_valid()
+    lowered = ReplicatedCheckpointStore(stores, write_quorum=2).latest_valid()
+
+    assert "resume with checkpoint.write_quorum set to the durable stores" in str(caught.value)
+    assert lowered is not None and lowered.round == 1

@@ -144,7 +144,11 @@ class ReplicatedCheckpointStore:
         once, at resume."""
         state, problems = self._newest_committed(reject)
         if state is None and problems:
-            raise CheckpointError("no committed checkpoint in any store: " + "; ".join(problems))
+            raise CheckpointError(
+                "no committed checkpoint in any store: " + "; ".join(problems) + "; if a store "
+                "is lost for good, resume with checkpoint.write_quorum set to the durable "
+                "stores that remain"
+            )
         return state
 
     def rounds(self) -> builtins.list[int]:

@@ -57,9 +57,6 @@ class Quorum:
     def met(self) -> bool:
         return self.copies >= self.required
 
-    def __str__(self) -> str:
-        return f"{self.copies} of {self.stores} stores, write quorum {self.required}"
-
 
 @dataclass(frozen=True)
 class CheckpointInfo:
