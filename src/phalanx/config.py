@@ -426,12 +426,24 @@ class SimulationConfig(Strict):
     threads_per_worker: int = Field(1, ge=1, description="torch threads in each worker process")
 
 
+VOLATILE_PROTOCOLS = frozenset({"memory"})
+"""fsspec protocols whose files die with the process: never a durable checkpoint store."""
+
+
+def is_volatile_store(location: str) -> bool:
+    """A checkpoint store location (a path or fsspec URL) that is not durable."""
+    protocol, sep, _ = location.partition("://")
+    return bool(sep) and protocol in VOLATILE_PROTOCOLS
+
+
 class CheckpointConfig(Strict):
     """Checkpoints go to the run's own ``checkpoints/`` directory and, when ``stores`` names
     more locations (plain paths, or fsspec URLs such as ``s3://bucket/run``), to each of
     them too; a save succeeds when ``write_quorum`` of all these stores acknowledge it (None:
-    every one). Retention keeps the newest ``keep`` plus every round that is a multiple of
-    ``keep_every``. Relative paths are taken from the current directory."""
+    every one). Only durable stores count: ``memory://`` may hold a copy but never counts
+    toward the quorum. Retention keeps the newest ``keep`` plus every round that is a
+    multiple of ``keep_every``. Relative paths are taken from the current directory until
+    ``resolved`` makes them absolute, which a new run does once, before writing config.json."""
 
     every: int = Field(10, ge=0, description="rounds between checkpoints; 0: none")
     keep: int = Field(3, ge=1, description="newest checkpoints kept")
@@ -456,7 +468,31 @@ class CheckpointConfig(Strict):
             )
         if len(set(self.stores)) != len(self.stores) or "" in self.stores:
             raise ValueError(f"checkpoint.stores must be distinct, non-empty; got {self.stores}")
+        volatile = [store for store in self.stores if is_volatile_store(store)]
+        quorum = self.write_quorum or total
+        if quorum > total - len(volatile):
+            raise ValueError(
+                f"checkpoint.write_quorum ({self.write_quorum or 'None: every store'}) cannot be "
+                f"met: {', '.join(volatile)} is not durable (its checkpoints die with the "
+                f"process) and never counts, leaving {total - len(volatile)} durable stores; "
+                "set write_quorum lower or replace the volatile store"
+            )
         return self
+
+    def resolved(self, base: Path) -> CheckpointConfig:
+        """This configuration with every relative store path made absolute against ``base``
+        (``~`` expanded; URLs other than relative ``file://`` ones untouched), so that a
+        resume from another working directory writes to the same replicas."""
+        return self.model_copy(update={"stores": tuple(_absolute(s, base) for s in self.stores)})
+
+
+def _absolute(location: str, base: Path) -> str:
+    protocol, sep, path = location.partition("://")
+    if sep and protocol != "file":
+        return location
+    local = Path(path if sep else location).expanduser()
+    absolute = str(local if local.is_absolute() else (base / local).resolve())
+    return f"file://{absolute}" if sep else absolute
 
 
 class RunConfig(Strict):
