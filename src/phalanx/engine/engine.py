@@ -55,7 +55,7 @@ class Engine:
     ) -> None:
         self._config = config
         self._runtime = runtime
-        self._models = models  # where each round's model is published for the runtime
+        self._models = models  # each round's model is published here for the runtime
         self._evaluate = evaluate
         self._aggregator = aggregator or build_aggregator(config.aggregation)
         self._on_round = tuple(on_round)
@@ -86,11 +86,11 @@ class Engine:
         )
         health = self._health.open_round(state.health, state.round)
         healthy, probation = self._health.split(health)
-        models = self._models or ModelBook(state.manifest)
-        self._models = models
+        if self._models is None:  # a runtime that resolves no model needs no shared book
+            self._models = ModelBook(state.manifest)
         inputs = RoundInputs(
             state.round, state.model_version, state.params, state.manifest,
-            model=models.publish(state.model_version, state.params),
+            model=self._models.publish(state.model_version, state.params),
             envelope=Envelope(run_id=state.config_digest),
         )  # fmt: skip
         col = Collection(
