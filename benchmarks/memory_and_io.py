@@ -34,6 +34,7 @@ from benchmarks.common.measure import ONE_THREAD, REPO_ROOT, last_json_line
 from phalanx.checkpoint import LocalCheckpointStore
 from phalanx.config import build_config
 from phalanx.core.messages import ClientUpdate, Event, TaskKey, TrainTask
+from phalanx.core.models import ModelBook
 from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest, payload_digest, unflatten
 from phalanx.engine.clock import VirtualClock
@@ -60,10 +61,11 @@ def _reset_peak() -> None:
 class FreshUpdates:
     """A runtime whose every reply is a newly allocated update: holding them would show."""
 
-    def __init__(self, count: int, manifest: Manifest) -> None:
+    def __init__(self, count: int, manifest: Manifest, models: ModelBook) -> None:
         self.clock = VirtualClock()
         self._count = count
         self._manifest = manifest
+        self._models = models
         self._queue: list[TrainTask] = []
 
     def client_ids(self) -> list[int]:
@@ -91,10 +93,12 @@ class FreshUpdates:
         task = self._queue.pop(0)
         self.clock.advance_to(min(until, self.clock.now() + 0.001))
         shift = 1e-3 * (1 + (task.key.client % 5) / 10)
-        tensors = {
-            name: view + shift for name, view in unflatten(task.params, self._manifest).items()
-        }
-        return ClientUpdate(task.key, task.model_version, tensors, 10, 1.0, payload_digest(tensors))
+        params = self._models.get(task.model).params
+        tensors = {name: view + shift for name, view in unflatten(params, self._manifest).items()}
+        return ClientUpdate(
+            task.envelope, task.key, task.model, 1, 1, 10, tensors, payload_digest(tensors),
+            sender=task.key.client,
+        )  # fmt: skip
 
 
 def fedavg_engine(updates: int, dim: int, reference_updates: int) -> tuple[Engine, ServerState]:
@@ -112,7 +116,8 @@ def fedavg_engine(updates: int, dim: int, reference_updates: int) -> tuple[Engin
             },
         }
     )
-    engine = Engine(config, FreshUpdates(updates, manifest))
+    models = ModelBook(manifest)
+    engine = Engine(config, FreshUpdates(updates, manifest, models), models=models)
     return engine, engine.initial_state(torch.zeros(dim), manifest)
 
 

@@ -12,12 +12,13 @@ caller's mistakes and for the coordinator's own failures::
     ├── RuntimeBackendError           exit code 6  a runtime broke (not a client: the transport)
     ├── LockedError                   exit code 7  another process holds a run or store directory
     ├── NoProgressError               exit code 8  the run ended without committing any round
-    └── StorageError                  exit code 9  outputs cannot be written (disk full, read-only)
+    ├── StorageError                  exit code 9  outputs cannot be written (disk full, read-only)
+    └── ProtocolError                 exit code 10 malformed message bytes, or another version
 
 Signals: the first SIGINT ends a run with exit code 130, SIGTERM with 143 (128 + signal).
 
 Foreign errors (pydantic, OS, safetensors) are translated where they enter: config loading,
-checkpoint I/O and the runtimes.
+checkpoint I/O, the message codec and the runtimes.
 """
 
 from __future__ import annotations
@@ -79,3 +80,10 @@ class StorageError(PhalanxError):
     """The run's outputs cannot be written: disk full, read-only, or a path that is a file."""
 
     exit_code = 9
+
+
+class ProtocolError(PhalanxError):
+    """Bytes that claim to be a phalanx message are not one: truncated, inconsistent, of
+    another protocol version, or carrying a tensor of a dtype the wire does not allow."""
+
+    exit_code = 10

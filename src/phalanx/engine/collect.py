@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 import torch
 
 from phalanx.config import RunConfig
-from phalanx.core.messages import ClientUpdate, TaskFailure, TaskKey, TrainTask
+from phalanx.core.messages import (
+    ClientUpdate,
+    Envelope,
+    ModelRef,
+    PartialWork,
+    TaskConfig,
+    TaskFailure,
+    TaskKey,
+    TrainTask,
+)
 from phalanx.core.tensors import Manifest
 from phalanx.engine.health import HealthMonitor, HealthTable
 from phalanx.engine.history import RoundEvent, RoundRecord
@@ -35,6 +44,17 @@ class RoundInputs:
     model_version: int
     params: torch.Tensor
     manifest: Manifest
+    model: ModelRef  # ``params`` as published to the runtime: what tasks refer to
+    envelope: Envelope = field(default_factory=Envelope)
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """A task in flight and its deadline on the engine's clock, which never goes on the
+    wire (the task carries a time-to-live instead)."""
+
+    task: TrainTask
+    deadline: float
 
 
 @dataclass
@@ -46,7 +66,7 @@ class Collection:
     health: HealthTable
     record: RoundRecord
     pool: UpdatePool
-    active: dict[TaskKey, TrainTask] = field(default_factory=dict)
+    active: dict[TaskKey, Dispatched] = field(default_factory=dict)
     retries: list[tuple[float, ClientId, int]] = field(default_factory=list)  # a heap
     asked: set[ClientId] = field(default_factory=set)
     opening_health: HealthTable = field(default_factory=dict)  # as the round opened
@@ -98,20 +118,25 @@ class Collector:
     def _dispatch(self, col: Collection, client: ClientId, attempt: int) -> None:
         now = self._runtime.clock.now()
         key = TaskKey(col.inputs.round_index, client, attempt)
+        deadline = min(now + self._config.deadlines.task_s, col.deadline)
         task = TrainTask(
-            key=key,
-            model_version=col.inputs.model_version,
-            params=col.inputs.params,
-            deadline=min(now + self._config.deadlines.task_s, col.deadline),
-            issued_at=now,
+            col.inputs.envelope, key, col.inputs.model, self._task_config(deadline - now)
         )
-        col.active[key] = task
+        col.active[key] = Dispatched(task, deadline)
         col.asked.add(client)
         if attempt == 1:
             col.record.dispatched.append(client)
         else:
             col.record.retries += 1
         self._runtime.submit(task)
+
+    def _task_config(self, ttl_s: float) -> TaskConfig:
+        training, partial = self._config.training, self._config.partial_work
+        return TaskConfig(
+            local_epochs=training.local_epochs, batch_size=training.batch_size,
+            lr=training.lr, ttl_s=ttl_s,
+            partial=PartialWork(partial.enabled, partial.min_fraction),
+        )  # fmt: skip
 
     def _replace(self, col: Collection, goal: int) -> bool:
         """Ask one fresh healthy client if the round is short and time allows."""
@@ -158,14 +183,15 @@ class Collector:
             self._on_event(col, event, goal)
 
     def _on_event(self, col: Collection, event: ClientUpdate | TaskFailure, goal: int) -> None:
-        task = col.active.pop(event.key, None)
-        if task is None:
+        dispatched = col.active.pop(event.key, None)
+        if dispatched is None:
             return  # late, duplicate or cancelled: submissions are idempotent by key
         if isinstance(event, TaskFailure):
             self._failed(col, event.key, event.kind, event.detail)
             return
         verdict = validate_update(
-            event, task, col.inputs.manifest, self._config.validation,
+            event, dispatched.task, col.inputs.params, col.inputs.manifest,
+            self._config.validation,
             declared_examples=self._runtime.declared_examples(event.key.client),
         )  # fmt: skip
         if isinstance(verdict, Rejected):

@@ -16,6 +16,8 @@ import torch
 
 from phalanx.aggregation import Aggregator, RoundContext, StreamingAggregator, build_aggregator
 from phalanx.config import RunConfig
+from phalanx.core.messages import Envelope
+from phalanx.core.models import ModelBook
 from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest
 from phalanx.engine.collect import Collection, Collector, RoundInputs
@@ -49,9 +51,11 @@ class Engine:
         evaluate: Evaluate | None = None,
         aggregator: Aggregator | None = None,
         on_round: Sequence[RoundHook] = (),
+        models: ModelBook | None = None,
     ) -> None:
         self._config = config
         self._runtime = runtime
+        self._models = models  # each round's model is published here for the runtime
         self._evaluate = evaluate
         self._aggregator = aggregator or build_aggregator(config.aggregation)
         self._on_round = tuple(on_round)
@@ -83,8 +87,15 @@ class Engine:
         health = self._health.open_round(state.health, state.round)
         healthy, probation = self._health.split(health)
         record.sidelined = len(health) - len(healthy)
+        if self._models is None:  # a runtime that resolves no model needs no shared book
+            self._models = ModelBook(state.manifest)
+        inputs = RoundInputs(
+            state.round, state.model_version, state.params, state.manifest,
+            model=self._models.publish(state.model_version, state.params),
+            envelope=Envelope(run_id=state.config_digest),
+        )  # fmt: skip
         col = Collection(
-            RoundInputs(state.round, state.model_version, state.params, state.manifest),
+            inputs,
             deadline=clock.now() + self._config.deadlines.round_s,
             health=health,
             opening_health=dict(health),
