@@ -106,6 +106,9 @@ class TrainingConfig(Strict):
 class SelectionConfig(Strict):
     clients_per_round: int = Field(10, ge=1)
     over_selection: float = Field(1.3, ge=1.0)
+    # A round opening with fewer live members than its quorum waits this long for more to
+    # join (a coordinator started before its clients); the round record says how long.
+    member_wait_s: float = Field(60.0, ge=0)
 
     @property
     def dispatch_count(self) -> int:

@@ -11,7 +11,8 @@ caller's mistakes and for the coordinator's own failures::
     ├── RuntimeBackendError           exit code 6  a runtime broke (not a client: the transport)
     ├── LockedError                   exit code 7  another process holds a run or store directory
     ├── NoProgressError               exit code 8  the run ended without committing any round
-    └── StorageError                  exit code 9  outputs cannot be written (disk full, read-only)
+    ├── StorageError                  exit code 9  outputs cannot be written (disk full, read-only)
+    └── StaleStateError               exit code 1  a round started from a superseded ServerState
 
 Signals: the first SIGINT ends a run with exit code 130, SIGTERM with 143 (128 + signal).
 
@@ -74,3 +75,9 @@ class StorageError(PhalanxError):
     """The run's outputs cannot be written: disk full, read-only, or a path that is a file."""
 
     exit_code = 9
+
+
+class StaleStateError(PhalanxError):
+    """A round was started from a ServerState whose health table a later round has moved on
+    (the engine updates the table in place): run each round from the state the last one
+    returned, or from a checkpoint."""

@@ -83,7 +83,7 @@ def sent_updates(config: RunConfig) -> tuple[list[ClientUpdate], Simulation]:
     runtime = SimulationRuntime(config, sim._trainer, sim.manifest, num_clients=len(sim.clients))
     spy = Spy(runtime)
     runtime.next_event = spy  # type: ignore[method-assign]
-    engine = Engine(config, runtime)
+    engine = Engine(config, runtime, membership=runtime.membership)
     asyncio.run(engine.run(engine.initial_state(sim.initial_params, sim.manifest)))
     return spy.updates, sim
 

@@ -23,7 +23,7 @@ def test_stacking_aggregator_over_budget_discards_the_round_without_asking_anyon
     config = tiny_config("rounds=1", "aggregation.memory_budget_bytes=1000")
     sim = Simulation(config)
     runtime = SimulationRuntime(config, sim._trainer, sim.manifest, num_clients=8)
-    engine = Engine(config, runtime, aggregator=StackingMean())
+    engine = Engine(config, runtime, membership=runtime.membership, aggregator=StackingMean())
     state = asyncio.run(engine.run(engine.initial_state(sim.initial_params, sim.manifest)))
     record = state.history[0]
     assert not record["committed"] and record["dispatched"] == []

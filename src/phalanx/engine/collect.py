@@ -11,16 +11,20 @@ import heapq
 from dataclasses import dataclass, field
 
 import torch
+from sortedcontainers import SortedList
 
 from phalanx.config import RunConfig
 from phalanx.core.messages import ClientUpdate, TaskFailure, TaskKey, TrainTask
+from phalanx.core.state import ClientHealth
 from phalanx.core.tensors import Manifest
-from phalanx.engine.health import HealthMonitor, HealthTable
+from phalanx.engine.health import HealthMonitor
+from phalanx.engine.health_index import HealthIndex
 from phalanx.engine.history import RoundEvent, RoundRecord
+from phalanx.engine.membership import Membership
 from phalanx.engine.pool import MemoryBudgetError, UpdatePool
 from phalanx.engine.ports import Runtime
 from phalanx.engine.retry import RetryPolicy
-from phalanx.engine.selection import sample_clients
+from phalanx.engine.selection import sample_one_excluding, sample_ranked
 from phalanx.engine.validation import Accepted, Rejected, validate_update
 from phalanx.types import ClientId, FailureKind, HealthState
 
@@ -39,17 +43,20 @@ class RoundInputs:
 
 @dataclass
 class Collection:
-    """Mutable bookkeeping of a round in flight."""
+    """Mutable bookkeeping of a round in flight. Every structure is sized by the round's
+    tasks, never by the registered population."""
 
     inputs: RoundInputs
     deadline: float
-    health: HealthTable
+    index: HealthIndex
     record: RoundRecord
     pool: UpdatePool
     active: dict[TaskKey, TrainTask] = field(default_factory=dict)
+    timers: list[tuple[float, ClientId, int]] = field(default_factory=list)  # task deadlines
     retries: list[tuple[float, ClientId, int]] = field(default_factory=list)  # a heap
     asked: set[ClientId] = field(default_factory=set)
-    opening_health: HealthTable = field(default_factory=dict)  # as the round opened
+    # Asked clients that are healthy now: what a replacement must skip in the healthy set.
+    asked_healthy: SortedList = field(default_factory=SortedList)
 
     @property
     def in_play(self) -> int:
@@ -58,21 +65,25 @@ class Collection:
 
 class Collector:
     def __init__(
-        self, config: RunConfig, runtime: Runtime, health: HealthMonitor, retry: RetryPolicy
+        self,
+        config: RunConfig,
+        runtime: Runtime,
+        membership: Membership,
+        health: HealthMonitor,
+        retry: RetryPolicy,
     ) -> None:
         self._config = config
         self._runtime = runtime
+        self._membership = membership
         self._health = health
         self._retry = retry
 
-    async def collect(
-        self, col: Collection, healthy: list[ClientId], probes: list[ClientId]
-    ) -> None:
+    async def collect(self, col: Collection, probes: list[ClientId]) -> None:
         target = self._config.selection.clients_per_round
         goal = self._config.selection.dispatch_count
-        first = sample_clients(
-            healthy, goal, seed=self._config.seed, round_index=col.inputs.round_index,
-            stream="select",
+        first = sample_ranked(
+            col.index.healthy, goal, seed=self._config.seed,
+            round_index=col.inputs.round_index, stream="select",
         )  # fmt: skip
         col.record.probes = len(probes)
         for client in [*first, *probes]:
@@ -85,6 +96,7 @@ class Collector:
                 break
             if col.record.reasons:
                 break  # a latched error: the round cannot commit
+            self.apply_membership(col)
             if not col.active and not col.retries and not self._replace(col, goal):
                 break
             # No local name keeps the update alive while the next one arrives: a round holds
@@ -106,7 +118,9 @@ class Collector:
             issued_at=now,
         )
         col.active[key] = task
+        heapq.heappush(col.timers, (task.deadline, client, attempt))
         col.asked.add(client)
+        self._sync_asked_healthy(col, client)
         if attempt == 1:
             col.record.dispatched.append(client)
         else:
@@ -121,35 +135,82 @@ class Collector:
             return False
         if col.deadline - now < config.min_remaining_s:
             return False
-        fresh = [c for c, h in col.health.items() if h.state is HealthState.HEALTHY]
-        fresh = [c for c in fresh if c not in col.asked]
-        choice = sample_clients(
-            fresh, 1, seed=self._config.seed, round_index=col.inputs.round_index,
-            stream=f"replace/{col.record.replacements}",
+        choice = sample_one_excluding(
+            col.index.healthy, col.asked_healthy, seed=self._config.seed,
+            round_index=col.inputs.round_index, stream=f"replace/{col.record.replacements}",
         )  # fmt: skip
-        if not choice:
+        if choice is None:
             return False
         col.record.replacements += 1
-        self._dispatch(col, choice[0], attempt=1)
+        self._dispatch(col, choice, attempt=1)
         return True
+
+    # -- health and membership --------------------------------------------------------
+
+    def set_health(self, col: Collection, client: ClientId, health: ClientHealth) -> None:
+        col.index.set(client, health)
+        self._sync_asked_healthy(col, client)
+
+    @staticmethod
+    def _sync_asked_healthy(col: Collection, client: ClientId) -> None:
+        wanted = client in col.asked and col.index.is_healthy(client)
+        if wanted and client not in col.asked_healthy:
+            col.asked_healthy.add(client)
+        elif not wanted:
+            col.asked_healthy.discard(client)
+
+    def apply_membership(self, col: Collection) -> None:
+        """Joins and leaves since the last look: a joiner becomes selectable, a leaver is
+        not, and its task in flight fails as a crash (not retried: it is gone)."""
+        changes = self._membership.changes()
+        if not changes:
+            return
+        left = col.index.apply(changes)
+        for change in changes:
+            self._sync_asked_healthy(col, change.client)
+        for client in left:
+            self._fail_leaver(col, client)
+
+    def _fail_leaver(self, col: Collection, client: ClientId) -> None:
+        for key in [k for k in col.active if k.client == client]:
+            self._runtime.cancel(key)
+            del col.active[key]
+            self._failed(col, key, FailureKind.CRASH, "the client left")
 
     # -- events and timers ------------------------------------------------------------
 
     def _next_timer(self, col: Collection) -> float:
-        timers = [task.deadline for task in col.active.values()]
+        timers = col.timers
+        while timers and TaskKey(col.inputs.round_index, timers[0][1], timers[0][2]) not in (
+            col.active
+        ):
+            heapq.heappop(timers)  # answered or cancelled since
+        soonest = col.deadline
+        if timers:
+            soonest = min(soonest, timers[0][0])
         if col.retries:
-            timers.append(col.retries[0][0])
-        return min([*timers, col.deadline])
+            soonest = min(soonest, col.retries[0][0])
+        return soonest
 
     def _fire_timers(self, col: Collection) -> None:
+        """Fail the tasks whose deadline has passed (in client order), then send the
+        retries that are due."""
         now = self._runtime.clock.now()
-        for key, task in sorted(col.active.items(), key=lambda kv: (kv[0].client, kv[0].attempt)):
-            if task.deadline <= now:
-                del col.active[key]
-                self._failed(col, key, FailureKind.TIMEOUT, f"no reply by t={task.deadline:.2f}")
+        expired: list[tuple[ClientId, int, float]] = []
+        while col.timers and col.timers[0][0] <= now:
+            deadline, client, attempt = heapq.heappop(col.timers)
+            if TaskKey(col.inputs.round_index, client, attempt) in col.active:
+                expired.append((client, attempt, deadline))
+        for client, attempt, deadline in sorted(expired):
+            key = TaskKey(col.inputs.round_index, client, attempt)
+            del col.active[key]
+            self._failed(col, key, FailureKind.TIMEOUT, f"no reply by t={deadline:.2f}")
         while col.retries and col.retries[0][0] <= now:
             _, client, attempt = heapq.heappop(col.retries)
-            self._dispatch(col, client, attempt)
+            if self._membership.is_live(client):
+                self._dispatch(col, client, attempt)
+            else:
+                self._replace(col, self._config.selection.dispatch_count)
 
     def _handle(self, col: Collection, event: ClientUpdate | TaskFailure | None, goal: int) -> None:
         if event is None:
@@ -166,13 +227,14 @@ class Collector:
             return
         verdict = validate_update(
             event, task, col.inputs.manifest, self._config.validation,
-            declared_examples=self._runtime.declared_examples(event.key.client),
+            declared_examples=self._membership.declared_examples(event.key.client),
         )  # fmt: skip
         if isinstance(verdict, Rejected):
             self.reject(col, event.key, verdict)
             self._replace(col, goal)
             return
-        col.health[event.key.client] = self._health.success(col.health[event.key.client])
+        client = event.key.client
+        self.set_health(col, client, self._health.success(col.index.table[client]))
         try:
             outliers = col.pool.add(verdict)
         except MemoryBudgetError as error:
@@ -188,18 +250,21 @@ class Collector:
                 key.client, key.attempt, FailureKind.REJECTED, now, verdict.detail, verdict.reason
             )
         )
-        col.health[key.client] = self._health.failure(col.health[key.client], key.round)
+        self.set_health(
+            col, key.client, self._health.failure(col.index.table[key.client], key.round)
+        )
 
     def _failed(self, col: Collection, key: TaskKey, kind: FailureKind, detail: str) -> None:
         now = self._runtime.clock.now()
         col.record.events.append(RoundEvent(key.client, key.attempt, kind, now, detail))
-        health = self._health.failure(col.health[key.client], key.round)
-        col.health[key.client] = health
+        health = self._health.failure(col.index.table[key.client], key.round)
+        self.set_health(col, key.client, health)
         when = self._retry.next_attempt_at(
             kind, round_index=key.round, client=key.client, attempt=key.attempt,
             now=now, round_deadline=col.deadline,
         )  # fmt: skip
-        if when is not None and health.state is not HealthState.SIDELINED:
+        live = self._membership.is_live(key.client)
+        if when is not None and live and health.state is not HealthState.SIDELINED:
             heapq.heappush(col.retries, (when, key.client, key.attempt + 1))
         else:
             self._replace(col, self._config.selection.dispatch_count)
@@ -224,4 +289,5 @@ class Collector:
             self._runtime.cancel(key)
         col.record.cancelled = len(col.active) + len(col.retries)
         col.active.clear()
+        col.timers.clear()
         col.retries.clear()

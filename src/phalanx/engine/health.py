@@ -1,10 +1,13 @@
 """Client health: an exponentially decayed success score. A client whose score falls below
 the threshold is sidelined for a cool-down, then put on probation (probed again); success on
-probation readmits it, failure sidelines it for twice as long (capped)."""
+probation readmits it, failure sidelines it for twice as long (capped).
+
+The monitor is the policy: pure transitions of one client's health. Which clients are in
+which state, round to round, is ``engine.health_index``'s."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 
 from phalanx.config import HealthConfig
@@ -19,26 +22,7 @@ class HealthMonitor:
         self._config = config
 
     def new_table(self, clients: Iterable[ClientId]) -> HealthTable:
-        return {client: ClientHealth() for client in clients}
-
-    def open_round(self, table: Mapping[ClientId, ClientHealth], round_index: int) -> HealthTable:
-        """Sidelined clients whose cool-down has passed move to probation."""
-        return {
-            client: (
-                replace(health, state=HealthState.PROBATION)
-                if health.state is HealthState.SIDELINED and round_index >= health.sidelined_until
-                else health
-            )
-            for client, health in table.items()
-        }
-
-    def split(
-        self, table: Mapping[ClientId, ClientHealth]
-    ) -> tuple[list[ClientId], list[ClientId]]:
-        """(healthy, on probation), each sorted."""
-        healthy = sorted(c for c, h in table.items() if h.state is HealthState.HEALTHY)
-        probation = sorted(c for c, h in table.items() if h.state is HealthState.PROBATION)
-        return healthy, probation
+        return {client: ClientHealth() for client in sorted(clients)}
 
     def success(self, health: ClientHealth) -> ClientHealth:
         config = self._config

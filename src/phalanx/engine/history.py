@@ -48,6 +48,7 @@ class RoundRecord:
     retries: int = 0
     replacements: int = 0
     probes: int = 0
+    member_wait_s: float = 0.0  # waited for enough live members before selecting
     cancelled: int = 0  # over-selected tasks no longer needed
     partial: int = 0  # accepted updates with work_fraction < 1
     # What a robust aggregator made of the accepted updates: clients whose update had no

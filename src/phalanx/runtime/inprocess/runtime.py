@@ -15,7 +15,6 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -24,12 +23,13 @@ from phalanx.core.messages import ClientUpdate, Event, TaskFailure, TaskKey, Tra
 from phalanx.core.rng import torch_rng
 from phalanx.core.tensors import Manifest, payload_digest, unflatten
 from phalanx.engine.clock import VirtualClock
+from phalanx.engine.membership import Roster
 from phalanx.errors import RuntimeBackendError
 from phalanx.faults import FaultDecision, FaultPlan, corrupt_tensors, flip_bits
 from phalanx.runtime.inprocess.adversary import Adversary
 from phalanx.runtime.inprocess.latency import LatencyModel
 from phalanx.runtime.inprocess.trainers import LocalTrainer, TrainJob, TrainOutcome
-from phalanx.types import ClientId, Corruption, FailureKind, FaultKind
+from phalanx.types import Corruption, FailureKind, FaultKind
 
 
 @dataclass
@@ -64,21 +64,14 @@ class SimulationRuntime:
         self._pending: dict[TaskKey, _Pending] = {}
         self._queue: list[tuple[float, int, TaskKey]] = []  # (due, submission order, key)
         self._submitted = 0
+        # A fixed population, live from the start; clients declare their example counts.
+        self.membership = Roster(range(num_clients), declared=trainer.num_examples)
 
     @property
     def clock(self) -> VirtualClock:
         return self._clock
 
-    def client_ids(self) -> list[ClientId]:
-        return list(range(self._num_clients))
-
-    def declared_examples(self, client: ClientId) -> int | None:
-        return self._trainer.num_examples(client)
-
-    def fault_log(self, round_index: int) -> list[dict[str, Any]]:
-        return self.plan.fired(round_index)
-
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 10.0) -> None:
         self._pending.clear()
         self._queue.clear()
 
