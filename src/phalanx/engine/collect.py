@@ -96,7 +96,6 @@ class Collector:
                 break
             if col.record.reasons:
                 break  # a latched error: the round cannot commit
-            self.apply_membership(col)
             if not col.active and not col.retries and not self._replace(col, goal):
                 break
             # No local name keeps the update alive while the next one arrives: a round holds
@@ -213,6 +212,7 @@ class Collector:
                 self._replace(col, self._config.selection.dispatch_count)
 
     def _handle(self, col: Collection, event: ClientUpdate | TaskFailure | None, goal: int) -> None:
+        self.apply_membership(col)  # first: a reply from a client that has left is void
         if event is None:
             self._fire_timers(col)
         else:
