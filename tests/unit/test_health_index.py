@@ -84,6 +84,6 @@ def test_a_roster_reports_joins_and_leaves_once_and_in_order() -> None:
     roster.leave(0)
     roster.leave(0)
     assert roster.changes() == [MemberChange(2, True), MemberChange(0, False)]
-    assert roster.changes() == []
+    assert list(roster.changes()) == []
     assert (roster.live_count(), roster.is_live(0), roster.declared_examples(2)) == (2, False, 5)
     assert sorted(roster.registered()) == [0, 1, 2] and roster.declared_examples(1) is None

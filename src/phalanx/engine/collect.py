@@ -52,7 +52,9 @@ class Collection:
     record: RoundRecord
     pool: UpdatePool
     active: dict[TaskKey, TrainTask] = field(default_factory=dict)
-    timers: list[tuple[float, ClientId, int]] = field(default_factory=list)  # task deadlines
+    # (deadline, client, attempt, key) of every task sent: a heap, entries of tasks no longer
+    # active skipped lazily; (client, attempt) is unique, so keys are never compared.
+    timers: list[tuple[float, ClientId, int, TaskKey]] = field(default_factory=list)
     retries: list[tuple[float, ClientId, int]] = field(default_factory=list)  # a heap
     asked: set[ClientId] = field(default_factory=set)
     # Asked clients that are healthy now: what a replacement must skip in the healthy set.
@@ -117,7 +119,7 @@ class Collector:
             issued_at=now,
         )
         col.active[key] = task
-        heapq.heappush(col.timers, (task.deadline, client, attempt))
+        heapq.heappush(col.timers, (task.deadline, client, attempt, key))
         col.asked.add(client)
         self._sync_asked_healthy(col, client)
         if attempt == 1:
@@ -180,9 +182,7 @@ class Collector:
 
     def _next_timer(self, col: Collection) -> float:
         timers = col.timers
-        while timers and TaskKey(col.inputs.round_index, timers[0][1], timers[0][2]) not in (
-            col.active
-        ):
+        while timers and timers[0][3] not in col.active:
             heapq.heappop(timers)  # answered or cancelled since
         soonest = col.deadline
         if timers:
@@ -195,13 +195,12 @@ class Collector:
         """Fail the tasks whose deadline has passed (in client order), then send the
         retries that are due."""
         now = self._runtime.clock.now()
-        expired: list[tuple[ClientId, int, float]] = []
+        expired: list[tuple[ClientId, int, float, TaskKey]] = []
         while col.timers and col.timers[0][0] <= now:
-            deadline, client, attempt = heapq.heappop(col.timers)
-            if TaskKey(col.inputs.round_index, client, attempt) in col.active:
-                expired.append((client, attempt, deadline))
-        for client, attempt, deadline in sorted(expired):
-            key = TaskKey(col.inputs.round_index, client, attempt)
+            deadline, client, attempt, key = heapq.heappop(col.timers)
+            if key in col.active:
+                expired.append((client, attempt, deadline, key))
+        for _, _, deadline, key in sorted(expired):
             del col.active[key]
             self._failed(col, key, FailureKind.TIMEOUT, f"no reply by t={deadline:.2f}")
         while col.retries and col.retries[0][0] <= now:

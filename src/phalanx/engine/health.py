@@ -22,7 +22,7 @@ class HealthMonitor:
         self._config = config
 
     def new_table(self, clients: Iterable[ClientId]) -> HealthTable:
-        return {client: ClientHealth() for client in sorted(clients)}
+        return dict.fromkeys(sorted(clients), ClientHealth())  # frozen: one shared value
 
     def success(self, health: ClientHealth) -> ClientHealth:
         config = self._config
@@ -34,7 +34,10 @@ class HealthMonitor:
                 score=max(score, config.readmit_score),
                 successes=health.successes + 1,
             )
-        return replace(health, score=score, successes=health.successes + 1)
+        return ClientHealth(  # not dataclasses.replace: this runs once per accepted update
+            score, health.state, health.sidelined_until, health.cooldown,
+            health.successes + 1, health.failures,
+        )  # fmt: skip
 
     def failure(self, health: ClientHealth, round_index: int) -> ClientHealth:
         config = self._config

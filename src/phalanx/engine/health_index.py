@@ -76,8 +76,10 @@ class HealthIndex:
         """Record a client's new health, keeping the sets and the heap in step."""
         before = self.table[client]
         self._opening.setdefault(client, before)
-        self._leave_sets(client, before)
         self.table[client] = health
+        if before.state is health.state and before.sidelined_until == health.sidelined_until:
+            return  # same sets, same wake-up: the common case of a success
+        self._leave_sets(client, before)
         self._enter(client, health)
 
     def opening(self, client: ClientId) -> ClientHealth:

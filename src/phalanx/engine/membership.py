@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,7 +39,7 @@ class Membership(Protocol):
         updates may claim."""
         ...
 
-    def changes(self) -> list[MemberChange]:
+    def changes(self) -> Sequence[MemberChange]:
         """Joins and leaves since the last call, in the order they happened."""
         ...
 
@@ -102,7 +102,9 @@ class Roster:
         self._live.discard(client)
         self._changes.append(MemberChange(client, joined=False))
 
-    def changes(self) -> list[MemberChange]:
+    def changes(self) -> Sequence[MemberChange]:
+        if not self._changes:
+            return ()  # the common case, asked at every event: allocate nothing
         changes, self._changes = self._changes, []
         return changes
 

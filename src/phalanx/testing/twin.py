@@ -57,10 +57,8 @@ class ScriptedMembership(Roster):
         self._runtime.advance_membership(count, self._runtime.clock.now() + timeout_s)
 
 
-@dataclass(order=True)
+@dataclass
 class _Item:
-    time: float
-    seq: int
     key: TaskKey | None = None  # a task's event; None: a membership change
     event: Event | None = None  # a prepared event (failure, injected)
     change: tuple[ClientId, bool] | None = None  # (client, joined)
@@ -85,10 +83,11 @@ class ScriptedRuntime:
         self.declared = declared or (lambda client: 10**6)
         population = range(clients) if isinstance(clients, int) else list(clients)
         self.membership = ScriptedMembership(population if live else (), self)
-        self._queue: list[_Item] = []
+        self._queue: list[tuple[float, int, _Item]] = []  # (time, submission order, item)
         self._seq = itertools.count()
         self._pending: dict[TaskKey, TrainTask] = {}
         self._delivered: set[TaskKey] = set()
+        self._replies: dict[TaskKey, Reply] = {}
         self._closed = False
         self.submitted: list[tuple[float, TaskKey]] = []  # what a test asserts on
         self.cancelled: list[TaskKey] = []
@@ -106,6 +105,7 @@ class ScriptedRuntime:
         self.submitted.append((self.clock.now(), key))
         reply = self._reply(key)
         self._pending[key] = task
+        self._replies[key] = reply
         if reply.silent:
             return
         when = self.clock.now() + reply.after_s
@@ -114,14 +114,15 @@ class ScriptedRuntime:
             self._push(when, key=key)
 
     def cancel(self, key: TaskKey) -> None:
+        self._replies.pop(key, None)
         if self._pending.pop(key, None) is not None:
             self.cancelled.append(key)
 
     async def next_event(self, until: float) -> Event | None:
-        while self._queue and self._queue[0].time <= until:
-            item = heapq.heappop(self._queue)
-            self.clock.advance_to(item.time)
-            event = self._take(item)
+        while self._queue and self._queue[0][0] <= until:
+            when, _, item = heapq.heappop(self._queue)
+            self.clock.advance_to(when)
+            event = self._take(item, when)
             if event is not None:
                 return event
         self.clock.advance_to(until)
@@ -148,13 +149,13 @@ class ScriptedRuntime:
     def advance_membership(self, count: int, until: float) -> None:
         """Apply scripted membership changes in time order until ``count`` members are live
         or ``until`` (the clock moves with them); task events wait in the queue."""
-        changes = sorted(item for item in self._queue if item.change is not None)
-        for item in changes:
-            if self.membership.live_count() >= count or item.time > until:
+        changes = sorted(entry for entry in self._queue if entry[2].change is not None)
+        for entry in changes:
+            if self.membership.live_count() >= count or entry[0] > until:
                 break
-            self._queue.remove(item)
-            self.clock.advance_to(item.time)
-            self._apply(item)
+            self._queue.remove(entry)
+            self.clock.advance_to(entry[0])
+            self._apply(entry[2], entry[0])
         heapq.heapify(self._queue)
         if self.membership.live_count() < count:
             self.clock.advance_to(until)
@@ -162,16 +163,16 @@ class ScriptedRuntime:
     # -- internals ----------------------------------------------------------------------
 
     def _push(self, when: float, **fields: object) -> None:
-        heapq.heappush(self._queue, _Item(when, next(self._seq), **fields))  # type: ignore[arg-type]
+        heapq.heappush(self._queue, (when, next(self._seq), _Item(**fields)))  # type: ignore[arg-type]
 
     def _reply(self, key: TaskKey) -> Reply:
         if callable(self._script):
             return self._script(key)
         return self._script.get((key.round, key.client, key.attempt), Reply())
 
-    def _take(self, item: _Item) -> Event | None:
+    def _take(self, item: _Item, when: float) -> Event | None:
         if item.change is not None:
-            self._apply(item)
+            self._apply(item, when)
             return None
         if item.raw:
             return item.event
@@ -182,7 +183,7 @@ class ScriptedRuntime:
         self._delivered.add(key)
         return item.event or self._answer(task)
 
-    def _apply(self, item: _Item) -> None:
+    def _apply(self, item: _Item, when: float) -> None:
         if item.change is None:
             return
         client, joined = item.change
@@ -192,10 +193,10 @@ class ScriptedRuntime:
         self.membership.leave(client)
         for key in [k for k in self._pending if k.client == client]:
             failure = TaskFailure(key, FailureKind.CRASH, "the client left")
-            self._push(item.time, key=key, event=failure)
+            self._push(when, key=key, event=failure)
 
     def _answer(self, task: TrainTask) -> Event:
-        reply = self._reply(task.key)
+        reply = self._replies.pop(task.key)
         if reply.fail is not None:
             return TaskFailure(task.key, reply.fail, f"scripted {reply.fail.value}")
         if reply.update is not None:
