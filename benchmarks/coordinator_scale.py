@@ -270,9 +270,9 @@ def median_ms(result: Any, field: str) -> str:
 
 def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
     lines = [
-        "| N registered | k per round | today engine ms | new engine ms | ratio | "
-        "new round ms | retries | replacements | failures |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| k per round | N registered | today engine ms | new engine ms | ratio | "
+        "today round CPU ms | new round CPU ms | retries | replacements | failures |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (n, k), pair in sorted(results.items(), key=lambda item: (item[0][1], item[0][0])):
         old, new = pair["baseline"], pair["current"]
@@ -280,11 +280,12 @@ def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
         if not isinstance(old, str) and not isinstance(new, str):
             ratio = f"{float(median_ms(old, 'engine_s')) / float(median_ms(new, 'engine_s')):.1f}x"
         rows = [] if isinstance(new, str) else new["rounds"]
-        stats = [statistics.median(r[f] for r in rows) if rows else "" for f in
+        stats = [f"{statistics.median(r[f] for r in rows):g}" if rows else "" for f in
                  ("retries", "replacements", "failures")]  # fmt: skip
         lines.append(
-            f"| {n:,} | {k:,} | {median_ms(old, 'engine_s')} | {median_ms(new, 'engine_s')} | "
-            f"{ratio} | {median_ms(new, 'round_s')} | {stats[0]} | {stats[1]} | {stats[2]} |"
+            f"| {k:,} | {n:,} | {median_ms(old, 'engine_s')} | {median_ms(new, 'engine_s')} | "
+            f"{ratio} | {median_ms(old, 'round_cpu_s')} | {median_ms(new, 'round_cpu_s')} | "
+            f"{stats[0]} | {stats[1]} | {stats[2]} |"
         )
     return "\n".join(lines)
 

@@ -58,7 +58,8 @@ class Collection:
     retries: list[tuple[float, ClientId, int]] = field(default_factory=list)  # a heap
     asked: set[ClientId] = field(default_factory=set)
     # Asked clients that are healthy now: what a replacement must skip in the healthy set.
-    asked_healthy: SortedList = field(default_factory=SortedList)
+    # Built at the round's first replacement (most rounds have few or none), then kept.
+    asked_healthy: SortedList | None = None
 
     @property
     def in_play(self) -> int:
@@ -111,18 +112,19 @@ class Collector:
     def _dispatch(self, col: Collection, client: ClientId, attempt: int) -> None:
         now = self._runtime.clock.now()
         key = TaskKey(col.inputs.round_index, client, attempt)
+        deadline = min(now + self._config.deadlines.task_s, col.deadline)  # the engine's timer
         task = TrainTask(
             key=key,
             model_version=col.inputs.model_version,
             params=col.inputs.params,
-            deadline=min(now + self._config.deadlines.task_s, col.deadline),
+            deadline=deadline,
             issued_at=now,
         )
         col.active[key] = task
-        heapq.heappush(col.timers, (task.deadline, client, attempt, key))
+        heapq.heappush(col.timers, (deadline, client, attempt, key))
         col.asked.add(client)
-        self._sync_asked_healthy(col, client)
         if attempt == 1:
+            self._sync_asked_healthy(col, client)
             col.record.dispatched.append(client)
         else:
             col.record.retries += 1
@@ -137,7 +139,7 @@ class Collector:
         if col.deadline - now < config.min_remaining_s:
             return False
         choice = sample_one_excluding(
-            col.index.healthy, col.asked_healthy, seed=self._config.seed,
+            col.index.healthy, self._asked_healthy(col), seed=self._config.seed,
             round_index=col.inputs.round_index, stream=f"replace/{col.record.replacements}",
         )  # fmt: skip
         if choice is None:
@@ -149,16 +151,25 @@ class Collector:
     # -- health and membership --------------------------------------------------------
 
     def set_health(self, col: Collection, client: ClientId, health: ClientHealth) -> None:
-        col.index.set(client, health)
-        self._sync_asked_healthy(col, client)
+        if col.index.set(client, health):
+            self._sync_asked_healthy(col, client)
+
+    @staticmethod
+    def _asked_healthy(col: Collection) -> SortedList:
+        if col.asked_healthy is None:
+            col.asked_healthy = SortedList(c for c in col.asked if col.index.is_healthy(c))
+        return col.asked_healthy
 
     @staticmethod
     def _sync_asked_healthy(col: Collection, client: ClientId) -> None:
+        excluded = col.asked_healthy
+        if excluded is None:
+            return
         wanted = client in col.asked and col.index.is_healthy(client)
-        if wanted and client not in col.asked_healthy:
-            col.asked_healthy.add(client)
+        if wanted and client not in excluded:
+            excluded.add(client)
         elif not wanted:
-            col.asked_healthy.discard(client)
+            excluded.discard(client)
 
     def apply_membership(self, col: Collection) -> None:
         """Joins and leaves since the last look: a joiner becomes selectable, a leaver is

@@ -72,15 +72,17 @@ class HealthIndex:
     def close_round(self) -> None:
         self.round += 1
 
-    def set(self, client: ClientId, health: ClientHealth) -> None:
-        """Record a client's new health, keeping the sets and the heap in step."""
+    def set(self, client: ClientId, health: ClientHealth) -> bool:
+        """Record a client's new health, keeping the sets and the heap in step; True if its
+        state changed."""
         before = self.table[client]
         self._opening.setdefault(client, before)
         self.table[client] = health
         if before.state is health.state and before.sidelined_until == health.sidelined_until:
-            return  # same sets, same wake-up: the common case of a success
+            return False  # same sets, same wake-up: the common case of a success
         self._leave_sets(client, before)
         self._enter(client, health)
+        return True
 
     def opening(self, client: ClientId) -> ClientHealth:
         """A client's health as the round opened."""
