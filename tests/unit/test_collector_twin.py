@@ -4,14 +4,18 @@ members, and indifference to late, duplicate and unknown events. No training run
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import torch
 from tests.twin import MANIFEST, one_round, twin_config
 
 from phalanx.core.messages import ClientUpdate, TaskKey
 from phalanx.core.tensors import payload_digest
+from phalanx.engine.engine import Engine
 from phalanx.engine.retry import RetryPolicy
 from phalanx.engine.selection import sample_clients
+from phalanx.errors import StaleStateError
 from phalanx.testing import Reply, ScriptedRuntime
 from phalanx.types import FailureKind
 
@@ -160,3 +164,19 @@ def test_an_engine_round_on_the_twin_trains_nothing_with_torch(
     twin = ScriptedRuntime(MANIFEST, 50)
     _, record = one_round(config, twin, twin.membership)
     assert record["committed"] and len(record["accepted"]) == 20
+
+
+def test_a_round_from_a_superseded_state_is_refused_not_silently_mixed() -> None:
+    config = twin_config(6, "selection.clients_per_round=3", "quorum.min_updates=3")
+    twin = ScriptedRuntime(MANIFEST, 6)
+    engine = Engine(config, twin, membership=twin.membership)
+    first = engine.initial_state(torch.zeros(MANIFEST.dim), MANIFEST)
+
+    async def rounds() -> None:
+        second = await engine.run_round(first)
+        await engine.run_round(second)  # from the state the last round returned: fine
+        await engine.run_round(first)  # the initial table was copied: re-indexed, fine
+        with pytest.raises(StaleStateError, match="round 1 started from a state"):
+            await engine.run_round(second)
+
+    asyncio.run(rounds())

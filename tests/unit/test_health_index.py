@@ -52,10 +52,14 @@ def test_joins_and_leaves_reach_the_sets_and_a_returning_client_keeps_its_record
 def test_a_round_from_a_superseded_state_is_refused() -> None:
     table = {0: ClientHealth()}
     index = HealthIndex(table, 3, is_live=lambda c: True)
-    assert index.current_for(table, 3) and not index.current_for(dict(table), 2)
+    assert index.table is not table  # indexed as a copy: the caller's table stays as it was
+    assert index.current_for(index.table, 3) and not index.current_for(table, 2)
     index.close_round()
     with pytest.raises(StaleStateError, match="round 3 started from a state"):
-        index.current_for(table, 3)
+        index.current_for(index.table, 3)
+    again = HealthIndex(index.table, 4, is_live=lambda c: True)  # another engine's index
+    with pytest.raises(StaleStateError, match="moved on to round 4"):
+        again.current_for(index.table, 2)
 
 
 @given(

@@ -129,7 +129,7 @@ class Engine:
         start or resume), after waiting, if need be, for enough live members."""
         index = self._index
         if index is None or not index.current_for(state.health, state.round):
-            index = HealthIndex(dict(state.health), state.round, self._membership.is_live)
+            index = HealthIndex(state.health, state.round, self._membership.is_live)
             index.add_missing(self._membership.registered())
             self._membership.changes()  # already reflected in registered()
             self._index = index

@@ -7,10 +7,11 @@ population), and a heap on the end of each cool-down, so opening a round looks o
 clients whose cool-down ends then. Its cost per round is linear in the round's clients and
 logarithmic in the registered population.
 
-The index updates its table in place and hands that same dict to the next ServerState: a
-state's health belongs to the engine that produced it. Running a round from an older state
-whose table has since moved on would silently mix two histories, so it is refused
-(``StaleStateError``); a state read from a checkpoint is re-indexed.
+The index copies the table it is built from, then updates its copy in place and hands that
+same dict to each next ServerState: a state's health belongs to the engine that produced it.
+Running a round from an older state whose table has since moved on would silently mix two
+histories, so it is refused (``StaleStateError``); a state read from a checkpoint, or made by
+``initial_state``, is indexed afresh.
 """
 
 from __future__ import annotations
@@ -28,12 +29,19 @@ from phalanx.errors import StaleStateError
 from phalanx.types import ClientId, HealthState
 
 
+class IndexedTable(dict[ClientId, ClientHealth]):
+    """A health table an index keeps current, marked with the round it is current for: a
+    state carrying it from an older round is recognised, whichever engine made it."""
+
+    current_round: int
+
+
 class HealthIndex:
     def __init__(
         self, table: HealthTable, round_index: int, is_live: Callable[[ClientId], bool]
     ) -> None:
-        self.table = table
-        self.round = round_index  # the next round this table is current for
+        self.table = IndexedTable(table)  # a copy: the caller's table is never changed
+        self.table.current_round = round_index
         self._is_live = is_live
         live = [(c, h.state) for c, h in table.items() if is_live(c)]
         self.healthy = SortedList(c for c, state in live if state is HealthState.HEALTHY)
@@ -44,22 +52,26 @@ class HealthIndex:
         heapq.heapify(self._wakeups)
         self._opening: dict[ClientId, ClientHealth] = {}
 
+    @property
+    def round(self) -> int:
+        """The next round this index's table is current for."""
+        return self.table.current_round
+
     def current_for(self, table: HealthTable, round_index: int) -> bool:
         """Whether this index already describes ``table`` at ``round_index``; raises if
-        ``table`` is this index's own table seen from an older round."""
-        if table is not self.table:
-            return False
-        if round_index != self.round:
+        ``table`` is an indexed table that has moved on since (any index's)."""
+        if isinstance(table, IndexedTable) and table.current_round != round_index:
             raise StaleStateError(
                 f"round {round_index} started from a state whose health table has moved on "
-                f"to round {self.round}: run rounds from the state the last round returned"
+                f"to round {table.current_round}: run rounds from the state the last round "
+                "returned"
             )
-        return True
+        return table is self.table
 
     def open_round(self, round_index: int) -> None:
         """Sidelined clients whose cool-down has ended move to probation."""
         self._opening = {}
-        self.round = round_index
+        self.table.current_round = round_index
         while self._wakeups and self._wakeups[0][0] <= round_index:
             until, client = heapq.heappop(self._wakeups)
             health = self.table.get(client)
@@ -70,7 +82,7 @@ class HealthIndex:
             self.set(client, replace(health, state=HealthState.PROBATION))
 
     def close_round(self) -> None:
-        self.round += 1
+        self.table.current_round += 1
 
     def set(self, client: ClientId, health: ClientHealth) -> bool:
         """Record a client's new health, keeping the sets and the heap in step; True if its
