@@ -39,6 +39,7 @@ from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest, payload_digest, unflatten
 from phalanx.engine.clock import VirtualClock
 from phalanx.engine.engine import Engine
+from phalanx.engine.membership import Roster
 
 MIB = 2**20
 # Children run with one torch thread and glibc's mmap threshold fixed at 128 KiB: by default
@@ -68,22 +69,13 @@ class FreshUpdates:
         self._models = models
         self._queue: list[TrainTask] = []
 
-    def client_ids(self) -> list[int]:
-        return list(range(self._count))
-
-    def declared_examples(self, client: int) -> int | None:
-        return None
-
     def submit(self, task: TrainTask) -> None:
         self._queue.append(task)
 
     def cancel(self, key: TaskKey) -> None:
         self._queue = [t for t in self._queue if t.key != key]
 
-    def fault_log(self, round_index: int) -> list[dict[str, Any]]:
-        return []
-
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 10.0) -> None:
         self._queue.clear()
 
     async def next_event(self, until: float) -> Event | None:
@@ -117,7 +109,10 @@ def fedavg_engine(updates: int, dim: int, reference_updates: int) -> tuple[Engin
         }
     )
     models = ModelBook(manifest)
-    engine = Engine(config, FreshUpdates(updates, manifest, models), models=models)
+    engine = Engine(
+        config, FreshUpdates(updates, manifest, models),
+        membership=Roster(range(updates)), models=models,
+    )  # fmt: skip
     return engine, engine.initial_state(torch.zeros(dim), manifest)
 
 

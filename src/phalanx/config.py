@@ -162,6 +162,12 @@ class SelectionConfig(Strict):
         ge=1.0,
         description="clients asked = ceil(target x this); extras cancelled once the target is met",
     )
+    member_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="a round opening with fewer live members than its quorum waits this long "
+        "for more to join (a coordinator started before its clients)",
+    )
 
     @property
     def dispatch_count(self) -> int:

@@ -13,7 +13,8 @@ caller's mistakes and for the coordinator's own failures::
     ├── LockedError                   exit code 7  another process holds a run or store directory
     ├── NoProgressError               exit code 8  the run ended without committing any round
     ├── StorageError                  exit code 9  outputs cannot be written (disk full, read-only)
-    └── ProtocolError                 exit code 10 malformed message bytes, or another version
+    ├── ProtocolError                 exit code 10 malformed message bytes, or another version
+    └── StaleStateError               exit code 1  a round started from a superseded ServerState
 
 Signals: the first SIGINT ends a run with exit code 130, SIGTERM with 143 (128 + signal).
 
@@ -87,3 +88,9 @@ class ProtocolError(PhalanxError):
     another protocol version, or carrying a tensor of a dtype the wire does not allow."""
 
     exit_code = 10
+
+
+class StaleStateError(PhalanxError):
+    """A round was started from a ServerState whose health table a later round has moved on
+    (the engine updates the table in place): run each round from the state the last one
+    returned, or from a checkpoint."""

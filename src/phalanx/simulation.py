@@ -209,8 +209,9 @@ class Simulation:
         )  # fmt: skip
         hooks = [*on_round, *([self._checkpoint_hook(store)] if store else [])]
         engine = Engine(
-            self.config, runtime, aggregator=self._aggregator,
+            self.config, runtime, membership=runtime.membership, aggregator=self._aggregator,
             evaluate=self._evaluate, on_round=hooks, models=models,
+            round_faults=runtime.plan.fired,
         )  # fmt: skip
         state = state or engine.initial_state(self.initial_params, self.manifest)
         start = time.perf_counter()

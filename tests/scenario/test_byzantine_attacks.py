@@ -87,7 +87,7 @@ def sent_updates(config: RunConfig) -> tuple[list[ClientUpdate], Simulation]:
     )
     spy = Spy(runtime)
     runtime.next_event = spy  # type: ignore[method-assign]
-    engine = Engine(config, runtime, models=models)
+    engine = Engine(config, runtime, membership=runtime.membership, models=models)
     asyncio.run(engine.run(engine.initial_state(sim.initial_params, sim.manifest)))
     return spy.updates, sim
 

@@ -25,7 +25,9 @@ def test_stacking_aggregator_over_budget_discards_the_round_without_asking_anyon
     sim = Simulation(config)
     models = ModelBook(sim.manifest)
     runtime = SimulationRuntime(config, sim._trainer, sim.manifest, num_clients=8, models=models)
-    engine = Engine(config, runtime, aggregator=StackingMean(), models=models)
+    engine = Engine(
+        config, runtime, membership=runtime.membership, aggregator=StackingMean(), models=models
+    )
     state = asyncio.run(engine.run(engine.initial_state(sim.initial_params, sim.manifest)))
     record = state.history[0]
     assert not record["committed"] and record["dispatched"] == []

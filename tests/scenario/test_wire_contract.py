@@ -45,7 +45,7 @@ def test_tasks_carry_a_reference_a_ttl_and_the_training_config() -> None:
 
     runtime.submit = spy_submit  # type: ignore[method-assign]
     runtime.next_event = spy_next  # type: ignore[method-assign]
-    engine = Engine(config, runtime, models=models)
+    engine = Engine(config, runtime, membership=runtime.membership, models=models)
     state = asyncio.run(engine.run(engine.initial_state(sim.initial_params, sim.manifest)))
 
     first = [t for t in tasks if t.key.round == 0]

@@ -189,7 +189,7 @@ def test_colluders_send_one_vector_crafted_from_every_honest_delta(
         assert torch.equal(sent_delta(updates[client]), DELTAS[client])
     for update in updates.values():  # the sender checksums what it sends
         assert update.digest == payload_digest(update.tensors)
-    attacks = [item for item in runtime.fault_log(0) if item["kind"] == "byzantine"]
+    attacks = [item for item in runtime.plan.fired(0) if item["kind"] == "byzantine"]
     assert sorted(item["client"] for item in attacks) == [3, 4]
     assert {item["detail"] for item in attacks} == {attack}
 
@@ -237,5 +237,5 @@ def test_a_byzantine_client_that_crashes_sends_nothing_and_logs_no_attack() -> N
         "sign_flip", "[3, 4]", "faults.schedule=[{round=0, client=3, kind='crash'}]"
     )
     assert 3 not in updates and torch.equal(sent_delta(updates[4]), -DELTAS[4])
-    log = {(item["client"], item["kind"]) for item in runtime.fault_log(0)}
+    log = {(item["client"], item["kind"]) for item in runtime.plan.fired(0)}
     assert log == {(3, "crash"), (4, "byzantine")}

@@ -13,7 +13,6 @@ from phalanx.core.tensors import Manifest, payload_digest
 from phalanx.engine.validation import (
     Accepted,
     Rejected,
-    relative_norm_violation,
     validate_update,
 )
 from phalanx.errors import WorkloadError
@@ -108,16 +107,3 @@ def test_one_dtype_policy_from_manifest_to_validation() -> None:
         Manifest.of({"w": torch.zeros(2, dtype=torch.float64)})
     half = {"w": torch.ones(2, 2, dtype=torch.float16), "b": torch.ones(2)}
     assert reason(update(tensors=half)) is RejectReason.DTYPE
-
-
-def test_relative_norm_flags_only_outliers_of_the_median() -> None:
-    norms = [1.0, 1.2, 0.9, 4.0, 50.0]
-
-    def flagged(config: ValidationConfig, reference: list[float]) -> list[float]:
-        verdicts = [(n, relative_norm_violation(n, reference, config)) for n in norms]
-        assert all(v.reason is RejectReason.NORM_RELATIVE for _, v in verdicts if v)
-        return [n for n, v in verdicts if v]
-
-    assert flagged(ValidationConfig(max_relative_norm=3.0), norms) == [4.0, 50.0]
-    assert flagged(ValidationConfig(relative_min_updates=3), norms[:2]) == []
-    assert flagged(ValidationConfig(max_relative_norm=None), norms) == []

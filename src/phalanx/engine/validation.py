@@ -4,15 +4,14 @@ Checks run cheapest first and stop at the first failure, so every rejection carr
 one reason. The update is checked against the task the engine dispatched (its key, the
 model reference it carried, its step budget) and against the round's flat parameters, which
 the collector holds: the message itself carries only a reference to the model. The relative
-norm bound needs the round's other updates and runs once collection ends
-(``relative_norm_violation``, applied by the round's update pool).
+norm bound needs the round's other updates: it lives in ``engine.norms`` and the round's
+update pool applies it.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -149,21 +148,3 @@ def validate_update(
     if norm > config.max_norm:
         return Rejected(RejectReason.NORM_ABSOLUTE, f"norm {norm:.4g} > {config.max_norm:.4g}")
     return Accepted(update, params, manifest, norm, weight)
-
-
-def relative_norm_violation(
-    norm: float, reference: Sequence[float], config: ValidationConfig
-) -> Rejected | None:
-    """Rejected if ``norm`` exceeds ``max_relative_norm`` times the median of ``reference``.
-
-    The lower median of n norms tolerates up to half of them being arbitrary, so a minority
-    of scaled or noisy updates cannot raise the bar for itself. With fewer than
-    ``relative_min_updates`` reference norms there is no bar yet.
-    """
-    factor = config.max_relative_norm
-    if factor is None or len(reference) < config.relative_min_updates:
-        return None
-    median = statistics.median_low(reference)
-    if norm <= factor * median:
-        return None
-    return Rejected(RejectReason.NORM_RELATIVE, f"norm {norm:.4g} > {factor} x median {median:.4g}")

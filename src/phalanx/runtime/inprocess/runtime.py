@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 
@@ -44,11 +43,12 @@ from phalanx.core.models import ModelBook
 from phalanx.core.rng import torch_rng
 from phalanx.core.tensors import Manifest
 from phalanx.engine.clock import VirtualClock
+from phalanx.engine.membership import Roster
 from phalanx.errors import RuntimeBackendError
 from phalanx.faults import FaultDecision, FaultPlan
 from phalanx.runtime.inprocess.latency import LatencyModel
 from phalanx.runtime.inprocess.trainers import LocalTrainer, TrainJob
-from phalanx.types import ClientId, FailureKind, FaultKind
+from phalanx.types import FailureKind, FaultKind
 
 
 @dataclass
@@ -85,21 +85,14 @@ class SimulationRuntime:
         self._pending: dict[TaskKey, _Pending] = {}
         self._queue: list[tuple[float, int, TaskKey]] = []  # (due, submission order, key)
         self._submitted = 0
+        # A fixed population, live from the start; clients declare their example counts.
+        self.membership = Roster(range(num_clients), declared=trainer.num_examples)
 
     @property
     def clock(self) -> VirtualClock:
         return self._clock
 
-    def client_ids(self) -> list[ClientId]:
-        return list(range(self._num_clients))
-
-    def declared_examples(self, client: ClientId) -> int | None:
-        return self._trainer.num_examples(client)
-
-    def fault_log(self, round_index: int) -> list[dict[str, Any]]:
-        return self.plan.fired(round_index)
-
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 10.0) -> None:
         self._pending.clear()
         self._queue.clear()
 
