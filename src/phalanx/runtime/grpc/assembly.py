@@ -80,7 +80,7 @@ def check_specs(specs: tuple[TensorSpec, ...], total_bytes: int, limit: int, wha
         raise ProtocolError(f"{what} names its tensors twice or with an empty name")
     described = 0
     for spec in specs:
-        _check_spec(spec, what)
+        _check_spec(spec, limit, what)
         described += spec.numel * ITEMSIZE
         if described > total_bytes:
             break
@@ -88,12 +88,17 @@ def check_specs(specs: tuple[TensorSpec, ...], total_bytes: int, limit: int, wha
         raise ProtocolError(f"{what}'s tensor specs do not add up to its {total_bytes} bytes")
 
 
-def _check_spec(spec: TensorSpec, what: str) -> None:
+def _check_spec(spec: TensorSpec, limit: int, what: str) -> None:
+    """A float32 tensor whose shape could hold, even with a 0 in it, no more than ``limit``
+    bytes (a shape like (0, 2**62) holds nothing, yet no array library can make it)."""
     if spec.dtype != WIRE_DTYPE_NAME:
         raise ProtocolError(
             f"{what}: tensor {spec.name!r} is {spec.dtype!r}; the wire carries float32 only"
         )
-    if len(spec.shape) > MAX_RANK or any(dim < 0 for dim in spec.shape):
+    extent = ITEMSIZE
+    for dim in spec.shape[:MAX_RANK]:
+        extent *= max(dim, 1)
+    if len(spec.shape) > MAX_RANK or min(spec.shape, default=0) < 0 or extent > limit:
         raise ProtocolError(f"{what}: tensor {spec.name!r} has shape {spec.shape}")
 
 
