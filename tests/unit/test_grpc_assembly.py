@@ -3,12 +3,16 @@ everything else with a ProtocolError that says what was wrong."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from phalanx.core.tensors import TensorSpec, payload_digest
-from phalanx.errors import ProtocolError, SizeLimitError
+from phalanx.core.messages import Envelope, ModelRef
+from phalanx.core.models import ModelBook
+from phalanx.core.tensors import Manifest, TensorSpec, flatten, payload_digest
+from phalanx.errors import ProtocolError, SizeLimitError, StaleError
 from phalanx.runtime.grpc.assembly import Assembler, WireLimits, chunks, raw_bytes, specs_of
+from phalanx.runtime.grpc.handlers import model_payload
 
 TENSORS = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([-1.5, 2.0])}
 DIGEST = payload_digest(TENSORS)
@@ -118,3 +122,21 @@ def test_specs_that_do_not_describe_the_bytes_are_refused(
 def test_limits_must_be_consistent() -> None:
     with pytest.raises(ValueError, match="chunk_bytes <= max_chunk_bytes"):
         WireLimits(max_chunk_bytes=8, chunk_bytes=16)
+
+
+def test_a_published_model_travels_as_its_own_bytes_and_a_dropped_version_is_stale() -> None:
+    manifest = Manifest.of(TENSORS)
+    book = ModelBook(manifest, keep=1)
+    params = flatten(TENSORS, manifest)
+    ref = book.publish(1, params)
+    payload = model_payload(book, ref, Envelope())
+    assert bytes(payload.data) == DATA and payload.specs == specs_of(TENSORS)
+    view = np.frombuffer(payload.data, dtype="<f4")
+    assert np.shares_memory(view, params.numpy())  # the published vector's bytes, no copy
+    receiver = Assembler(payload.specs, len(payload.data), LIMITS, "model")
+    for seq, piece in chunks(payload.data, 12):
+        receiver.add(seq, piece)
+    assert payload_digest(receiver.finish(ref.sha256)) == ref.sha256
+    book.publish(2, params + 1)
+    with pytest.raises(StaleError, match=r"model version 1 .* is not held"):
+        model_payload(book, ModelRef(1, ref.sha256), Envelope())

@@ -60,6 +60,13 @@ def raw_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
     return b"".join(parts)
 
 
+def flat_bytes(vector: torch.Tensor) -> memoryview:
+    """A flat float32 vector's little-endian bytes: a view of its memory when it is already
+    a contiguous little-endian CPU vector (a published model's parameters are)."""
+    array = np.ascontiguousarray(vector.detach().cpu().numpy().reshape(-1), dtype=_LE)
+    return array.view(np.uint8).data
+
+
 def chunks(data: bytes | memoryview, size: int) -> Iterator[tuple[int, memoryview]]:
     """(seq, bytes) pieces of ``data`` of at most ``size`` bytes (none for empty data)."""
     view = memoryview(data).cast("B")

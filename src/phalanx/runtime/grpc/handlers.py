@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from phalanx.core.messages import ClientUpdate, ModelRef, TaskFailure
+from phalanx.core.messages import ClientUpdate, Envelope, ModelRef, TaskFailure
+from phalanx.core.models import ModelBook
+from phalanx.errors import ProtocolError, StaleError
+from phalanx.runtime.grpc.assembly import flat_bytes
 from phalanx.runtime.grpc.session import (
     Ack,
     Caller,
@@ -63,3 +66,15 @@ class CoordinatorHandlers(Protocol):
     async def report_failure(self, caller: Caller, failure: TaskFailure) -> Ack: ...
 
     async def leave(self, caller: Caller, reason: str) -> Ack: ...
+
+
+def model_payload(book: ModelBook, ref: ModelRef, envelope: Envelope) -> ModelPayload:
+    """What ``get_model`` answers from the engine's model book: the published flat vector's
+    own bytes (little-endian float32, no copy on a little-endian host, nothing to encode or
+    cache per version) and the manifest's specs. A version the book no longer holds is a
+    ``StaleError``: the client's task is over, not its message malformed."""
+    try:
+        model = book.get(ref)
+    except ProtocolError as exc:
+        raise StaleError(str(exc)) from None
+    return ModelPayload(envelope, ref, model.manifest.specs, flat_bytes(model.params))
