@@ -80,7 +80,7 @@ def reason(error: BaseException) -> str:
         text = text.split(":", 1)[0]
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
     text = re.sub(r"\(-?\d+(, -?\d+)*,?\)", "(shape)", text)
-    return f"{type(error).__name__}: {re.sub(r'(?<![A-Za-z])-?[0-9]+', '#', text)[:90]}"
+    return f"{type(error).__name__}: {re.sub(r'(?<![A-Za-z0-9])-?[0-9]+', '#', text)[:90]}"
 
 
 class Fuzzer:
