@@ -30,10 +30,10 @@ from phalanx.core.messages import (
     TrainTask,
 )
 from phalanx.core.tensors import payload_digest
-from phalanx.errors import AuthError, StaleError
+from phalanx.errors import AuthError, SizeLimitError, StaleError, VersionMismatchError
 from phalanx.runtime.grpc import serde
 from phalanx.runtime.grpc.assembly import WireLimits, raw_bytes, specs_of
-from phalanx.runtime.grpc.errors import INTERNAL_DETAILS, error_of
+from phalanx.runtime.grpc.errors import INTERNAL_DETAILS, error_of_rpc
 from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
 from phalanx.runtime.grpc.servicer import build_server
 from phalanx.runtime.grpc.session import (
@@ -118,6 +118,7 @@ class FakeHandlers:
 class Served:
     channel: grpc.Channel
     handlers: FakeHandlers
+    target: str
 
     def call(self, method: str, data: bytes) -> bytes:
         answer: bytes = self.channel.unary_unary(serde.method_path(method))(data, timeout=30)
@@ -144,9 +145,10 @@ def served() -> Iterator[Served]:
         return server, port
 
     server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    target = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(target)
     try:
-        yield Served(channel, handlers)
+        yield Served(channel, handlers, target)
     finally:
         channel.close()
         asyncio.run_coroutine_threadsafe(server.stop(grace=1.0), loop).result(timeout=10)
@@ -196,9 +198,7 @@ def test_a_model_streams_in_chunks_and_is_checked_against_its_sha256(served: Ser
     stale = ModelRef(3, "00")
     error = failed(lambda: list(stream(serde.get_model_request(CALLER, stale), timeout=30)))
     assert error.code() is grpc.StatusCode.ABORTED
-    assert isinstance(
-        error_of(error.code(), error.details() or "", error.trailing_metadata()), StaleError
-    )  # type: ignore[arg-type]
+    assert isinstance(error_of_rpc(error), StaleError)
 
 
 def test_a_pushed_update_arrives_whole_with_the_caller_as_sender(served: Served) -> None:
@@ -293,7 +293,7 @@ def test_a_refused_credential_is_unauthenticated_and_maps_back(served: Served) -
         lambda: served.call("Join", serde.join_request(JoinRequest(Envelope(), 3, "bad", 1)))
     )
     assert error.code() is grpc.StatusCode.UNAUTHENTICATED
-    back = error_of(error.code(), error.details() or "", error.trailing_metadata())  # type: ignore[arg-type]
+    back = error_of_rpc(error)
     assert isinstance(back, AuthError) and "credential not accepted" in str(back)
 
 
@@ -342,3 +342,30 @@ def test_a_push_the_client_abandons_is_reported_as_failed(served: Served) -> Non
     (reason,) = served.handlers.failed  # grpc may end the stream or cancel the coroutine
     assert "4096 of 40960 bytes" in reason or reason == "the push was cancelled or cut off"
     assert served.handlers.updates == []
+
+
+def test_a_message_past_grpcs_own_size_limit_is_refused_and_maps_to_a_size_error(
+    served: Served,
+) -> None:
+    """The server accepts messages of one chunk and some framing; a bigger one is refused by
+    gRPC before any phalanx code reads it (no trailer: the code alone says what it means)."""
+    huge = JoinRequest(Envelope(), 3, "x" * (256 << 10), 1)
+    error = failed(lambda: served.call("Join", serde.join_request(huge)))
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert isinstance(error_of_rpc(error), SizeLimitError)
+
+
+def test_an_aio_client_gets_the_same_errors_back(served: Served) -> None:
+    async def join() -> BaseException:
+        async with grpc.aio.insecure_channel(served.target) as channel:
+            call = channel.unary_unary(serde.method_path("Join"))
+            request = JoinRequest(Envelope(protocol=PROTOCOL_VERSION + 1), 3, "good", 1)
+            try:
+                await call(serde.join_request(request), timeout=30)
+            except grpc.RpcError as error:
+                return error_of_rpc(error)
+            return AssertionError("the call succeeded")
+
+    error = asyncio.run(join())
+    assert isinstance(error, VersionMismatchError), error
+    assert f"version {PROTOCOL_VERSION + 1}" in str(error)

@@ -13,7 +13,7 @@ coordinator refused is never resent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import grpc
 
@@ -88,7 +88,7 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str, Trailers]:
 
 
 def error_of(
-    code: grpc.StatusCode, details: str, trailers: Sequence[tuple[str, str | bytes]] = ()
+    code: grpc.StatusCode, details: str, trailers: Iterable[tuple[str, str | bytes]] = ()
 ) -> PhalanxError:
     """The phalanx error a client raises for a failed call."""
     found = {key: value if isinstance(value, str) else value.decode() for key, value in trailers}
@@ -99,6 +99,16 @@ def error_of(
         return cls(details)
     fallback = BY_CODE.get(code, RuntimeBackendError)
     return fallback(f"{code.name}: {details}" if fallback is RuntimeBackendError else details)
+
+
+def error_of_rpc(error: grpc.RpcError) -> PhalanxError:
+    """``error_of`` for a failed call as grpc raises it (blocking or aio client)."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        trailers = error.trailing_metadata() or ()
+        return error_of(error.code(), error.details() or "", trailers)
+    if isinstance(error, grpc.Call):
+        return error_of(error.code(), error.details() or "", error.trailing_metadata() or ())
+    return RuntimeBackendError(f"gRPC call failed: {error}")
 
 
 def is_transport(code: grpc.StatusCode) -> bool:

@@ -24,10 +24,7 @@ from phalanx.core.tensors import TensorSpec
 from phalanx.errors import ProtocolError, VersionMismatchError
 from phalanx.runtime.grpc.assembly import chunks
 from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
-from phalanx.runtime.grpc.session import (
-    Caller,
-    Chunk,
-)
+from phalanx.runtime.grpc.session import Caller, Chunk
 from phalanx.types import FailureKind
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"]

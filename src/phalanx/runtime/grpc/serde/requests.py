@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from phalanx.core.messages import (
-    ClientUpdate,
-    ModelRef,
-    TaskFailure,
-)
+from phalanx.core.messages import ClientUpdate, ModelRef, TaskFailure
 from phalanx.runtime.grpc.assembly import raw_bytes, specs_of
 from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
 from phalanx.runtime.grpc.serde._core import (
@@ -30,12 +26,7 @@ from phalanx.runtime.grpc.serde._core import (
     specs_pb,
     tensor_specs_of,
 )
-from phalanx.runtime.grpc.session import (
-    Caller,
-    Chunk,
-    JoinRequest,
-    UpdateHeader,
-)
+from phalanx.runtime.grpc.session import Caller, Chunk, JoinRequest, UpdateHeader
 
 
 @encoder
