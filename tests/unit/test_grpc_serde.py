@@ -6,12 +6,17 @@ Round trips are property tests over the same generated core messages as the code
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.unit.test_client import BLOCKER
 from tests.unit.test_codec import envelopes, failures, ints, keys, refs, same_update, tasks, text
 from tests.unit.test_codec import updates as codec_updates
 
@@ -214,3 +219,20 @@ def test_a_stream_must_start_with_its_header_and_carry_one() -> None:
     with pytest.raises(ProtocolError, match="carries one header"):
         receiver.add(first)
     assert isinstance(serde.parse_update_part(rest[0]), Chunk)
+
+
+def test_the_protocol_needs_no_server_or_dev_dependencies() -> None:
+    """A client node speaks phalanx.v1 with the base dependencies alone (grpcio, protobuf):
+    no scikit-learn, matplotlib, scipy, fsspec, grpcio-health-checking or grpcio-tools."""
+    blocker = BLOCKER.replace('"fsspec"}', '"fsspec", "grpc_health", "grpc_tools"}')
+    job = (
+        "from phalanx.runtime.grpc import errors, serde, servicer, streams\n"
+        "print(len(serde.METHODS))\n"
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", blocker + job], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "7"
