@@ -13,6 +13,7 @@ from phalanx.core.tensors import Manifest, TensorSpec, flatten, payload_digest
 from phalanx.errors import ProtocolError, SizeLimitError, StaleError
 from phalanx.runtime.grpc.assembly import Assembler, WireLimits, chunks, raw_bytes, specs_of
 from phalanx.runtime.grpc.handlers import model_payload
+from phalanx.runtime.grpc.session import ModelPayload
 
 TENSORS = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([-1.5, 2.0])}
 DIGEST = payload_digest(TENSORS)
@@ -140,3 +141,10 @@ def test_a_published_model_travels_as_its_own_bytes_and_a_dropped_version_is_sta
     book.publish(2, params + 1)
     with pytest.raises(StaleError, match=r"model version 1 .* is not held"):
         model_payload(book, ModelRef(1, ref.sha256), Envelope())
+
+
+def test_a_payload_counts_bytes_whatever_its_views_item_format() -> None:
+    floats = memoryview(np.arange(8, dtype="<f4"))  # 8 items, 32 bytes
+    payload = ModelPayload(Envelope(), ModelRef(0, ""), (TensorSpec("w", (8,)),), floats)
+    assert payload.header.total_bytes == 32
+    assert b"".join(bytes(piece) for _, piece in chunks(floats, 12)) == floats.tobytes()

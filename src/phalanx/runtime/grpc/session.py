@@ -90,7 +90,8 @@ class ModelPayload:
 
     @property
     def header(self) -> ModelHeader:
-        return ModelHeader(self.envelope, self.ref, self.specs, len(self.data))
+        size = memoryview(self.data).nbytes  # bytes, whatever the view's item format
+        return ModelHeader(self.envelope, self.ref, self.specs, size)
 
 
 @dataclass(frozen=True)
