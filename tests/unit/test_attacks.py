@@ -97,7 +97,10 @@ def test_defaults_of_every_attack() -> None:
 
 
 def test_one_registry_names_model_and_data_attacks() -> None:
-    names = "alie, backdoor, gaussian, ipm, label_flip, scaling, sign_flip"
+    names = (
+        "alie, alie_optimal, backdoor, gaussian, ipm, ipm_optimal, label_flip, mimic, "
+        "min_max, min_sum, scaling, sign_flip"
+    )
     assert ", ".join(sorted(ATTACKS)) == names
     with pytest.raises(ConfigError, match=f"unknown attack 'alei'; valid: {names}$"):
         build_attack(ByzantineConfig(attack="alei"))
