@@ -1,6 +1,6 @@
-"""FLAME's filter (backdoors), persistent flags (CUSUM over rounds), and the round's f:
-``effective_f``, a context's f in place of the configured one, and the fewest rows a
-pipeline needs. Tiny literal rows, results worked out by hand."""
+"""FLAME's filter and FoolsGold's weights (backdoors), persistent flags (CUSUM over
+rounds), and the round's f: ``effective_f``, a context's f in place of the configured one,
+and the fewest rows a pipeline needs. Tiny literal rows, results worked out by hand."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import torch
 from phalanx.aggregation import Aggregate, Pipeline, RoundContext, build_aggregator
 from phalanx.aggregation.base import effective_f
 from phalanx.aggregation.pre.flame import cosine_distances, majority_cluster
+from phalanx.aggregation.pre.foolsgold import CLIENTS_KEY as FG_CLIENTS
+from phalanx.aggregation.pre.foolsgold import HISTORY_KEY as FG_HISTORY
+from phalanx.aggregation.pre.foolsgold import count_sketch, foolsgold_weights
 from phalanx.aggregation.pre.persistent_flags import (
     CLIENTS_KEY,
     SCORES_KEY,
@@ -208,3 +211,80 @@ def test_min_rows_is_the_strictest_parts_bound() -> None:
     assert bulyan.min_rows(2) == 11 and bulyan.min_rows(0) == 3
     mean = build_aggregator(AggregationConfig(name="fedavg", pre=(StepConfig(name="bucketing"),)))
     assert isinstance(mean, Pipeline) and mean.min_rows(3) == 1
+
+
+# --- FoolsGold ------------------------------------------------------------------------------
+
+
+def test_count_sketch_keeps_small_models_exactly_and_is_linear_and_seeded() -> None:
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    assert torch.equal(count_sketch(x, 16, seed=0), x.double())
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 100, generator=g).unbind()
+    sketch = count_sketch(torch.stack([a, b, a + b]), 16, seed=3)
+    assert torch.allclose(sketch[2], sketch[0] + sketch[1])
+    assert torch.equal(sketch, count_sketch(torch.stack([a, b, a + b]), 16, seed=3))
+    one = torch.zeros(1, 100)
+    one[0, 37] = -2.5  # one coordinate lands in one bucket, with a sign: its norm is kept
+    assert float(count_sketch(one, 16, seed=3).norm()) == pytest.approx(2.5)
+
+
+def test_foolsgold_zeroes_identical_histories_and_keeps_distinct_ones() -> None:
+    history = torch.tensor(
+        [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        dtype=torch.float64,
+    )
+    assert foolsgold_weights(history).tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_foolsgold_pardons_and_takes_the_logit() -> None:
+    # cos(h0, h1) = 0.6, cos(h0, h2) = 0.2, cos(h1, h2) = 0.12: maxima 0.6, 0.6, 0.2. Row 2
+    # is pardoned by 0.2 / 0.6: its largest similarity becomes 0.2 / 3. Weights 1 - max:
+    # 0.4, 0.4, 0.9333; over the largest: 0.42857 (0.99 for the largest); logit + 0.5:
+    # ln(0.75) + 0.5 = 0.21232, and 1 (clipped).
+    history = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.2, 0.0, 0.96**0.5]], dtype=torch.float64
+    )
+    weights = foolsgold_weights(history)
+    assert weights.tolist() == pytest.approx([0.21232, 0.21232, 1.0], abs=1e-5)
+
+
+def foolsgold(centre: bool = False) -> StepConfig:
+    return StepConfig(name="foolsgold", params={"centre": centre})
+
+
+def test_foolsgold_weighs_the_rule_and_discards_zero_weights() -> None:
+    rows = [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    result = run("fedavg", rows, pre=(foolsgold(),))
+    assert torch.allclose(result.vector, torch.tensor([0.0, 0.5, 0.5]))
+    assert result.discarded == (0, 1)
+
+
+def test_foolsgold_sums_each_clients_updates_over_rounds() -> None:
+    first_rows = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    first = run("fedavg", first_rows, pre=(foolsgold(),), context=RoundContext(clients=(4, 7, 9)))
+    assert first.state[FG_CLIENTS].tolist() == [4, 7, 9]
+
+    # Round two: clients 7 and 9 (and a newcomer, 2) send the same update; 4 is absent.
+    second_rows = [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    context = RoundContext(state=dict(first.state), clients=(2, 7, 9))
+    second = run("fedavg", second_rows, pre=(foolsgold(),), context=context)
+
+    assert second.state[FG_CLIENTS].tolist() == [2, 4, 7, 9]
+    assert second.state[FG_HISTORY].tolist() == [
+        [0.0, 0.0, 1.0],
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 1.0],
+        [0.0, 0.0, 2.0],
+    ]
+    # Histories 2 and 9 point the same way (cosine 1): both weigh 0; 7 alone carries it.
+    assert second.discarded == (0, 2)
+
+
+def test_foolsgold_centres_each_round_before_summing() -> None:
+    rows = [[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]]
+    result = run(
+        "fedavg", rows, pre=(foolsgold(centre=True),), context=RoundContext(clients=(0, 1, 2))
+    )
+    # Centred: (1, -1), (-1, 1), (0, 0): rows 0 and 1 opposite (cosine -1), row 2 zero.
+    assert result.state[FG_HISTORY].tolist() == [[1.0, -1.0], [-1.0, 1.0], [0.0, 0.0]]

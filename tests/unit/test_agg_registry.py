@@ -130,7 +130,14 @@ def build(name: str, pre: tuple[StepConfig, ...] = (), **params: Any) -> None:
 
 def test_the_registries_hold_every_rule_and_step() -> None:
     assert ", ".join(sorted(RULES)) == RULE_NAMES
-    assert sorted(STEPS) == ["bucketing", "clipping", "flame", "nnm", "persistent_flags"]
+    assert sorted(STEPS) == [
+        "bucketing",
+        "clipping",
+        "flame",
+        "foolsgold",
+        "nnm",
+        "persistent_flags",
+    ]
 
 
 def test_an_unknown_rule_lists_the_valid_ones() -> None:
@@ -146,7 +153,7 @@ def test_an_unknown_step_lists_the_valid_ones() -> None:
 
     assert str(error.value) == (
         "unknown pre-aggregation step 'nmm'; "
-        "valid: bucketing, clipping, flame, nnm, persistent_flags"
+        "valid: bucketing, clipping, flame, foolsgold, nnm, persistent_flags"
     )
 
 
