@@ -11,6 +11,14 @@ rule" is checked, not assumed. Prints a table and writes it to docs/aggregator_s
 and .json. The measuring runs in a child process started with OpenMP, MKL and OpenBLAS
 pinned to one thread (they read that when numpy and torch load, so the parent cannot set
 it for itself) and ``torch.set_num_threads(1)``: every contender gets one core. The
+child's glibc allocator also keeps the memory it frees (``KEEP_FREED_MEMORY``): by default
+every array above 32 MiB is a fresh ``mmap`` that the kernel must fault in and zero on
+first touch, so a contender that allocates n x d temporaries on every call (ByzFL's numpy
+geometric median: two per Weiszfeld step) was timed mostly on the host's page zeroing, 4-10x
+slower on one machine than on another (measured on this one at n = 100, d = 1e6: ByzFL's
+geometric median 5.3 s with 25,000 page faults per call, 1.4 s with none; ours, which
+allocates no n x d temporary, 0.5-0.6 s either way). Every contender runs under the same
+allocator settings; the child records each call's minor page faults. The
 parameter matching is described in ``aggregators/rules.py``; the measuring rules in
 ``aggregators/child.py``, the tables in ``aggregators/report.py``. Without the peers
 installed it times ours alone and says how to install them.
@@ -31,6 +39,14 @@ from rich.console import Console
 from benchmarks.aggregators.report import render, to_markdown
 from benchmarks.common.measure import ONE_THREAD, REPO_ROOT, last_json_line, machine_info
 
+# glibc: serve every allocation from the heap and never give freed memory back, so a
+# temporary of the same size reuses pages already faulted in instead of a fresh mapping.
+KEEP_FREED_MEMORY = {
+    "MALLOC_MMAP_THRESHOLD_": str(2**34),
+    "MALLOC_TRIM_THRESHOLD_": str(2**34),
+    "MALLOC_TOP_PAD_": str(2**30),
+}
+
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run the child and return its JSON document."""
@@ -39,10 +55,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             f"--repeats={args.repeats}", f"--budget-s={args.budget_s}",
             f"--max-call-s={args.max_call_s}", f"--max-bytes={args.max_gib * 2**30}",
             f"--seed={args.seed}"]  # fmt: skip
+    env = {**os.environ, **ONE_THREAD, **KEEP_FREED_MEMORY}
     done = subprocess.run(
-        argv, cwd=REPO_ROOT, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE,
-        text=True, check=False,
-    )  # fmt: skip
+        argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False
+    )
     if done.returncode != 0:
         raise SystemExit(f"the measuring child failed with exit code {done.returncode}")
     return last_json_line(done.stdout)

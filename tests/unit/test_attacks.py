@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from statistics import NormalDist
+from typing import ClassVar
 
 import pytest
 import torch
@@ -17,8 +18,10 @@ from phalanx.core.tensors import Manifest, payload_digest
 from phalanx.errors import ConfigError
 from phalanx.faults.attacks import (
     Alie,
+    ColludingAttack,
     Gaussian,
     Ipm,
+    RoundView,
     Scaling,
     SignFlip,
     alie,
@@ -98,7 +101,10 @@ def test_defaults_of_every_attack() -> None:
 
 
 def test_one_registry_names_model_and_data_attacks() -> None:
-    names = "alie, backdoor, gaussian, ipm, label_flip, scaling, sign_flip"
+    names = (
+        "alie, alie_optimal, backdoor, gaussian, ipm, ipm_optimal, label_flip, mimic, "
+        "min_max, min_sum, scaling, sign_flip"
+    )
     assert ", ".join(sorted(ATTACKS)) == names
     with pytest.raises(ConfigError, match=f"unknown attack 'alei'; valid: {names}$"):
         build_attack(ByzantineConfig(attack="alei"))
@@ -239,3 +245,24 @@ def test_a_byzantine_client_that_crashes_sends_nothing_and_logs_no_attack() -> N
     assert 3 not in updates and torch.equal(sent_delta(updates[4]), -DELTAS[4])
     log = {(item["client"], item["kind"]) for item in runtime.plan.fired(0)}
     assert log == {(3, "crash"), (4, "byzantine")}
+
+
+class NegatedFirst(ColludingAttack):
+    """Send the first honest update, negated."""
+
+    name: ClassVar[str] = "negated_first"
+
+    def craft_round(self, view: RoundView) -> torch.Tensor:
+        return -view.honest[0]
+
+
+def test_a_user_colluding_attack_registered_by_name_runs_at_the_message_boundary() -> None:
+    ATTACKS.register("negated_first", NegatedFirst)
+    try:
+        updates, runtime = deliver("negated_first", "[3, 4]")
+    finally:
+        ATTACKS._entries.pop("negated_first")
+    for client in (3, 4):
+        assert torch.equal(sent_delta(updates[client]), -DELTAS[0])
+    attacks = [item for item in runtime.fault_log(0) if item["kind"] == "byzantine"]
+    assert {item["detail"] for item in attacks} == {"negated_first"}

@@ -22,7 +22,10 @@ from phalanx.aggregation.median import Median
 from phalanx.aggregation.pipeline import Pipeline, Rule, Step
 from phalanx.aggregation.pre.bucketing import Bucketing, BucketingParams
 from phalanx.aggregation.pre.clipping import Clipping, ClippingParams
+from phalanx.aggregation.pre.flame import Flame, FlameParams
+from phalanx.aggregation.pre.foolsgold import FoolsGold, FoolsGoldParams
 from phalanx.aggregation.pre.nnm import NNM
+from phalanx.aggregation.pre.persistent_flags import PersistentFlags, PersistentFlagsParams
 from phalanx.aggregation.trimmed_mean import TrimmedMean, TrimmedMeanParams
 from phalanx.config import AggregationConfig, StepConfig
 from phalanx.core.named import Params, Registry, no_params
@@ -60,7 +63,13 @@ for _name, _rule, _params, _text in (
 for _name, _step, _params, _text in (
     ("bucketing", Bucketing, BucketingParams, "means of random buckets of updates"),
     ("clipping", Clipping, ClippingParams, "scale updates down to a static or adaptive norm"),
+    ("flame", Flame, FlameParams,
+     "admit the majority cosine cluster, clip to the median norm, noise (backdoors)"),
+    ("foolsgold", FoolsGold, FoolsGoldParams,
+     "weigh down clients whose summed updates look alike (sybils, backdoors)"),
     ("nnm", NNM, Params, "replace each update by the mean of its n - f nearest neighbours"),
+    ("persistent_flags", PersistentFlags, PersistentFlagsParams,
+     "flag clients whose alignment stays below the population's (CUSUM over rounds)"),
 ):  # fmt: skip
     STEPS.register(_name, _step, params=_params, description=_text)
 
