@@ -264,5 +264,5 @@ def test_a_user_colluding_attack_registered_by_name_runs_at_the_message_boundary
         ATTACKS._entries.pop("negated_first")
     for client in (3, 4):
         assert torch.equal(sent_delta(updates[client]), -DELTAS[0])
-    attacks = [item for item in runtime.fault_log(0) if item["kind"] == "byzantine"]
+    attacks = [item for item in runtime.plan.fired(0) if item["kind"] == "byzantine"]
     assert {item["detail"] for item in attacks} == {"negated_first"}

@@ -11,7 +11,7 @@ import torch
 
 from phalanx.aggregation import RoundContext, build_aggregator
 from phalanx.config import AggregationConfig, ValidationConfig
-from phalanx.engine.validation import relative_norm_violation
+from phalanx.engine.norms import NormReference
 from phalanx.errors import ConfigError
 from phalanx.faults.adaptive import (
     Mimic,
@@ -160,7 +160,7 @@ def test_optimal_ipm_against_the_mean_goes_to_the_relative_norm_bound() -> None:
     epsilon = 15.0 / (1 + 2 * MARGIN) / float(mean.norm())  # 3 x lower median 5
     assert torch.allclose(crafted, -epsilon * mean, rtol=1e-5)
     stack_norms = [*honest.norm(dim=1).tolist(), float(crafted.norm())]
-    assert relative_norm_violation(float(crafted.norm()), stack_norms, ValidationConfig()) is None
+    assert NormReference(ValidationConfig(), stack_norms).violation(float(crafted.norm())) is None
 
 
 def test_optimal_alie_without_bounds_takes_the_largest_z() -> None:
@@ -186,7 +186,7 @@ def test_optimised_attacks_do_at_least_the_fixed_ones_damage_within_the_norm_bou
         crafted, plain = optimal.craft_round(view), fixed.craft_round(view)
         assert damage(view, crafted) >= damage(view, plain) - 1e-6
         norms = view.stack_with(crafted).norm(dim=1).tolist()
-        assert relative_norm_violation(float(crafted.norm()), norms, validation) is None
+        assert NormReference(validation, norms).violation(float(crafted.norm())) is None
 
 
 def test_optimised_attacks_do_clearly_more_damage_to_trimmed_mean() -> None:
