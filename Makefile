@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench bench-peers bench-aggregators bench-byzantine fashion-mnist-data clean
+.PHONY: install run test lint typecheck proto fuzz bench bench-peers bench-aggregators bench-byzantine fashion-mnist-data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,19 @@ typecheck: $(STAMP)
 test: lint typecheck
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
+# Regenerate phalanx.v1's Python modules from the .proto (committed; a test checks they match).
+PROTO := src/phalanx/runtime/grpc/proto/phalanx_v1.proto
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src --grpc_python_out=src $(PROTO)
+
+# Everything the coordinator decodes, generated and byte-mutated (about 20 min for 1,000,000).
+fuzz: $(STAMP)
+	$(BIN)/python -m benchmarks.fuzz_wire --messages 1000000
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/seed_parity.py --repeats 3 --markdown docs/seed_parity.md --json docs/seed_parity.json
-	$(BIN)/python benchmarks/fault_accuracy.py --seeds 42 7 123
-	$(BIN)/python benchmarks/aggregator_speed.py  # times ours alone unless bench-peers ran
+	$(BIN)/python -m benchmarks.seed_parity --repeats 3 --markdown docs/seed_parity.md --json docs/seed_parity.json
+	$(BIN)/python -m benchmarks.fault_accuracy --seeds 42 7 123
+	$(BIN)/python -m benchmarks.aggregator_speed  # times ours alone unless bench-peers ran
 
 # ByzFL and Flower for the aggregator comparison, kept out of `install`: both go in with
 # --no-deps from exact pins, since their declared requirements clash with ours (see
@@ -40,7 +49,7 @@ bench-peers: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps -r benchmarks/requirements-peers.txt
 
 bench-aggregators: bench-peers
-	$(BIN)/python benchmarks/aggregator_speed.py
+	$(BIN)/python -m benchmarks.aggregator_speed
 
 # Fashion-MNIST's IDX files, from Debian (never downloaded at run time); tests never need them.
 fashion-mnist-data:
@@ -49,8 +58,8 @@ fashion-mnist-data:
 
 # Accuracy under attack (about 30 min for digits, 15 for Fashion-MNIST on 2 cores).
 bench-byzantine: $(STAMP) fashion-mnist-data
-	$(BIN)/python benchmarks/byzantine_accuracy.py
-	$(BIN)/python benchmarks/byzantine_accuracy.py --dataset fashion_mnist --fractions 0.2 \
+	$(BIN)/python -m benchmarks.byzantine_accuracy
+	$(BIN)/python -m benchmarks.byzantine_accuracy --dataset fashion_mnist --fractions 0.2 \
 	  --set workload.train_examples=3000 --set workload.test_examples=2000 \
 	  --set workload.hidden=64 --set rounds=40 --set training.local_epochs=1
 

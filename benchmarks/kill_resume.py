@@ -5,9 +5,10 @@ Runs ``phalanx run`` as a real subprocess, first uninterrupted (the reference), 
 timer) and resumed with ``--resume`` until it finishes; prints what landed and whether the
 final model and committed history are bit-identical to the reference.
 
-    .venv/bin/python benchmarks/kill_resume.py --kills 100
+    .venv/bin/python -m benchmarks.kill_resume --kills 100
 
-The driver is ``tests/faults/kill_driver.py``, shared with the 20-kill test.
+The driver is ``tests/faults/kill_driver.py``, shared with the 20-kill test; run from the
+repository root, ``tests`` imports as a package.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests/
-
 from tests.faults.kill_driver import KillReport, KillResumeDriver
 
 

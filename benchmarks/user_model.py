@@ -94,8 +94,8 @@ def child_plain(work: Work) -> dict[str, Any]:
     import torch
     from examples.custom_model import cnn, train
 
+    from phalanx.client.sdk import TrainContext, total_steps
     from phalanx.core.rng import torch_rng
-    from phalanx.runtime.inprocess.user_training import TrainContext, total_steps
     from phalanx.simulation import initial_model
     from phalanx.workloads import build_workload
 

@@ -21,7 +21,9 @@ from torch import nn
 from phalanx.aggregation import build_aggregator
 from phalanx.checkpoint import CheckpointStore, build_store
 from phalanx.checkpoint.crashpoints import crash_point
+from phalanx.client.sdk import UserTrainFn
 from phalanx.config import RunConfig
+from phalanx.core.models import ModelBook
 from phalanx.core.rng import derive_seed
 from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest, flatten
@@ -34,7 +36,6 @@ from phalanx.faults.byzantine import build_attack, byzantine_clients
 from phalanx.faults.poisoning import Backdoor, DataAttack, infer_data_shape, poison_clients
 from phalanx.runtime.inprocess.runtime import SimulationRuntime, TrainingCounts
 from phalanx.runtime.inprocess.trainers import BatchedTrainer, LocalTrainer, WorkerTrainer
-from phalanx.runtime.inprocess.user_training import UserTrainFn
 from phalanx.workloads import build_workload
 from phalanx.workloads.base import ClientData
 
@@ -202,14 +203,16 @@ class Simulation:
         store = self._store(checkpoint_dir)
         state = self._resume_state(store) if resume and store else None
         clock = VirtualClock(state.clock if state else 0.0)
+        models = ModelBook(self.manifest)  # the engine publishes, the runtime resolves
         runtime = SimulationRuntime(
             self.config, self._trainer, self.manifest,
-            num_clients=len(self.clients), clock=clock,
+            num_clients=len(self.clients), clock=clock, models=models,
         )  # fmt: skip
         hooks = [*on_round, *([self._checkpoint_hook(store)] if store else [])]
         engine = Engine(
-            self.config, runtime, aggregator=self._aggregator,
-            evaluate=self._evaluate, on_round=hooks,
+            self.config, runtime, membership=runtime.membership, aggregator=self._aggregator,
+            evaluate=self._evaluate, on_round=hooks, models=models,
+            round_faults=runtime.plan.fired,
         )  # fmt: skip
         state = state or engine.initial_state(self.initial_params, self.manifest)
         start = time.perf_counter()

@@ -65,7 +65,10 @@ def test_bad_config_exits_2_naming_the_key_and_the_choices(tmp_path: Path) -> No
     [
         ("aggregation.name=krm", "unknown aggregator 'krm'; valid: bulyan"),
         ("aggregation.params={m=2}", "unknown parameter 'm' for aggregator 'fedavg'"),
-        ("faults.byzantine.attack=alie2", "unknown attack 'alie2'; valid: alie, backdoor"),
+        (
+            "faults.byzantine.attack=alie2",
+            "unknown attack 'alie2'; valid: alie, alie_optimal, backdoor",
+        ),
     ],
 )
 def test_unknown_names_fail_before_any_output(tmp_path: Path, override: str, message: str) -> None:

@@ -11,8 +11,10 @@ import torch
 
 from phalanx.aggregation import Aggregate, Pipeline, RoundContext, build_aggregator
 from phalanx.aggregation.krum import krum_select
+from phalanx.aggregation.pre.bucketing import Bucketing, BucketingParams, bucket_matrix
 from phalanx.aggregation.pre.clipping import arc_threshold
 from phalanx.aggregation.pre.nnm import nnm_matrix
+from phalanx.aggregation.rows import Rows
 from phalanx.config import AggregationConfig, StepConfig
 from phalanx.core.rng import torch_rng
 
@@ -233,6 +235,37 @@ def test_bucketing_of_size_one_is_the_identity_and_of_size_n_is_the_mean() -> No
 
     assert torch.allclose(single.vector, BUCKET_ROWS[:5].median(dim=0).values)
     assert torch.allclose(whole.vector, BUCKET_ROWS.mean(dim=0))
+
+
+def test_bucket_matrix_averages_exactly_the_rows_of_each_slice_of_the_order() -> None:
+    matrix = bucket_matrix([2, 0, 3, 1, 4], 2, 5)
+
+    assert matrix.tolist() == [
+        [0.5, 0.0, 0.5, 0.0, 0.0],
+        [0.0, 0.5, 0.0, 0.5, 0.0],
+        [0.0, 0.0, 0.0, 0.0, 1.0],
+    ]
+
+
+@pytest.mark.parametrize(("n", "size"), [(5, 2), (7, 3), (6, 2)])
+def test_bucketing_groups_the_rows_of_the_rounds_permutation(n: int, size: int) -> None:
+    # Identity rows: bucket row b is 1/|b| exactly at its members' columns, so a wrong
+    # grouping (wrong members, a row twice, a row lost, wrong owners) cannot go unseen,
+    # as it can behind a rule that averages the bucket means back together.
+    context = RoundContext(seed=3, round_index=11)
+    rows = Rows.of(torch.eye(n), torch.ones(n))
+    bucketed = Bucketing(BucketingParams(size=size))(rows, 0, context)
+
+    expected = buckets(3, 11, n, size)
+    assert [len(b) for b in expected] == [size] * (n // size) + ([n % size] if n % size else [])
+    assert sorted(c for b in expected for c in b) == list(range(n))
+    means = torch.zeros(len(expected), n)
+    for row, members in enumerate(expected):
+        means[row, members] = 1.0 / len(members)
+    assert torch.equal(bucketed.materialise(), means)
+    assert bucketed.owners == tuple(tuple(sorted(b)) for b in expected)
+    other = Bucketing(BucketingParams(size=size))(rows, 0, RoundContext(seed=3, round_index=12))
+    assert not torch.equal(other.materialise(), means)  # a new round, a new grouping
 
 
 # --- clipping in front of Krum --------------------------------------------------------------

@@ -130,7 +130,14 @@ def build(name: str, pre: tuple[StepConfig, ...] = (), **params: Any) -> None:
 
 def test_the_registries_hold_every_rule_and_step() -> None:
     assert ", ".join(sorted(RULES)) == RULE_NAMES
-    assert sorted(STEPS) == ["bucketing", "clipping", "nnm"]
+    assert sorted(STEPS) == [
+        "bucketing",
+        "clipping",
+        "flame",
+        "foolsgold",
+        "nnm",
+        "persistent_flags",
+    ]
 
 
 def test_an_unknown_rule_lists_the_valid_ones() -> None:
@@ -145,7 +152,8 @@ def test_an_unknown_step_lists_the_valid_ones() -> None:
         build("krum", pre=(StepConfig(name="nmm"),))
 
     assert str(error.value) == (
-        "unknown pre-aggregation step 'nmm'; valid: bucketing, clipping, nnm"
+        "unknown pre-aggregation step 'nmm'; "
+        "valid: bucketing, clipping, flame, foolsgold, nnm, persistent_flags"
     )
 
 

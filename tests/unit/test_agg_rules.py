@@ -245,6 +245,32 @@ def test_weighted_geometric_median_sits_on_a_heavy_enough_point() -> None:
     assert torch.allclose(result.vector, torch.tensor([0.0, 3.0, 0.0]), atol=1e-4)
 
 
+def smoothed_weiszfeld_fixed_point(x: torch.Tensor, nu: float = 1e-6) -> torch.Tensor:
+    """The fixed point of z -> sum_i x_i / max(|z - x_i|, nu) / sum_i 1 / max(...), by
+    plain float64 iteration in d (no Gram matrix, no stopping rule but a fixed 20000)."""
+    z = x.mean(dim=0)
+    for _ in range(20000):
+        inverse = 1 / (x - z).norm(dim=1).clamp(min=nu)
+        z = inverse @ x / inverse.sum()
+    return z
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_geometric_median_stops_within_its_tolerance_of_the_fixed_point(seed: int) -> None:
+    # Honest rows plus a third of far, scaled outliers: the old objective-based stopping
+    # rule ended up to 9e-4 (relative to the median distance) short of the fixed point.
+    g = torch.Generator().manual_seed(seed)
+    n = 7 + 3 * seed
+    x = torch.randn(n, 20, generator=g, dtype=torch.float64)
+    x[: n // 3] = x[: n // 3] * (5 + 20 * float(torch.rand(1, generator=g))) + 5
+    fixed = smoothed_weiszfeld_fixed_point(x)
+    scale = float((x - fixed).norm(dim=1).median())
+
+    result = aggregate("geometric_median", x.tolist(), f=n // 3)
+
+    assert float((result.vector.double() - fixed).norm()) <= 1e-5 * scale
+
+
 # --- centred clipping -----------------------------------------------------------------------
 
 # Distances to the centre 0: |(3,4,0)| = 5, |(0,0,1)| = 1, |(0,6,8)| = 10.

@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from statistics import NormalDist
+from typing import ClassVar
 
 import pytest
 import torch
 
 from phalanx.config import ByzantineConfig, build_config
-from phalanx.core.messages import ClientUpdate, TaskKey, TrainTask
+from phalanx.core.messages import ClientUpdate, Envelope, TaskConfig, TaskKey, TrainTask
+from phalanx.core.models import ModelBook
 from phalanx.core.tensors import Manifest, payload_digest
 from phalanx.errors import ConfigError
 from phalanx.faults.attacks import (
     Alie,
+    ColludingAttack,
     Gaussian,
     Ipm,
+    RoundView,
     Scaling,
     SignFlip,
     alie,
@@ -97,7 +101,10 @@ def test_defaults_of_every_attack() -> None:
 
 
 def test_one_registry_names_model_and_data_attacks() -> None:
-    names = "alie, backdoor, gaussian, ipm, label_flip, scaling, sign_flip"
+    names = (
+        "alie, alie_optimal, backdoor, gaussian, ipm, ipm_optimal, label_flip, mimic, "
+        "min_max, min_sum, scaling, sign_flip"
+    )
     assert ", ".join(sorted(ATTACKS)) == names
     with pytest.raises(ConfigError, match=f"unknown attack 'alei'; valid: {names}$"):
         build_attack(ByzantineConfig(attack="alei"))
@@ -149,9 +156,12 @@ def deliver(
          "quorum": {"min_updates": 1}},
         [f"faults.byzantine.attack={attack}", f"faults.byzantine.clients={byzantine}", *extra],
     )  # fmt: skip
-    runtime = SimulationRuntime(config, DeltaTrainer(), MANIFEST, num_clients=5)
+    models = ModelBook(MANIFEST)
+    runtime = SimulationRuntime(config, DeltaTrainer(), MANIFEST, num_clients=5, models=models)
+    ref = models.publish(0, GLOBAL)
     for client in range(5):
-        runtime.submit(TrainTask(TaskKey(0, client, 0), 0, GLOBAL, 100.0, issued_at=0.0))
+        key, settings = TaskKey(0, client, 0), TaskConfig(3, 32, 0.01, ttl_s=100.0)
+        runtime.submit(TrainTask(Envelope(), key, ref, settings))
 
     async def drain() -> dict[int, ClientUpdate]:
         out: dict[int, ClientUpdate] = {}
@@ -184,8 +194,8 @@ def test_colluders_send_one_vector_crafted_from_every_honest_delta(
     for client in (0, 1, 2):  # honest updates go as trained
         assert torch.equal(sent_delta(updates[client]), DELTAS[client])
     for update in updates.values():  # the sender checksums what it sends
-        assert update.checksum == payload_digest(update.tensors)
-    attacks = [item for item in runtime.fault_log(0) if item["kind"] == "byzantine"]
+        assert update.digest == payload_digest(update.tensors)
+    attacks = [item for item in runtime.plan.fired(0) if item["kind"] == "byzantine"]
     assert sorted(item["client"] for item in attacks) == [3, 4]
     assert {item["detail"] for item in attacks} == {attack}
 
@@ -233,5 +243,26 @@ def test_a_byzantine_client_that_crashes_sends_nothing_and_logs_no_attack() -> N
         "sign_flip", "[3, 4]", "faults.schedule=[{round=0, client=3, kind='crash'}]"
     )
     assert 3 not in updates and torch.equal(sent_delta(updates[4]), -DELTAS[4])
-    log = {(item["client"], item["kind"]) for item in runtime.fault_log(0)}
+    log = {(item["client"], item["kind"]) for item in runtime.plan.fired(0)}
     assert log == {(3, "crash"), (4, "byzantine")}
+
+
+class NegatedFirst(ColludingAttack):
+    """Send the first honest update, negated."""
+
+    name: ClassVar[str] = "negated_first"
+
+    def craft_round(self, view: RoundView) -> torch.Tensor:
+        return -view.honest[0]
+
+
+def test_a_user_colluding_attack_registered_by_name_runs_at_the_message_boundary() -> None:
+    ATTACKS.register("negated_first", NegatedFirst)
+    try:
+        updates, runtime = deliver("negated_first", "[3, 4]")
+    finally:
+        ATTACKS._entries.pop("negated_first")
+    for client in (3, 4):
+        assert torch.equal(sent_delta(updates[client]), -DELTAS[0])
+    attacks = [item for item in runtime.plan.fired(0) if item["kind"] == "byzantine"]
+    assert {item["detail"] for item in attacks} == {"negated_first"}

@@ -61,7 +61,9 @@ def test_attacks_are_logged_with_kind_byzantine_and_counted() -> None:
 
 
 def test_simulation_refuses_an_unknown_attack_before_running() -> None:
-    with pytest.raises(ConfigError, match="unknown attack 'krum'; valid: alie, backdoor"):
+    with pytest.raises(
+        ConfigError, match="unknown attack 'krum'; valid: alie, alie_optimal, backdoor"
+    ):
         Simulation(tiny_config("faults.byzantine.attack=krum"))
 
 

@@ -25,11 +25,30 @@ P = TypeVar("P", bound=Params)
 @dataclass(frozen=True)
 class RoundContext:
     """What a rule may know beyond the updates: the run's seed and the round, for random
-    draws (bucketing), and the state it left after the last committed round."""
+    draws (bucketing), and the state it left after the last committed round.
+
+    ``clients`` names the client behind each row (canonical order), for parts that judge a
+    client over rounds (``persistent_flags``); empty when the caller does not say. ``f``,
+    when set, is this round's f in place of the aggregator's configured one: the engine
+    passes ``effective_f`` so that updates validation already rejected are not counted
+    twice."""
 
     seed: int = 0
     round_index: int = 0
     state: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    clients: tuple[int, ...] = ()
+    f: int | None = None
+
+
+def effective_f(assumed: int, *, rejected: int) -> int:
+    """This round's f: the ``assumed`` Byzantine updates per round less the ``rejected``
+    ones, the updates validation refused for their content (non-finite, too long, wrong
+    schema, shape, dtype, size or checksum). f counts every arbitrary update a round may
+    hold, and a refused update is no longer in the stack, so the rule need not tolerate it
+    again; tolerating fewer lets it keep more honest rows (trim less, discard less)."""
+    if assumed < 0 or rejected < 0:
+        raise AggregationError(f"f and rejected must be >= 0; got f={assumed}, {rejected}")
+    return max(assumed - rejected, 0)
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,10 @@ def sq_distances_from_gram(gram: torch.Tensor) -> torch.Tensor:
 class Shared:
     """What every ``Rows`` derived from one stack shares: the stack, its lazily computed
     Gram matrix and norms, and the round's reports in input-row indices (``discarded``,
-    ``scaled`` with the smallest factor, ``flagged``), accumulated across steps."""
+    ``scaled`` with the smallest factor, ``flagged``), accumulated across steps. Steps
+    also leave here what is not a linear mix of rows: ``state`` to carry to the next round
+    (merged with the rule's) and ``noise_std``, the std of Gaussian noise the pipeline adds
+    to the rule's result (FLAME)."""
 
     updates: torch.Tensor
     gram: torch.Tensor | None = None
@@ -69,6 +72,8 @@ class Shared:
     discarded: set[int] = field(default_factory=set)
     scaled: dict[int, float] = field(default_factory=dict)
     flagged: set[int] = field(default_factory=set)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    noise_std: float = 0.0
 
 
 @dataclass

@@ -1,23 +1,31 @@
-"""Model poisoning: what a Byzantine client sends in place of its honest update.
+"""Model poisoning: what a Byzantine client sends in place of its honest update, and the
+public API for writing one.
 
 Every attack works on flat deltas (a client's weights minus the global model it received,
 one float32 vector) with pure, vectorised torch code. They come in two shapes:
 
-* ``ModelAttack.craft`` turns the client's own genuine delta into the one it sends
-  (sign flipping, scaling, Gaussian noise): it needs nothing but its own training;
-* ``ColludingAttack.collude`` sees the round's honest deltas, as the omniscient adversary of
-  the literature does, and crafts one vector that every Byzantine client of the round sends
-  (ALIE, IPM). Sending identical vectors is what lets them shift a coordinate-wise median or
-  pass a distance-based filter together.
+* ``ModelAttack.craft(genuine, generator)`` turns the client's own genuine delta into the
+  one it sends (sign flipping, scaling, Gaussian noise): it needs nothing but its own
+  training;
+* ``ColludingAttack.craft_round(view)`` gets a ``RoundView`` -- the round's honest deltas
+  with their client ids, the colluders' ids, and the server's public state (round, model
+  version, global model, the aggregation rule, f and the validation bounds, and the rule
+  itself as a callable on an ``n x d`` stack) -- as the omniscient adversary of the
+  literature does, and crafts one vector that every Byzantine client of the round sends
+  (ALIE, IPM, min-max, mimic...). Identical vectors are what let them shift a
+  coordinate-wise median or pass a distance-based filter together.
 
 An attack's parameters are its pydantic model, so a bad key or value is a ``ConfigError``
-naming it; ``phalanx.faults.byzantine`` maps names to these classes.
+naming it. ``phalanx.faults.byzantine.ATTACKS`` maps names to these classes; user code adds
+its own with ``ATTACKS.register("my_attack", MyAttack)`` (see examples/custom_attack.py).
 """
 
 from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import ClassVar
 
@@ -26,6 +34,8 @@ from pydantic import Field
 
 from phalanx.core.named import Params
 from phalanx.errors import ConfigError
+
+StackRule = Callable[[torch.Tensor], torch.Tensor]  # n x d stack -> d aggregate
 
 
 def sign_flip(delta: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -69,6 +79,65 @@ def ipm(honest: torch.Tensor, epsilon: float) -> torch.Tensor:
     return honest.mean(dim=0) * -epsilon
 
 
+@dataclass(frozen=True)
+class AggregationView:
+    """The server's public aggregation setup, as a colluding attacker may know it.
+
+    ``aggregate`` runs the server's actual rule (its pre-aggregation steps included) on an
+    ``n x d`` stack of deltas with unit weights; None when the attacker does not know it.
+    The norm bounds are validation's: an update longer than ``max_norm``, or than
+    ``max_relative_norm`` x the (lower) median norm of the round's updates, is rejected.
+    """
+
+    rule: str = "fedavg"
+    f: int = 0
+    max_norm: float = math.inf
+    max_relative_norm: float | None = None
+    aggregate: StackRule | None = None
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """What the colluders of one round see: the input of ``ColludingAttack.craft_round``.
+
+    ``honest`` is ``k x d`` (one honest delta per row, in ``honest_clients`` order, sorted
+    client id), ``byzantine_clients`` the colluders in the round, ``n`` the number of
+    clients the server asked for. The server's public state: ``round_index``,
+    ``model_version``, ``global_model`` (flat; None when not known) and ``aggregation``.
+    """
+
+    honest: torch.Tensor
+    honest_clients: tuple[int, ...]
+    byzantine_clients: tuple[int, ...]
+    n: int
+    round_index: int = 0
+    model_version: int = 0
+    global_model: torch.Tensor | None = None
+    aggregation: AggregationView = field(default_factory=AggregationView)
+
+    def __post_init__(self) -> None:
+        if self.honest.dim() != 2 or self.honest.shape[0] != len(self.honest_clients):
+            raise ConfigError(
+                f"RoundView: honest is {tuple(self.honest.shape)}, expected one row per "
+                f"honest client ({len(self.honest_clients)})"
+            )
+
+    @property
+    def f(self) -> int:
+        """Byzantine clients in the round (the colluders)."""
+        return len(self.byzantine_clients)
+
+    def stack_with(self, crafted: torch.Tensor) -> torch.Tensor:
+        """The ``(k + f) x d`` stack the server would aggregate if every colluder sent
+        ``crafted``, rows in canonical (client id) order."""
+        order = sorted(
+            [(c, i) for i, c in enumerate(self.honest_clients)]
+            + [(c, -1) for c in self.byzantine_clients]
+        )
+        rows = [self.honest[i] if i >= 0 else crafted for _, i in order]
+        return torch.stack(rows) if rows else crafted[None]
+
+
 class Attack(Params):
     """An attack's parameters and its action at the message boundary (base of all)."""
 
@@ -83,26 +152,40 @@ class Attack(Params):
 
 
 class ModelAttack(Attack):
-    """A per-client attack: each Byzantine client transforms its own genuine delta."""
+    """A per-client attack: each Byzantine client transforms its own genuine delta.
+
+    Subclass it, give it a ``name`` class attribute and pydantic fields for its parameters,
+    and implement ``craft``: draw any randomness from ``generator`` (derived from the seed,
+    round, client and attempt) so runs are reproducible."""
 
     @abstractmethod
     def craft(self, genuine: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
 
 
 class ColludingAttack(Attack):
-    """An omniscient attack: one vector per round, from the round's honest deltas."""
+    """An omniscient attack: one vector per round, from a ``RoundView`` of the round.
+
+    Subclass it and implement ``craft_round``; it must be a pure function of the view (and
+    the attack's parameters), so a resumed round crafts the same vector."""
 
     @abstractmethod
+    def craft_round(self, view: RoundView) -> torch.Tensor:
+        """The delta every Byzantine client of the round sends."""
+
     def collude(self, honest: torch.Tensor, *, n: int, f: int) -> torch.Tensor:
-        """The delta every Byzantine client of the round sends; ``honest`` is ``k x d``, ``n``
-        the round's number of clients and ``f`` the Byzantine ones among them."""
+        """``craft_round`` on a view without client ids or server state (``honest`` is
+        ``k x d``, ``n`` the round's clients, ``f`` the colluders): the call of runtimes
+        that do not build a ``RoundView`` yet. Ids are stand-ins: honest 0..k-1, then f."""
+        k = honest.shape[0]
+        view = RoundView(honest, tuple(range(k)), tuple(range(k, k + f)), n)
+        return self.craft_round(view)
 
 
 class SignFlip(ModelAttack):
     """Sign flipping (Li et al., "RSA", AAAI 2019; Allen-Zhu et al., ICLR 2021)."""
 
     name: ClassVar[str] = "sign_flip"
-    scale: float = Field(1.0, gt=0)
+    scale: float = Field(1.0, gt=0, description="the flipped delta is multiplied by this")
 
     def craft(self, genuine: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return sign_flip(genuine, self.scale)
@@ -113,7 +196,7 @@ class Scaling(ModelAttack):
     2020): the delta scaled by ``factor`` = n/eta; 20 is n=20 clients at server rate 1."""
 
     name: ClassVar[str] = "scaling"
-    factor: float = 20.0
+    factor: float = Field(20.0, description="the delta is multiplied by this (n / server rate)")
 
     def craft(self, genuine: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return scale_update(genuine, self.factor)
@@ -123,7 +206,7 @@ class Gaussian(ModelAttack):
     """Gaussian noise as the update (Xie et al., "Generalized Byzantine-tolerant SGD", 2018)."""
 
     name: ClassVar[str] = "gaussian"
-    std: float = Field(1.0, gt=0)
+    std: float = Field(1.0, gt=0, description="std of the noise sent as the update")
 
     def craft(self, genuine: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return gaussian_noise(genuine.numel(), self.std, generator)
@@ -135,11 +218,14 @@ class Alie(ColludingAttack):
     kept in [1, floor(n/2)] where that formula is defined."""
 
     name: ClassVar[str] = "alie"
-    z: float | None = None
+    z: float | None = Field(
+        None, description="std multiples below the mean; null: Baruch's z from n, f"
+    )
 
-    def collude(self, honest: torch.Tensor, *, n: int, f: int) -> torch.Tensor:
+    def craft_round(self, view: RoundView) -> torch.Tensor:
+        n, f = view.n, view.f
         z = self.z if self.z is not None else alie_z(n, min(max(f, 1), n // 2))
-        return alie(honest, z)
+        return alie(view.honest, z)
 
     def check_round(self, clients_per_round: int) -> None:
         if self.z is None and clients_per_round < 2:
@@ -154,7 +240,7 @@ class Ipm(ColludingAttack):
     ``-epsilon * mean`` of the honest deltas."""
 
     name: ClassVar[str] = "ipm"
-    epsilon: float = Field(0.1, gt=0)
+    epsilon: float = Field(0.1, gt=0, description="the update is -epsilon x the honest mean")
 
-    def collude(self, honest: torch.Tensor, *, n: int, f: int) -> torch.Tensor:
-        return ipm(honest, self.epsilon)
+    def craft_round(self, view: RoundView) -> torch.Tensor:
+        return ipm(view.honest, self.epsilon)

@@ -17,17 +17,13 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from phalanx.client.sdk import UserTrainFn, preload_lazy_imports, total_steps
 from phalanx.config import RunConfig, TrainingConfig
 from phalanx.core.messages import TaskKey
 from phalanx.core.rng import torch_rng
 from phalanx.core.tensors import Manifest, unflatten
 from phalanx.runtime.inprocess.inline import InlinePool
-from phalanx.runtime.inprocess.user_training import (
-    UserTrainFn,
-    preload_lazy_imports,
-    total_steps,
-    worker_train_fn,
-)
+from phalanx.runtime.inprocess.user_training import worker_train_fn
 from phalanx.runtime.inprocess.workers import WorkerJob, WorkerPool
 from phalanx.training.batched import BatchedSGD, ClientBatch
 from phalanx.workloads.base import ClientData

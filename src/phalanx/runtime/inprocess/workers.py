@@ -2,7 +2,8 @@
 
 The simulation uses this pool for training it cannot batch. Workers are forked, so they inherit
 ``train_fn`` and all it closes over without pickling; parent and worker then exchange bytes
-only (4-byte length, JSON header, safetensors), and nothing that crossed is unpickled.
+only (frames of the one codec, ``core.codec``: 4-byte length, JSON header, safetensors),
+and nothing that crossed is unpickled.
 
 The hand-off is amortised: an idle worker gets a share of the queued jobs that train on the
 same weights in one message, the weights once (guided self-scheduling: ``ceil(queued /
@@ -22,29 +23,26 @@ get ``threads_per_worker`` threads only while the parent's torch runs on one.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import multiprocessing as mp
 import signal
-import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkProcess
 from typing import Any
 
 import torch
-from safetensors.torch import load, save
 
-from phalanx.errors import ConfigError, RuntimeBackendError
+from phalanx.core.codec import pack_frame, unpack_frame
+from phalanx.errors import ConfigError, ProtocolError, RuntimeBackendError
 
 log = logging.getLogger("phalanx.runtime.workers")
 
 Tensors = dict[str, torch.Tensor]
 TrainFn = Callable[[int, Tensors, dict[str, Any]], tuple[Tensors, dict[str, float]]]
-_LEN = struct.Struct("<I")
 _REAP_S = 5.0  # bound on waiting for a killed worker to be reaped
 _CLOSE_GRACE_S = 1.0  # idle workers exit on EOF; busy ones are killed after this
 
@@ -68,49 +66,20 @@ class WorkerOutcome:
     wall_s: float
 
 
-def _owned(tensors: Mapping[str, torch.Tensor]) -> Tensors:
-    """Each tensor as is if it is alone on a contiguous storage of its own, else a copy:
-    safetensors refuses tensors that share storage (views of one vector, repeated names)."""
-    out, seen = {}, set()
-    for name, tensor in tensors.items():
-        size = tensor.numel() * tensor.element_size()
-        alone = tensor.untyped_storage().nbytes() == size and tensor.storage_offset() == 0
-        if tensor.is_contiguous() and alone and tensor.data_ptr() not in seen:
-            out[name] = tensor.detach()
-        else:
-            out[name] = tensor.detach().clone(memory_format=torch.contiguous_format)
-        seen.add(out[name].data_ptr())
-    return out
-
-
-def _pack(header: dict[str, Any], tensors: Mapping[str, torch.Tensor] | None) -> bytes:
-    """4-byte length, JSON header, then safetensors (or nothing for None)."""
-    head = json.dumps(header).encode()
-    body = b"" if tensors is None else save(_owned(tensors))
-    return _LEN.pack(len(head)) + head + body
-
-
-def _unpack(data: bytes) -> tuple[dict[str, Any], Tensors | None]:
-    (n,) = _LEN.unpack_from(data)
-    header: dict[str, Any] = json.loads(data[_LEN.size : _LEN.size + n])
-    body = data[_LEN.size + n :]
-    return header, (load(body) if body else None)
-
-
 def _answer(train_fn: TrainFn, job: dict[str, Any], params: Tensors) -> bytes:
     reply: dict[str, Any] = {"job_id": job["job_id"], "metrics": {}, "error": None}
     try:
         tensors, metrics = train_fn(job["client_id"], params, job["meta"])
         reply["metrics"] = {str(k): float(v) for k, v in metrics.items()}
-        return _pack(reply, tensors)
+        return pack_frame(reply, tensors)
     except Exception as exc:
         reply["metrics"], reply["error"] = {}, f"error: {type(exc).__name__}: {exc}"
-        return _pack(reply, None)
+        return pack_frame(reply, None)
 
 
 def _answer_all(train_fn: TrainFn, request: bytes) -> Iterator[bytes]:
     """One reply per job of ``request``, in order, each as soon as it is computed."""
-    header, params = _unpack(request)
+    header, params = unpack_frame(request)
     for job in header["jobs"]:
         yield _answer(train_fn, job, params or {})
 
@@ -280,7 +249,7 @@ class WorkerPool:
                 ]
             }
             try:
-                slot.conn.send_bytes(_pack(header, share[0].params))
+                slot.conn.send_bytes(pack_frame(header, share[0].params))
             except OSError:
                 self._lost(i, slot, None)
 
@@ -303,13 +272,13 @@ class WorkerPool:
         """Every reply ``slot`` has ready, each ending its oldest job."""
         while slot.jobs and slot.conn.poll():
             try:
-                header, tensors = _unpack(slot.conn.recv_bytes())
-                if header["job_id"] != slot.jobs[0].job_id:
-                    raise ValueError(f"reply for job {header['job_id']}")
+                header, tensors = unpack_frame(slot.conn.recv_bytes())
+                if header.get("job_id") != slot.jobs[0].job_id:
+                    raise ProtocolError(f"reply for job {header.get('job_id')!r}")
             except (EOFError, OSError):
                 self._lost(i, slot, None)
                 return
-            except Exception as exc:  # a garbled reply: that worker is not to be trusted
+            except ProtocolError as exc:  # a garbled reply: that worker is not to be trusted
                 self._lost(i, slot, f"crash: unreadable reply ({exc})")
                 return
             job, now = slot.jobs.popleft(), time.monotonic()

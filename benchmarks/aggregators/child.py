@@ -1,4 +1,5 @@
-"""The measuring half of ``aggregator_speed.py``: run in a child process whose environment
+"""The measuring half of ``aggregator_speed.py``: run in a child process
+(``python -m benchmarks.aggregators.child``) whose environment
 pins OpenMP/MKL/OpenBLAS to one thread before numpy or torch load, it times every contender
 on every (n, d) and prints one JSON document on stdout (progress goes to stderr).
 
@@ -13,7 +14,9 @@ A peer call is skipped, with the reason, when its time predicted from the same c
 the last smaller case exceeds ``--max-call-s``, or its memory (from its algorithm: ByzFL's
 NNM builds an n x (n - f) x d array) exceeds ``--max-bytes``. A slow call gets fewer
 rounds, ``min(repeats, floor(budget / warm-up time))``; one that alone outlasts the budget
-is timed once, by its warm-up call.
+is timed once, by its warm-up call. Each timed call's minor page faults are recorded too
+(``faults``, the median): memory a call maps afresh and the kernel must zero is a cost of
+the host, not of the rule (see ``KEEP_FREED_MEMORY`` in ``aggregator_speed.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import functools
 import gc
 import json
+import resource
 import statistics
 import sys
 import time
@@ -33,7 +37,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from _aggregator_rules import (
+from benchmarks.aggregators.peers import Loaded, load_byzfl, load_flower
+from benchmarks.aggregators.rules import (
     AGREE,
     Inputs,
     PeerCall,
@@ -44,8 +49,7 @@ from _aggregator_rules import (
     make_inputs,
     rules,
 )
-from _aggregator_rules import max_abs_difference as max_diff
-from _peers import Loaded, load_byzfl, load_flower
+from benchmarks.aggregators.rules import max_abs_difference as max_diff
 from phalanx.aggregation import build_aggregator
 from phalanx.errors import PhalanxError
 
@@ -62,6 +66,7 @@ class Contender:
     note: str = ""
     warm_s: float | None = None
     runs: list[float] = field(default_factory=list)
+    faults: list[int] = field(default_factory=list)
     allowed: int = 0
     difference: float | None = None
     differing: int | None = None  # coordinates where the outputs differ beyond AGREE
@@ -71,6 +76,7 @@ class Contender:
             "format": self.fmt,
             "median_s": statistics.median(self.runs) if self.runs else None,
             "runs_s": self.runs,
+            "faults": int(statistics.median(self.faults)) if self.faults else None,
             "warm_s": self.warm_s,
             "max_abs_diff": self.difference,
             "coords_differing": self.differing,
@@ -95,10 +101,18 @@ class History:
 
 
 def timed(thunk: Thunk) -> tuple[float, object]:
+    seconds, output, _ = timed_faults(thunk)
+    return seconds, output
+
+
+def timed_faults(thunk: Thunk) -> tuple[float, object, int]:
+    """Seconds, output and minor page faults of one call (after a collection, untimed)."""
     gc.collect()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     output = thunk()
-    return time.perf_counter() - start, output
+    seconds = time.perf_counter() - start
+    return seconds, output, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
 
 def peer_contenders(
@@ -158,7 +172,9 @@ def run_rounds(contenders: list[Contender], repeats: int) -> None:
     for round_index in range(repeats):
         for c in contenders:
             if c.make is not None and len(c.runs) < c.allowed:
-                c.runs.append(timed(c.make())[0])
+                seconds, _, faults = timed_faults(c.make())
+                c.runs.append(seconds)
+                c.faults.append(faults)
         if round_index == 0:
             timed_byzfl = [c for c in contenders if c.peer == "ByzFL" and c.runs]
             for c in sorted(timed_byzfl, key=lambda c: c.runs[0])[1:]:

@@ -1,0 +1,104 @@
+"""Flags judged over rounds against the population, not round by round against the server
+momentum: a client is flagged only when its alignment with the other updates stays below
+the population's, round after round (Page's CUSUM, "Continuous Inspection Schemes",
+Biometrika 1954).
+
+Why: one round's low alignment is what an honest client on unusual (non-IID) data shows
+now and then, and a reference the attackers can steer (the server momentum, at 30%) makes
+the honest clients look like the outliers. Here the reference is the population itself:
+row i's alignment is the median cosine between it and the other rows (from the round's Gram
+matrix), honest as long as f < n/2; its shortfall is the round's median alignment minus its
+own. Per client, ``S <- max(0, S + shortfall - drift)``: a client no worse than the
+population drifts back to 0, a persistent outlier accumulates. A row is flagged when its
+client's S passes ``threshold`` and its alignment this round is below ``max_cosine`` (it
+points away from the others now), at most the f with the largest S: health feedback can
+never be asked to sideline more clients a round than the rule tolerates.
+
+The step does not change the rows. The per-client statistics ride in the aggregator state
+(client ids and S, only those above 0), carried to the next committed round; it needs
+``RoundContext.clients`` for that, and without ids judges each round alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from phalanx.aggregation.base import Part, RoundContext
+from phalanx.aggregation.pre.flame import cosine_distances
+from phalanx.aggregation.rows import Rows
+from phalanx.core.named import Params
+
+CLIENTS_KEY = "persistent_flags.clients"
+SCORES_KEY = "persistent_flags.cusum"
+
+
+class PersistentFlagsParams(Params):
+    drift: float = Field(
+        0.05, ge=0, description="shortfall below the median alignment tolerated each round"
+    )
+    threshold: float = Field(
+        1.0, gt=0, description="flag once a client's accumulated shortfall passes this"
+    )
+    max_cosine: float = Field(
+        0.0, ge=-1, le=1, description="flag only rows whose alignment this round is below this"
+    )
+
+
+def median_alignment(gram: torch.Tensor) -> torch.Tensor:
+    """Per row, the (lower) median cosine with the other rows; 0 for a lone row."""
+    n = gram.shape[0]
+    if n < 2:
+        return torch.zeros(n, dtype=torch.float64)
+    cosines = 1 - cosine_distances(gram)
+    cosines.fill_diagonal_(float("nan"))
+    return cosines.nanmedian(dim=1).values
+
+
+def cusum(previous: torch.Tensor, shortfall: torch.Tensor, drift: float) -> torch.Tensor:
+    """One step of the one-sided CUSUM: ``max(0, S + shortfall - drift)``."""
+    return (previous + shortfall - drift).clamp(min=0)
+
+
+def carried(context: RoundContext) -> dict[int, float]:
+    """Client id -> S, as the last committed round left it."""
+    ids = context.state.get(CLIENTS_KEY, torch.zeros(0)).tolist()
+    scores = context.state.get(SCORES_KEY, torch.zeros(0)).tolist()
+    return {int(c): float(s) for c, s in zip(ids, scores, strict=True)}
+
+
+def table_state(table: dict[int, float]) -> dict[str, torch.Tensor]:
+    """The table as state tensors, sorted by client id, clients at 0 dropped."""
+    ids = sorted(c for c, s in table.items() if s > 0)
+    return {
+        CLIENTS_KEY: torch.tensor(ids, dtype=torch.int64),
+        SCORES_KEY: torch.tensor([table[c] for c in ids], dtype=torch.float64),
+    }
+
+
+def row_clients(rows: Rows, context: RoundContext) -> list[int] | None:
+    """The client behind each current row, or None when some row speaks for several
+    (after bucketing) or the context names no clients."""
+    if not context.clients or any(len(owners) != 1 for owners in rows.owners):
+        return None
+    return [context.clients[owners[0]] for owners in rows.owners]
+
+
+class PersistentFlags(Part[PersistentFlagsParams]):
+    name = "persistent_flags"
+
+    def __call__(self, rows: Rows, f: int, context: RoundContext) -> Rows:
+        p = self.params
+        alignment = median_alignment(rows.gram())
+        shortfall = alignment.median() - alignment
+        clients = row_clients(rows, context)
+        table = carried(context)
+        start = [table.get(c, 0.0) for c in clients] if clients else [0.0] * rows.count
+        scores = cusum(torch.tensor(start, dtype=torch.float64), shortfall, p.drift)
+        if clients is not None:
+            table.update(zip(clients, scores.tolist(), strict=True))
+            rows.shared.state.update(table_state(table))
+        suspects = (scores > p.threshold) & (alignment < p.max_cosine)
+        order = torch.sort(-scores, stable=True).indices[: max(f, 0)]
+        rows.flag(order[suspects[order]])
+        return rows

@@ -1,0 +1,171 @@
+"""Tensors as raw bytes, and chunked streams of them put back together without trust.
+
+On the wire a set of tensors is its specs (name, dtype, shape, in order) and their raw
+little-endian float32 bytes concatenated, cut into chunks numbered 0, 1, 2, ... (no pickle
+and no second container format inside protobuf: the specs are the container). The
+``Assembler`` takes the chunks of one stream and refuses, with ``ProtocolError`` naming the
+problem, anything but the stream its header announced: a chunk out of order, repeated or
+missing, an empty or oversized chunk, more bytes than announced (``SizeLimitError``, before
+they are buffered), a stream that ends short, tensors that do not hash to the digest.
+Memory grows only with the bytes actually received, never past the announced total, which is
+itself checked against the limit before the first chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from phalanx.core.tensors import WIRE_DTYPE, WIRE_DTYPE_NAME, TensorSpec, payload_digest
+from phalanx.errors import ProtocolError, SizeLimitError
+
+ITEMSIZE = WIRE_DTYPE.itemsize
+_LE = np.dtype("<f4")  # the wire's byte order, whatever the host's
+MAX_TENSORS = 1 << 16
+MAX_RANK = 32
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    """``max_bytes``: the largest update (or model) accepted; ``max_chunk_bytes``: the largest
+    chunk accepted; ``chunk_bytes``: the size this side cuts its own streams into."""
+
+    max_bytes: int = 1 << 30
+    max_chunk_bytes: int = 4 << 20
+    chunk_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if not 0 < self.chunk_bytes <= self.max_chunk_bytes:
+            raise ValueError(
+                f"need 0 < chunk_bytes <= max_chunk_bytes; got {self.chunk_bytes}, "
+                f"{self.max_chunk_bytes}"
+            )
+
+
+def specs_of(tensors: Mapping[str, torch.Tensor]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(n, tuple(t.shape), WIRE_DTYPE_NAME) for n, t in tensors.items())
+
+
+def raw_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """The tensors' little-endian bytes, concatenated in order (``ProtocolError`` for a dtype
+    the wire does not carry)."""
+    parts = []
+    for name, tensor in tensors.items():
+        if tensor.dtype != WIRE_DTYPE:
+            raise ProtocolError(f"tensor {name!r} is {tensor.dtype}; the wire carries float32")
+        parts.append(np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=_LE).tobytes())
+    return b"".join(parts)
+
+
+def flat_bytes(vector: torch.Tensor) -> memoryview:
+    """A flat float32 vector's little-endian bytes: a view of its memory when it is already
+    a contiguous little-endian CPU vector (a published model's parameters are)."""
+    array = np.ascontiguousarray(vector.detach().cpu().numpy().reshape(-1), dtype=_LE)
+    return array.view(np.uint8).data
+
+
+def chunks(data: bytes | memoryview, size: int) -> Iterator[tuple[int, memoryview]]:
+    """(seq, bytes) pieces of ``data`` of at most ``size`` bytes (none for empty data)."""
+    view = memoryview(data).cast("B")
+    for seq, start in enumerate(range(0, len(view), size)):
+        yield seq, view[start : start + size]
+
+
+def check_specs(specs: tuple[TensorSpec, ...], total_bytes: int, limit: int, what: str) -> None:
+    """Refuse specs that are not float32 tensors of distinct names adding up to
+    ``total_bytes``, or a total over ``limit``."""
+    if total_bytes < 0:
+        raise ProtocolError(f"{what} announces {total_bytes} bytes")
+    if total_bytes > limit:
+        raise SizeLimitError(f"{what} of {total_bytes} bytes exceeds the limit of {limit}")
+    if len(specs) > MAX_TENSORS:
+        raise ProtocolError(f"{what} has {len(specs)} tensors (at most {MAX_TENSORS})")
+    if len({spec.name for spec in specs}) != len(specs) or not all(s.name for s in specs):
+        raise ProtocolError(f"{what} names its tensors twice or with an empty name")
+    described = 0
+    for spec in specs:
+        _check_spec(spec, limit, what)
+        described += spec.numel * ITEMSIZE
+        if described > total_bytes:
+            break
+    if described != total_bytes:
+        raise ProtocolError(f"{what}'s tensor specs do not add up to its {total_bytes} bytes")
+
+
+def _check_spec(spec: TensorSpec, limit: int, what: str) -> None:
+    """A float32 tensor whose shape could hold, even with a 0 in it, no more than ``limit``
+    bytes (a shape like (0, 2**62) holds nothing, yet no array library can make it)."""
+    if spec.dtype != WIRE_DTYPE_NAME:
+        raise ProtocolError(
+            f"{what}: tensor {spec.name!r} is {spec.dtype!r}; the wire carries float32 only"
+        )
+    extent = ITEMSIZE
+    for dim in spec.shape[:MAX_RANK]:
+        extent *= max(dim, 1)
+    if len(spec.shape) > MAX_RANK or min(spec.shape, default=0) < 0 or extent > limit:
+        raise ProtocolError(f"{what}: tensor {spec.name!r} has shape {spec.shape}")
+
+
+class Assembler:
+    """The tensors of one chunked stream, from chunks received in order."""
+
+    def __init__(
+        self, specs: tuple[TensorSpec, ...], total_bytes: int, limits: WireLimits, what: str
+    ) -> None:
+        check_specs(specs, total_bytes, limits.max_bytes, what)
+        self._specs = specs
+        self._total = total_bytes
+        self._max_chunk = limits.max_chunk_bytes
+        self._what = what
+        self._buffer = bytearray()
+        self._next = 0
+
+    @property
+    def received(self) -> int:
+        return len(self._buffer)
+
+    def add(self, seq: int, data: bytes | memoryview) -> None:
+        if seq != self._next:
+            problem = "repeated" if seq < self._next else "out of order (or one is missing)"
+            raise ProtocolError(f"{self._what}: chunk {seq} {problem}; expected {self._next}")
+        if not data:
+            raise ProtocolError(f"{self._what}: chunk {seq} is empty")
+        if len(data) > self._max_chunk:
+            raise SizeLimitError(
+                f"{self._what}: chunk {seq} of {len(data)} bytes exceeds the chunk limit "
+                f"of {self._max_chunk}"
+            )
+        if self.received + len(data) > self._total:
+            raise SizeLimitError(
+                f"{self._what}: chunk {seq} brings {self.received + len(data)} bytes; "
+                f"{self._total} were announced"
+            )
+        self._buffer += data
+        self._next += 1
+
+    def finish(self, digest: str) -> dict[str, torch.Tensor]:
+        """The tensors, once every announced byte arrived and they hash to ``digest``."""
+        if self.received != self._total:
+            raise ProtocolError(
+                f"{self._what}: stream ended after {self.received} of {self._total} bytes "
+                f"(chunks missing)"
+            )
+        tensors = _tensors(self._buffer, self._specs)
+        if payload_digest(tensors) != digest:
+            raise ProtocolError(f"{self._what}: tensors do not match their digest")
+        return tensors
+
+
+def _tensors(buffer: bytearray, specs: tuple[TensorSpec, ...]) -> dict[str, torch.Tensor]:
+    """Tensors viewing ``buffer`` (no copy on a little-endian host)."""
+    out: dict[str, torch.Tensor] = {}
+    offset = 0
+    for spec in specs:
+        array = np.frombuffer(buffer, dtype=_LE, count=spec.numel, offset=offset)
+        native = array.astype(np.float32, copy=False).reshape(spec.shape)
+        out[spec.name] = torch.from_numpy(native)
+        offset += spec.numel * ITEMSIZE
+    return out

@@ -1,0 +1,290 @@
+"""FLAME's filter and FoolsGold's weights (backdoors), persistent flags (CUSUM over
+rounds), and the round's f: ``effective_f``, a context's f in place of the configured one,
+and the fewest rows a pipeline needs. Tiny literal rows, results worked out by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from phalanx.aggregation import Aggregate, Pipeline, RoundContext, build_aggregator
+from phalanx.aggregation.base import effective_f
+from phalanx.aggregation.pre.flame import cosine_distances, majority_cluster
+from phalanx.aggregation.pre.foolsgold import CLIENTS_KEY as FG_CLIENTS
+from phalanx.aggregation.pre.foolsgold import HISTORY_KEY as FG_HISTORY
+from phalanx.aggregation.pre.foolsgold import count_sketch, foolsgold_weights
+from phalanx.aggregation.pre.persistent_flags import (
+    CLIENTS_KEY,
+    SCORES_KEY,
+    cusum,
+    median_alignment,
+)
+from phalanx.config import AggregationConfig, StepConfig
+from phalanx.core.rng import torch_rng
+from phalanx.errors import AggregationError
+
+
+def run(
+    name: str,
+    rows: list[list[float]],
+    *,
+    pre: tuple[StepConfig, ...] = (),
+    f: int = 0,
+    context: RoundContext | None = None,
+    **params: Any,
+) -> Aggregate:
+    aggregator = build_aggregator(AggregationConfig(name=name, f=f, params=params, pre=pre))
+    return aggregator.aggregate(torch.tensor(rows), torch.ones(len(rows)), context)
+
+
+def flame(noise: float = 0.0) -> StepConfig:
+    return StepConfig(name="flame", params={"noise": noise})
+
+
+# --- FLAME ----------------------------------------------------------------------------------
+
+# Three honest updates along x, two backdoored ones along y (norms 1.005, 2.0025, 1.5033,
+# 3, 3.0017; median 2.0025).
+FLAME_ROWS = [
+    [1.0, 0.1, 0.0],
+    [2.0, 0.0, 0.1],
+    [1.5, -0.1, 0.0],
+    [0.0, 3.0, 0.0],
+    [0.1, 3.0, 0.0],
+]
+
+
+def test_cosine_distances_from_the_gram_matrix() -> None:
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+
+    distances = cosine_distances(x @ x.T)
+
+    assert distances.tolist() == [
+        [0.0, 1.0, 2.0, 1.0],
+        [1.0, 0.0, 1.0, 1.0],
+        [2.0, 1.0, 0.0, 1.0],
+        [1.0, 1.0, 1.0, 0.0],
+    ]
+
+
+def test_flame_admits_the_majority_cluster_and_discards_the_other_direction() -> None:
+    x = torch.tensor(FLAME_ROWS, dtype=torch.float64)
+    assert majority_cluster(cosine_distances(x @ x.T)) == [0, 1, 2]
+
+    result = run("fedavg", FLAME_ROWS, pre=(flame(),), f=2)
+
+    assert torch.allclose(result.vector, torch.tensor([1.5, 0.0, 0.1 / 3]))
+    assert result.discarded == (3, 4) and dict(result.scaled) == {}
+
+
+def test_flame_clips_admitted_updates_to_the_median_norm() -> None:
+    # Row 1 becomes (10, 0, 0.1), norm 10.0005: the median norm is now row 3's 3, row 1 is
+    # clipped by 3 / 10.0005 and the mean of the admitted rows moves accordingly.
+    rows = [list(r) for r in FLAME_ROWS]
+    rows[1] = [10.0, 0.0, 0.1]
+    factor = 3.0 / float(torch.tensor(rows[1]).norm())
+
+    result = run("fedavg", rows, pre=(flame(),), f=2)
+
+    clipped = torch.tensor(rows[1]) * factor
+    expected = (torch.tensor(rows[0]) + clipped + torch.tensor(rows[2])) / 3
+    assert torch.allclose(result.vector, expected, atol=1e-6)
+    assert result.discarded == (3, 4) and dict(result.scaled) == pytest.approx({1: factor})
+
+
+def test_flame_noise_is_lambda_times_the_median_norm_drawn_from_seed_and_round() -> None:
+    context = RoundContext(seed=5, round_index=9)
+    clean = run("fedavg", FLAME_ROWS, pre=(flame(),), f=2, context=context)
+    noisy = run("fedavg", FLAME_ROWS, pre=(flame(0.5),), f=2, context=context)
+
+    std = 0.5 * float(torch.tensor(FLAME_ROWS[1]).norm())
+    draw = torch.randn(3, generator=torch_rng(5, "aggregation.noise", 9))
+    assert torch.allclose(noisy.vector, clean.vector + std * draw)
+    again = run("fedavg", FLAME_ROWS, pre=(flame(0.5),), f=2, context=context)
+    assert torch.equal(noisy.vector, again.vector)
+
+
+def test_flame_keeps_every_row_when_no_cluster_stands_out() -> None:
+    rows = [[1.0, 0.0], [0.0, 1.0]]
+    result = run("fedavg", rows, pre=(flame(),))
+    assert torch.allclose(result.vector, torch.tensor([0.5, 0.5])) and result.discarded == ()
+
+
+# --- persistent flags -----------------------------------------------------------------------
+
+# Median cosine with the others: rows 0-3 -> 0 (lower median), row 4 -> -1. The population
+# median is 0: row 4 falls short by 1 each round, the others by 0.
+FLAG_ROWS = [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]
+CLIENTS = (10, 11, 12, 13, 14)
+PERSISTENT = StepConfig(name="persistent_flags", params={"drift": 0.05, "threshold": 1.0})
+
+
+def test_median_alignment_and_one_cusum_step() -> None:
+    x = torch.tensor(FLAG_ROWS, dtype=torch.float64)
+    assert median_alignment(x @ x.T).tolist() == [0.0, 0.0, 0.0, 0.0, -1.0]
+    step = cusum(torch.tensor([0.0, 0.5, 2.0]), torch.tensor([0.02, -1.0, 1.0]), 0.05)
+    assert torch.allclose(step, torch.tensor([0.0, 0.0, 2.95]))
+
+
+def flag_round(state: dict[str, torch.Tensor], rows: list[list[float]] = FLAG_ROWS) -> Aggregate:
+    context = RoundContext(state=state, clients=CLIENTS)
+    return run("median", rows, pre=(PERSISTENT,), f=1, context=context)
+
+
+def test_a_client_is_flagged_only_once_its_shortfall_persists() -> None:
+    first = flag_round({})
+    assert first.flagged == ()  # S = 1 - 0.05 = 0.95, not past 1
+    assert first.state[CLIENTS_KEY].tolist() == [14]
+    assert first.state[SCORES_KEY].tolist() == pytest.approx([0.95])
+
+    second = flag_round(dict(first.state))
+
+    assert second.flagged == (4,)  # S = 1.9
+    assert second.state[SCORES_KEY].tolist() == pytest.approx([1.9])
+
+
+def test_a_client_that_falls_short_once_recovers_and_leaves_the_table() -> None:
+    first = flag_round({})
+    aligned = [[1.0, 0.0]] * 5  # everyone agrees: every shortfall is 0
+    second = flag_round(dict(first.state), aligned)
+    assert second.flagged == ()
+    assert second.state[SCORES_KEY].tolist() == pytest.approx([0.9])  # 0.95 - 0.05
+    state = dict(second.state)
+    for _ in range(18):
+        state = dict(flag_round(state, aligned).state)
+    assert state[CLIENTS_KEY].tolist() == [] and state[SCORES_KEY].tolist() == []
+
+
+def test_persistent_flags_flag_at_most_f_rows_the_largest_scores_first() -> None:
+    state = {
+        CLIENTS_KEY: torch.tensor([13, 14]),
+        SCORES_KEY: torch.tensor([3.0, 5.0], dtype=torch.float64),
+    }
+    rows = [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [-1.0, 0.1], [-1.0, 0.0]]
+    result = flag_round(state, rows)
+    assert result.flagged == (4,)  # f = 1: client 14 (S 5.95) before client 13
+
+
+def test_without_client_ids_each_round_is_judged_alone() -> None:
+    result = run("median", FLAG_ROWS, pre=(PERSISTENT,), f=1)
+    assert result.flagged == () and CLIENTS_KEY not in result.state
+
+
+def test_step_state_is_carried_beside_the_rules_own() -> None:
+    context = RoundContext(clients=CLIENTS)
+    result = run("centered_clipping", FLAG_ROWS, pre=(PERSISTENT,), f=1, context=context)
+    assert {CLIENTS_KEY, SCORES_KEY, "centered_clipping.centre"} <= set(result.state)
+
+
+# --- the round's f --------------------------------------------------------------------------
+
+
+def test_effective_f_subtracts_rejected_updates_down_to_zero() -> None:
+    assert effective_f(4, rejected=1) == 3
+    assert effective_f(2, rejected=5) == 0
+    with pytest.raises(AggregationError, match="f=-1"):
+        effective_f(-1, rejected=0)
+
+
+def test_a_contexts_f_replaces_the_configured_one() -> None:
+    rows = [[0.0], [1.0], [2.0], [3.0], [100.0]]
+    trimmed = run("trimmed_mean", rows, f=2)
+    assert torch.allclose(trimmed.vector, torch.tensor([2.0]))  # keeps 2 only
+    relaxed = run("trimmed_mean", rows, f=2, context=RoundContext(f=1))
+    assert torch.allclose(relaxed.vector, torch.tensor([2.0]))  # (1 + 2 + 3) / 3
+    none = run("trimmed_mean", rows, f=2, context=RoundContext(f=0))
+    assert torch.allclose(none.vector, torch.tensor([21.2]))
+    with pytest.raises(AggregationError, match=r"median needs n >= 2f \+ 1; got n=5, f=3"):
+        run("median", rows, f=1, context=RoundContext(f=3))
+
+
+def test_client_ids_must_match_the_rows() -> None:
+    with pytest.raises(AggregationError, match="2 client ids for 5 updates"):
+        run("median", FLAG_ROWS, f=1, context=RoundContext(clients=(1, 2)))
+
+
+def test_min_rows_is_the_strictest_parts_bound() -> None:
+    bulyan = build_aggregator(AggregationConfig(name="bulyan", f=2, pre=(StepConfig(name="nnm"),)))
+    assert isinstance(bulyan, Pipeline)
+    assert bulyan.min_rows(2) == 11 and bulyan.min_rows(0) == 3
+    mean = build_aggregator(AggregationConfig(name="fedavg", pre=(StepConfig(name="bucketing"),)))
+    assert isinstance(mean, Pipeline) and mean.min_rows(3) == 1
+
+
+# --- FoolsGold ------------------------------------------------------------------------------
+
+
+def test_count_sketch_keeps_small_models_exactly_and_is_linear_and_seeded() -> None:
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    assert torch.equal(count_sketch(x, 16, seed=0), x.double())
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 100, generator=g).unbind()
+    sketch = count_sketch(torch.stack([a, b, a + b]), 16, seed=3)
+    assert torch.allclose(sketch[2], sketch[0] + sketch[1])
+    assert torch.equal(sketch, count_sketch(torch.stack([a, b, a + b]), 16, seed=3))
+    one = torch.zeros(1, 100)
+    one[0, 37] = -2.5  # one coordinate lands in one bucket, with a sign: its norm is kept
+    assert float(count_sketch(one, 16, seed=3).norm()) == pytest.approx(2.5)
+
+
+def test_foolsgold_zeroes_identical_histories_and_keeps_distinct_ones() -> None:
+    history = torch.tensor(
+        [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        dtype=torch.float64,
+    )
+    assert foolsgold_weights(history).tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_foolsgold_pardons_and_takes_the_logit() -> None:
+    # cos(h0, h1) = 0.6, cos(h0, h2) = 0.2, cos(h1, h2) = 0.12: maxima 0.6, 0.6, 0.2. Row 2
+    # is pardoned by 0.2 / 0.6: its largest similarity becomes 0.2 / 3. Weights 1 - max:
+    # 0.4, 0.4, 0.9333; over the largest: 0.42857 (0.99 for the largest); logit + 0.5:
+    # ln(0.75) + 0.5 = 0.21232, and 1 (clipped).
+    history = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.2, 0.0, 0.96**0.5]], dtype=torch.float64
+    )
+    weights = foolsgold_weights(history)
+    assert weights.tolist() == pytest.approx([0.21232, 0.21232, 1.0], abs=1e-5)
+
+
+def foolsgold(centre: bool = False) -> StepConfig:
+    return StepConfig(name="foolsgold", params={"centre": centre})
+
+
+def test_foolsgold_weighs_the_rule_and_discards_zero_weights() -> None:
+    rows = [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    result = run("fedavg", rows, pre=(foolsgold(),))
+    assert torch.allclose(result.vector, torch.tensor([0.0, 0.5, 0.5]))
+    assert result.discarded == (0, 1)
+
+
+def test_foolsgold_sums_each_clients_updates_over_rounds() -> None:
+    first_rows = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    first = run("fedavg", first_rows, pre=(foolsgold(),), context=RoundContext(clients=(4, 7, 9)))
+    assert first.state[FG_CLIENTS].tolist() == [4, 7, 9]
+
+    # Round two: clients 7 and 9 (and a newcomer, 2) send the same update; 4 is absent.
+    second_rows = [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    context = RoundContext(state=dict(first.state), clients=(2, 7, 9))
+    second = run("fedavg", second_rows, pre=(foolsgold(),), context=context)
+
+    assert second.state[FG_CLIENTS].tolist() == [2, 4, 7, 9]
+    assert second.state[FG_HISTORY].tolist() == [
+        [0.0, 0.0, 1.0],
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 1.0],
+        [0.0, 0.0, 2.0],
+    ]
+    # Histories 2 and 9 point the same way (cosine 1): both weigh 0; 7 alone carries it.
+    assert second.discarded == (0, 2)
+
+
+def test_foolsgold_centres_each_round_before_summing() -> None:
+    rows = [[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]]
+    result = run(
+        "fedavg", rows, pre=(foolsgold(centre=True),), context=RoundContext(clients=(0, 1, 2))
+    )
+    # Centred: (1, -1), (-1, 1), (0, 0): rows 0 and 1 opposite (cosine -1), row 2 zero.
+    assert result.state[FG_HISTORY].tolist() == [[1.0, -1.0], [-1.0, 1.0], [0.0, 0.0]]
