@@ -36,7 +36,7 @@ def make_state(round_: int) -> ServerState:
         params=torch.linspace(-1.0, 1.0, 6) * (round_ + 0.1),
         manifest=Manifest.of({"w": torch.zeros(2, 3)}),
         health={2: ClientHealth(0.5, HealthState.SIDELINED, sidelined_until=round_ + 2)},
-        history=({"round": round_ - 1, "committed": True},),
+        last_record={"round": round_ - 1, "committed": True},
         clock=0.25 * round_,
         config_digest="digest",
     )

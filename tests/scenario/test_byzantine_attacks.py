@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from phalanx.config import RunConfig
+from phalanx.coordinator import MemoryHistory, RunLifecycle
 from phalanx.core.messages import ClientUpdate, Event, TaskKey
 from phalanx.core.tensors import flatten
 from phalanx.engine.engine import Engine
@@ -84,7 +85,11 @@ def sent_updates(config: RunConfig) -> tuple[list[ClientUpdate], Simulation]:
     spy = Spy(runtime)
     runtime.next_event = spy  # type: ignore[method-assign]
     engine = Engine(config, runtime)
-    asyncio.run(engine.run(engine.initial_state(sim.initial_params, sim.manifest)))
+    asyncio.run(
+        RunLifecycle(config, store=None, history=MemoryHistory()).run(
+            engine.run_round, engine.initial_state(sim.initial_params, sim.manifest)
+        )
+    )
     return spy.updates, sim
 
 

@@ -1,16 +1,16 @@
-"""The round loop: select -> collect -> validate -> aggregate -> gate -> commit -> evaluate.
+"""One round: select -> collect -> validate -> aggregate -> gate -> evaluate.
 
 Errors during a round are latched, not raised; one gate at the end decides whether the round
 commits. A discarded round leaves the global model exactly as it was (never an older one).
+``run_round`` returns the next state and the round's record; making it durable (checkpoint,
+history log) and telling observers is the run lifecycle's (``phalanx.coordinator``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
@@ -30,14 +30,9 @@ from phalanx.errors import AggregationError
 log = logging.getLogger("phalanx.engine")
 
 Evaluate = Callable[[torch.Tensor], dict[str, float]]
+# An observer of committed rounds (progress, on_round): called by the run lifecycle after the
+# round is durable, with the state after it and its record.
 RoundHook = Callable[[ServerState, RoundRecord], None]
-
-
-def config_digest(config: RunConfig) -> str:
-    """Identifies the training trajectory: everything but the run's length and the
-    checkpoint policy, so a finished run can be resumed to continue for more rounds."""
-    relevant = config.model_dump(mode="json", exclude={"rounds", "checkpoint"})
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Engine:
@@ -48,13 +43,11 @@ class Engine:
         *,
         evaluate: Evaluate | None = None,
         aggregator: Aggregator | None = None,
-        on_round: Sequence[RoundHook] = (),
     ) -> None:
         self._config = config
         self._runtime = runtime
         self._evaluate = evaluate
         self._aggregator = aggregator or build_aggregator(config.aggregation)
-        self._on_round = tuple(on_round)
         self._health = HealthMonitor(config.health)
         retry = RetryPolicy(config.retry, seed=config.seed)
         self._collector = Collector(config, runtime, self._health, retry)
@@ -66,15 +59,10 @@ class Engine:
             params=params.detach().float().clone(),
             manifest=manifest,
             health=self._health.new_table(self._runtime.client_ids()),
-            config_digest=config_digest(self._config),
         )
 
-    async def run(self, state: ServerState) -> ServerState:
-        while state.round < self._config.rounds:
-            state = await self.run_round(state)
-        return state
-
-    async def run_round(self, state: ServerState) -> ServerState:
+    async def run_round(self, state: ServerState) -> tuple[ServerState, RoundRecord]:
+        """Run round ``state.round``; return the state after it and what happened."""
         wall_start = time.perf_counter()
         clock = self._runtime.clock
         record = RoundRecord(
@@ -174,7 +162,7 @@ class Engine:
         new_params: torch.Tensor | None,
         carried: dict[str, torch.Tensor],
         wall_start: float,
-    ) -> ServerState:
+    ) -> tuple[ServerState, RoundRecord]:
         record = col.record
         record.committed = new_params is not None
         params = new_params if new_params is not None else state.params
@@ -191,7 +179,7 @@ class Engine:
             model_version=version,
             params=params,
             health=col.health,
-            history=(*state.history, record.to_json()),
+            last_record=record.to_json(),
             extra=(
                 {**state.extra, "accepted_norms": col.pool.accepted_norms()}
                 if record.committed
@@ -200,6 +188,4 @@ class Engine:
             clock=record.ended_at,
             tensors={**state.tensors, **carried} if record.committed else state.tensors,
         )
-        for hook in self._on_round:
-            hook(new_state, record)
-        return new_state
+        return new_state, record

@@ -25,13 +25,13 @@ FAULTS_PLOT = "faults.png"
 def write_run_outputs(
     out_dir: Path, history: History, summary: Mapping[str, Any], *, plots: bool = True
 ) -> None:
-    """Write summary, history and (unless ``plots`` is False) both plots into ``out_dir``."""
+    """Write the summary and (unless ``plots`` is False) both plots into ``out_dir``.
+
+    ``history.jsonl`` is not written here: the run lifecycle appends it round by round."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(dict(summary), indent=2, sort_keys=True) + "\n"
         (out_dir / SUMMARY_FILE).write_text(text, encoding="utf-8")
-        lines = "".join(json.dumps(dict(record)) + "\n" for record in history)
-        (out_dir / HISTORY_FILE).write_text(lines, encoding="utf-8")
         if plots:
             _plot(out_dir, history)
     except OSError as exc:

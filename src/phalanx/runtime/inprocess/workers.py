@@ -7,17 +7,25 @@ only (4-byte length, JSON header, safetensors), and nothing that crossed is unpi
 ``WorkerOutcome.error`` is None, ``"error: ..."`` (the function raised; the worker lives on),
 ``"crash: ..."`` (the worker died) or ``"hang: ..."`` (no reply within ``hang_guard_s``: the
 worker is SIGKILLed). Dead workers are replaced when next needed. Workers are daemonic (a
-user's function cannot start processes). libgomp is not fork-safe: a worker forked from a
-parent that ran torch on several threads hangs in its first multi-threaded kernel, so workers
-get ``threads_per_worker`` threads only while the parent's torch runs on one.
+user's function cannot start processes), and die with the coordinator however it ends,
+SIGKILL included: each asks the kernel for SIGKILL when its parent dies (Linux
+``PR_SET_PDEATHSIG``) and exits at once if the parent is already gone. While a batch runs,
+a stop signal to the coordinator (``phalanx.coordinator.stop_requested``) ends it within
+``_STOP_POLL_S``: the workers are killed and ``RunInterrupted`` is raised.
+
+libgomp is not fork-safe: a worker forked from a parent that ran torch on several threads
+hangs in its first multi-threaded kernel, so workers get ``threads_per_worker`` threads only
+while the parent's torch runs on one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import multiprocessing as mp
+import os
 import signal
 import struct
 import time
@@ -31,6 +39,7 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
+from phalanx.coordinator.signals import RunInterrupted, stop_requested
 from phalanx.errors import ConfigError, RuntimeBackendError
 
 log = logging.getLogger("phalanx.runtime.workers")
@@ -40,6 +49,8 @@ TrainFn = Callable[[int, Tensors, dict[str, Any]], tuple[Tensors, dict[str, floa
 _LEN = struct.Struct("<I")
 _REAP_S = 5.0  # bound on waiting for a killed worker to be reaped
 _CLOSE_GRACE_S = 1.0  # idle workers exit on EOF; busy ones are killed after this
+_STOP_POLL_S = 0.1  # how often a running batch looks for a stop signal
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,21 @@ def _answer(train_fn: TrainFn, request: bytes) -> bytes:
         return _pack(reply, None)
 
 
-def _serve(conn: Connection, train_fn: TrainFn, threads: int, inherited: list[Connection]) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this worker when its parent dies; if the parent died before
+    that took effect, exit now. A no-op where prctl does not exist (not Linux)."""
+    with contextlib.suppress(AttributeError, OSError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _serve(
+    conn: Connection, train_fn: TrainFn, threads: int, inherited: list[Connection], parent: int
+) -> None:
     """A worker's life: answer requests one at a time until the parent closes the pipe."""
+    _die_with_parent(parent)
     for other in inherited:  # the parent's ends: holding them would hide the parent's EOF
         other.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -159,6 +183,9 @@ class WorkerPool:
             while len(done) < len(jobs):  # each pass ends a job or waits out a deadline
                 self._dispatch(jobs, queue, done)
                 self._collect(jobs, done)
+                signum = stop_requested()
+                if signum is not None:
+                    raise RunInterrupted(signum)
         except BaseException:
             self._shutdown(0.0)  # workers hold jobs we no longer track
             raise
@@ -180,7 +207,7 @@ class WorkerPool:
         threads = self._threads if torch.get_num_threads() == 1 else 1  # libgomp: see above
         if threads < self._threads:
             log.warning("multi-threaded parent: workers get 1 thread, not %s", self._threads)
-        args = (child, self._train_fn, threads, inherited)
+        args = (child, self._train_fn, threads, inherited, os.getpid())
         proc = self._ctx.Process(target=_serve, args=args, daemon=True)
         proc.start()
         child.close()
@@ -211,7 +238,7 @@ class WorkerPool:
             return
         timeout = min(s.started for _, s, _ in busy) + self._guard - time.monotonic()
         objs = [o for _, s, _ in busy for o in (s.conn, s.proc.sentinel)]
-        ready = set(wait(objs, max(0.0, timeout)))
+        ready = set(wait(objs, min(max(0.0, timeout), _STOP_POLL_S)))
         now = time.monotonic()
         for i, slot, idx in busy:
             if slot.conn in ready:
