@@ -56,6 +56,7 @@ def scenario(rounds: int) -> list[str]:
     checkpoint writes (one per round); 40% of tasks fail and quorum is 5 of 6, so some
     rounds are discarded and resume must redo the right ones."""
     return [
+        "seed=42",  # explicit: a resume names the configuration it asks for, seed included
         f"rounds={rounds}",
         "workload.num_clients=12",
         "selection.clients_per_round=6",
@@ -275,8 +276,11 @@ class KillResumeDriver:
 
     def _check_refusal(self, returncode: int) -> None:
         """A refusal must be one of the two documented ones, never a traceback."""
-        text = self._log.read_text(errors="replace")
-        expected = ("no valid checkpoint", "no config.json", "already holds a run")
+        text = " ".join(self._log.read_text(errors="replace").split())  # unwrapped
+        expected = (
+            "no valid checkpoint", "no config.json", "already holds a run",
+            "would change the trajectory",
+        )  # fmt: skip
         if "Traceback" in text or not any(phrase in text for phrase in expected):
             raise KillDriverError(f"unexpected refusal {returncode} (see {self._log}):\n{text}")
 
@@ -323,13 +327,12 @@ class KillResumeDriver:
         overrides: list[str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """One coordinator in its own session, so a kill takes anything it spawned too.
-        A resume takes the configuration from the run directory; a new run gets ours."""
+        A resume gets the same ``--set`` overrides as a new run: they name the configuration
+        asked for, and a directory that holds another run's refuses them."""
         env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
         if crash_at:
             env[ENV_VAR] = crash_at
-        resume = where[0] == "--resume"
-        chosen = [] if resume else (overrides or self.overrides)
-        sets = [arg for override in chosen for arg in ("--set", override)]
+        sets = [arg for override in overrides or self.overrides for arg in ("--set", override)]
         command = [sys.executable, "-m", "phalanx", "run", *where, "--quiet", "--no-plots", *sets]
         self._runs += 1
         self._log = self.workdir / "logs" / f"{self._runs:04d}.log"

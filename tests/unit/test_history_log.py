@@ -71,7 +71,7 @@ def test_the_checkpoints_own_record_is_restored_when_the_crash_beat_the_append(
 def test_damage_before_the_last_line_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     write(path, "garbage\n" + json.dumps(record(1)) + "\n")
-    with pytest.raises(StorageError, match="history.jsonl:1: damaged"):
+    with pytest.raises(StorageError, match=r"history\.jsonl:1: damaged"):
         HistoryLog(path).start(2, record(1))
 
 

@@ -56,9 +56,7 @@ class RunLifecycle:
         if resume:
             if self.store is None:
                 raise CheckpointError("resume needs a checkpoint directory")
-            found, skipped = newest_of_config(
-                self.store, self.digest, rounds=self.config.rounds
-            )
+            found, skipped = newest_of_config(self.store, self.digest, rounds=self.config.rounds)
             if found is None:
                 raise no_checkpoint(self.store, self.digest, skipped, where)
             state = found
