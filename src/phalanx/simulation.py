@@ -285,20 +285,20 @@ class Simulation:
             except (asyncio.CancelledError, KeyboardInterrupt):
                 if signals is None or signals.signum is None or signals.forced:
                     raise
-                result = self._result(lifecycle, history, runtime, time.perf_counter() - start)
+                committed = lifecycle.state or state
+                result = self._result(committed, history, runtime, time.perf_counter() - start)
                 raise RunInterrupted(signals.signum, result) from None
-            return self._result(lifecycle, history, runtime, time.perf_counter() - start)
+            return self._result(state, history, runtime, time.perf_counter() - start)
         finally:
             await runtime.close()
             history.close()
 
+    @staticmethod
     def _result(
-        self, lifecycle: RunLifecycle, history: History, runtime: SimulationRuntime, elapsed: float
+        state: ServerState, history: History, runtime: SimulationRuntime, elapsed: float
     ) -> RunResult:
-        if lifecycle.state is None:
-            raise ConfigError("the run never started")
         counts = dict(runtime.plan.counts)
-        return RunResult(lifecycle.state, history.records(), elapsed, counts)
+        return RunResult(state, history.records(), elapsed, counts)
 
     @staticmethod
     def _history(directory: RunDirectory | None, checkpoint_dir: Path | None) -> History:

@@ -97,6 +97,7 @@ class Attempt:
     returncode: int
     round_after: int  # the newest checkpoint directory's round once the process is gone
     refused: int | None = None  # exit code of a refused first try (then it ran with --force)
+    exact: bool | None = None  # exit 0: whether the directory's model is the reference's
 
     @property
     def landed(self) -> bool:
@@ -122,6 +123,15 @@ class KillReport:
 
     def landed_by(self, kind: KillKind) -> int:
         return sum(a.landed for a in self.kills if a.kill and a.kill.kind == kind)
+
+    @property
+    def wrong_exits(self) -> int:
+        """Processes that exited 0 with a model other than the uninterrupted run's."""
+        return sum(a.exact is False for a in self.attempts)
+
+    @property
+    def refusals(self) -> int:
+        return sum(a.refused is not None for a in self.attempts)
 
     @property
     def resumes(self) -> int:
@@ -201,9 +211,12 @@ class KillResumeDriver:
         if reuse_seed is not None:
             self._earlier_run(run_dir, reuse_seed)
         plan = self.plan(kills, timeline, cover=cover)
-        attempts = [self._attempt(run_dir, kill, resume=i > 0) for i, kill in enumerate(plan)]
+        attempts = [
+            self._attempt(run_dir, kill, resume=i > 0, expected=reference)
+            for i, kill in enumerate(plan)
+        ]
         for _ in range(max_final_resumes):
-            attempts.append(self._attempt(run_dir, None, resume=bool(attempts)))
+            attempts.append(self._attempt(run_dir, None, resume=bool(attempts), expected=reference))
             if attempts[-1].returncode == 0:
                 break
         else:
@@ -251,7 +264,9 @@ class KillResumeDriver:
         end = time.perf_counter() - start
         return latest(run_dir), Timeline(first, end - first, self.rounds)
 
-    def _attempt(self, run_dir: Path, kill: Kill | None, *, resume: bool) -> Attempt:
+    def _attempt(
+        self, run_dir: Path, kill: Kill | None, *, resume: bool, expected: ServerState
+    ) -> Attempt:
         """What a supervisor does: ``--resume`` (``--out`` the first time); if that is
         refused (no checkpoint of this run yet, or the directory holds another run), start
         over with ``--out --force``. The kill is aimed at whichever process runs."""
@@ -263,7 +278,10 @@ class KillResumeDriver:
             self._check_refusal(returncode)
             returncode = self._process(run_dir, ["--out", str(run_dir), "--force"], kill)
         self._check(returncode, allowed=(0, KILLED) if kill else (0,))
-        return Attempt(kill, resume, returncode, newest_round(run_dir), refused)
+        exact = None
+        if returncode == 0:  # a kill that came too late: the run must be the right one
+            exact = torch.equal(latest(run_dir).params, expected.params)
+        return Attempt(kill, resume, returncode, newest_round(run_dir), refused, exact)
 
     def _process(self, run_dir: Path, where: list[str], kill: Kill | None) -> int:
         forced = "--force" in where

@@ -22,6 +22,7 @@ def summary(report: KillReport) -> str:
 
 
 def check(report: KillReport, *, min_landed: int, min_crash_points: int) -> None:
+    assert report.wrong_exits == 0, summary(report)  # no exit 0 with another model, ever
     assert report.identical_params, summary(report)
     assert report.final.model_version == report.reference.model_version, summary(report)
     assert report.final.round == report.reference.round, summary(report)
