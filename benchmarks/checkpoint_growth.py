@@ -1,9 +1,10 @@
 """Checkpoint size, save time and bytes written as a run grows longer.
 
 Runs the seed scenario with a checkpoint after every round (``checkpoint.every=1``) and
-reports the checkpoint's size and save time at round 10 and at the last round, and every
-byte the process wrote over the run (``wchar`` of /proc/self/io: checkpoints, temporary
-files, the history log). A server state that carried the whole history grew with the round
+reports the checkpoint's size, encode time (CPU: JSON, safetensors, sha256) and save time
+(encode plus the fsynced write, so it varies with the disk's load) at round 10 and at the
+last round, and every byte the process wrote over the run (``wchar`` of /proc/self/io:
+checkpoints, temporary files, the history log). A server state that carried the whole history grew with the round
 number, so its I/O grew as rounds squared; the checkpoint must stay the same size.
 
     .venv/bin/python benchmarks/checkpoint_growth.py --rounds 3000
@@ -62,7 +63,12 @@ def measure(rounds: int) -> dict[str, Any]:
                     start = time.perf_counter()
                     scratch.save(state)
                     times.append(time.perf_counter() - start)
-                size = sum(len(data) for data in encode(state).values())
+                encodes = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    size = sum(len(data) for data in encode(state).values())
+                    encodes.append(time.perf_counter() - start)
+                found[f"encode_s_{state.round}"] = statistics.median(encodes)
                 found[f"size_{state.round}"] = size
                 found[f"save_s_{state.round}"] = statistics.median(times)
 
@@ -109,6 +115,8 @@ def print_table(columns: dict[str, dict[str, Any]], rounds: int) -> None:
     rows = [
         (f"checkpoint bytes at round {EARLY}", f"size_{EARLY}", "{:,.0f}"),
         (f"checkpoint bytes at round {rounds}", f"size_{rounds}", "{:,.0f}"),
+        (f"encode time at round {EARLY} (ms)", f"encode_s_{EARLY}", "{:.3g}", 1000),
+        (f"encode time at round {rounds} (ms)", f"encode_s_{rounds}", "{:.3g}", 1000),
         (f"save time at round {EARLY} (ms)", f"save_s_{EARLY}", "{:.3g}", 1000),
         (f"save time at round {rounds} (ms)", f"save_s_{rounds}", "{:.3g}", 1000),
         (f"bytes written over {rounds} rounds", "bytes_written", "{:,.0f}"),
