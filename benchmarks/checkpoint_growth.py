@@ -4,8 +4,9 @@ Runs the seed scenario with a checkpoint after every round (``checkpoint.every=1
 reports the checkpoint's size, encode time (CPU: JSON, safetensors, sha256) and save time
 (encode plus the fsynced write, so it varies with the disk's load) at round 10 and at the
 last round, and every byte the process wrote over the run (``wchar`` of /proc/self/io:
-checkpoints, temporary files, the history log). A server state that carried the whole history grew with the round
-number, so its I/O grew as rounds squared; the checkpoint must stay the same size.
+checkpoints, temporary files, the history log). A server state that carried the whole
+history grew with the round number, so its I/O grew as rounds squared; the checkpoint must
+stay the same size.
 
     .venv/bin/python benchmarks/checkpoint_growth.py --rounds 3000
     .venv/bin/python benchmarks/checkpoint_growth.py --baseline-src /tmp/base/src
