@@ -28,9 +28,9 @@ test: lint typecheck
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/seed_parity.py --repeats 3 --markdown docs/seed_parity.md --json docs/seed_parity.json
-	$(BIN)/python benchmarks/fault_accuracy.py --seeds 42 7 123
-	$(BIN)/python benchmarks/aggregator_speed.py  # times ours alone unless bench-peers ran
+	$(BIN)/python -m benchmarks.seed_parity --repeats 3 --markdown docs/seed_parity.md --json docs/seed_parity.json
+	$(BIN)/python -m benchmarks.fault_accuracy --seeds 42 7 123
+	$(BIN)/python -m benchmarks.aggregator_speed  # times ours alone unless bench-peers ran
 
 # ByzFL and Flower for the aggregator comparison, kept out of `install`: both go in with
 # --no-deps from exact pins, since their declared requirements clash with ours (see
@@ -40,7 +40,7 @@ bench-peers: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps -r benchmarks/requirements-peers.txt
 
 bench-aggregators: bench-peers
-	$(BIN)/python benchmarks/aggregator_speed.py
+	$(BIN)/python -m benchmarks.aggregator_speed
 
 # Fashion-MNIST's IDX files, from Debian (never downloaded at run time); tests never need them.
 fashion-mnist-data:
@@ -49,8 +49,8 @@ fashion-mnist-data:
 
 # Accuracy under attack (about 30 min for digits, 15 for Fashion-MNIST on 2 cores).
 bench-byzantine: $(STAMP) fashion-mnist-data
-	$(BIN)/python benchmarks/byzantine_accuracy.py
-	$(BIN)/python benchmarks/byzantine_accuracy.py --dataset fashion_mnist --fractions 0.2 \
+	$(BIN)/python -m benchmarks.byzantine_accuracy
+	$(BIN)/python -m benchmarks.byzantine_accuracy --dataset fashion_mnist --fractions 0.2 \
 	  --set workload.train_examples=3000 --set workload.test_examples=2000 \
 	  --set workload.hidden=64 --set rounds=40 --set training.local_epochs=1
 

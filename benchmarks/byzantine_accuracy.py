@@ -2,8 +2,8 @@
 partition, 3 seeds each, plus each aggregator's clean accuracy and its worst case over the
 attacks. Prints tables, writes docs/byzantine_<dataset>.md, .json and a heatmap PNG.
 
-    .venv/bin/python benchmarks/byzantine_accuracy.py                      # digits, full grid
-    .venv/bin/python benchmarks/byzantine_accuracy.py --dataset fashion_mnist --fractions 0.2
+    .venv/bin/python -m benchmarks.byzantine_accuracy                      # digits, full grid
+    .venv/bin/python -m benchmarks.byzantine_accuracy --dataset fashion_mnist --fractions 0.2
 
 Cells run in ``--workers`` processes, one torch thread each. Finished cells are kept in the
 JSON file, so an interrupted run picks up where it stopped (``--fresh`` starts over).
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
@@ -23,11 +22,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _byzantine_grid import AGGREGATORS, ATTACKS, CLEAN, Cell, Outcome, run_cell
-from _byzantine_report import render
+from benchmarks.byzantine.grid import AGGREGATORS, ATTACKS, CLEAN, Cell, run_job
+from benchmarks.byzantine.report import render
+from benchmarks.common.measure import REPO_ROOT
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = REPO_ROOT / "docs"
 
 
 def grid(args: argparse.Namespace) -> list[Cell]:
@@ -42,10 +41,6 @@ def grid(args: argparse.Namespace) -> list[Cell]:
                             Cell(args.dataset, partition, fraction, attack, aggregator, seed)
                         )
     return cells
-
-
-def _worker(cell: Cell, overrides: list[str]) -> tuple[Cell, Outcome]:
-    return cell, run_cell(cell, overrides)
 
 
 def main() -> None:
@@ -71,7 +66,7 @@ def main() -> None:
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-        futures = [pool.submit(_worker, cell, args.overrides) for cell in todo]
+        futures = [pool.submit(run_job, cell, args.overrides) for cell in todo]
         for count, future in enumerate(as_completed(futures), 1):
             cell, outcome = future.result()
             done[cell.key()] = {"cell": asdict(cell), "outcome": asdict(outcome)}

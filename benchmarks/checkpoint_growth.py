@@ -8,11 +8,13 @@ checkpoints, temporary files, the history log). A server state that carried the 
 history grew with the round number, so its I/O grew as rounds squared; the checkpoint must
 stay the same size.
 
-    .venv/bin/python benchmarks/checkpoint_growth.py --rounds 3000
-    .venv/bin/python benchmarks/checkpoint_growth.py --baseline-src /tmp/base/src
+    .venv/bin/python -m benchmarks.checkpoint_growth --rounds 3000
+    .venv/bin/python -m benchmarks.checkpoint_growth --baseline-src /tmp/base/src
 
 ``--baseline-src`` runs the same measurement, side by side, on another checkout's ``src``
-(e.g. the commit before history left the checkpoint) and prints the ratios.
+(e.g. the commit before history left the checkpoint) and prints the ratios. Each
+measurement is a child process (``-m benchmarks.checkpoint_growth --child``, run from the
+repository root) whose ``PYTHONPATH`` names the ``src`` it measures.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common.measure import ONE_THREAD, REPO_ROOT, last_json_line
 
 EARLY = 10
 
@@ -82,15 +86,14 @@ def measure(rounds: int) -> dict[str, Any]:
 
 
 def run_child(src: Path, rounds: int) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(src)}
     done = subprocess.run(
-        [sys.executable, __file__, "--child", "--rounds", str(rounds)],
-        env=env, capture_output=True, text=True, check=False,
+        [sys.executable, "-m", "benchmarks.checkpoint_growth", "--child", "--rounds", str(rounds)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"measurement with {src} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return last_json_line(done.stdout)
 
 
 def main() -> None:
@@ -102,7 +105,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.rounds)))
         return
-    here = Path(__file__).resolve().parents[1] / "src"
+    here = REPO_ROOT / "src"
     columns = {"this tree": run_child(here, args.rounds)}
     if args.baseline_src is not None:
         columns["baseline"] = run_child(args.baseline_src, args.rounds)
@@ -113,15 +116,15 @@ def print_table(columns: dict[str, dict[str, Any]], rounds: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    rows = [
-        (f"checkpoint bytes at round {EARLY}", f"size_{EARLY}", "{:,.0f}"),
-        (f"checkpoint bytes at round {rounds}", f"size_{rounds}", "{:,.0f}"),
+    rows: list[tuple[str, str, str, float]] = [  # label, key, format, scale
+        (f"checkpoint bytes at round {EARLY}", f"size_{EARLY}", "{:,.0f}", 1),
+        (f"checkpoint bytes at round {rounds}", f"size_{rounds}", "{:,.0f}", 1),
         (f"encode time at round {EARLY} (ms)", f"encode_s_{EARLY}", "{:.3g}", 1000),
         (f"encode time at round {rounds} (ms)", f"encode_s_{rounds}", "{:.3g}", 1000),
         (f"save time at round {EARLY} (ms)", f"save_s_{EARLY}", "{:.3g}", 1000),
         (f"save time at round {rounds} (ms)", f"save_s_{rounds}", "{:.3g}", 1000),
-        (f"bytes written over {rounds} rounds", "bytes_written", "{:,.0f}"),
-        ("wall time of the run (s)", "wall_s", "{:.1f}"),
+        (f"bytes written over {rounds} rounds", "bytes_written", "{:,.0f}", 1),
+        ("wall time of the run (s)", "wall_s", "{:.1f}", 1),
     ]
     table = Table(title=f"seed scenario, checkpoint.every=1, {rounds} rounds")
     table.add_column("measure")
@@ -129,8 +132,7 @@ def print_table(columns: dict[str, dict[str, Any]], rounds: int) -> None:
         table.add_column(name, justify="right")
     if "baseline" in columns:
         table.add_column("this tree / baseline", justify="right")
-    for label, key, fmt, *scale in rows:
-        factor = scale[0] if scale else 1
+    for label, key, fmt, factor in rows:
         cells = [fmt.format(col[key] * factor) for col in columns.values()]
         if "baseline" in columns:
             cells.append(f"{columns['this tree'][key] / columns['baseline'][key]:.3f}")

@@ -5,7 +5,7 @@ silently corrupted (the client reports success) with each corruption kind and wi
 them mixed. For each: final accuracy, its distance to the clean run, corrupt updates
 injected and aggregated, rejections by reason.
 
-    .venv/bin/python benchmarks/fault_accuracy.py [--seeds 42 7 ...]
+    .venv/bin/python -m benchmarks.fault_accuracy [--seeds 42 7 ...]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ SIGTERM), and reports the time until the run stopped (summary.json written), the
 exit (after drawing the plots and interpreter teardown), the exit code and the run
 directory's files.
 
-    .venv/bin/python benchmarks/interrupt.py [--rounds 1000] [--after 200] [--signal TERM]
+    .venv/bin/python -m benchmarks.interrupt [--rounds 1000] [--after 200] [--signal TERM]
 """
 
 from __future__ import annotations

@@ -5,15 +5,16 @@ Runs ``phalanx run`` as a real subprocess, first uninterrupted (the reference), 
 timer) and resumed with ``--resume`` until it finishes; prints what landed and whether the
 final model and committed history are bit-identical to the reference.
 
-    .venv/bin/python benchmarks/kill_resume.py --kills 100
-    .venv/bin/python benchmarks/kill_resume.py --kills 30 --reuse-seed 7
+    .venv/bin/python -m benchmarks.kill_resume --kills 100
+    .venv/bin/python -m benchmarks.kill_resume --kills 30 --reuse-seed 7
 
 ``--reuse-seed`` first leaves a finished, longer run of another seed in the run directory:
 ``--out`` refuses it, the driver (as a supervisor would) starts with ``--force``, and every
 later refusal (no checkpoint of this run yet, or another run's configuration) is answered
 the same way. A process that exits 0 must hold the reference's model, whenever it exits.
 
-The driver is ``tests/faults/kill_driver.py``, shared with the 20-kill test.
+The driver is ``tests/faults/kill_driver.py``, shared with the 20-kill test; run from the
+repository root, ``tests`` imports as a package.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests/
-
 from tests.faults.kill_driver import KillReport, KillResumeDriver
 
 

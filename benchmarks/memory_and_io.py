@@ -10,7 +10,7 @@
    atomic, checksummed local store, as a ratio to a dd-style sequential write (1 MiB
    blocks + fsync) and read of the same number of bytes, measured in the same run.
 
-    .venv/bin/python benchmarks/memory_and_io.py [--updates N] [--dim D] [--ckpt-params P]
+    .venv/bin/python -m benchmarks.memory_and_io [--updates N] [--dim D] [--ckpt-params P]
 """
 
 from __future__ import annotations
@@ -30,19 +30,22 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.common.measure import ONE_THREAD, REPO_ROOT, last_json_line
 from phalanx.checkpoint import LocalCheckpointStore
 from phalanx.config import build_config
 from phalanx.core.messages import ClientUpdate, Event, TaskKey, TrainTask
+from phalanx.core.models import ModelBook
 from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest, payload_digest, unflatten
 from phalanx.engine.clock import VirtualClock
 from phalanx.engine.engine import Engine
+from phalanx.engine.membership import Roster
 
 MIB = 2**20
 # Children run with one torch thread and glibc's mmap threshold fixed at 128 KiB: by default
 # glibc raises it up to 32 MiB after the first large free, and then keeps freed 20 MiB
 # tensors in its heap, so RSS would measure the allocator's retention, not live memory.
-CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+CHILD_ENV = {**os.environ, **ONE_THREAD, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
 
 def _status(field: str) -> int:
@@ -59,17 +62,12 @@ def _reset_peak() -> None:
 class FreshUpdates:
     """A runtime whose every reply is a newly allocated update: holding them would show."""
 
-    def __init__(self, count: int, manifest: Manifest) -> None:
+    def __init__(self, count: int, manifest: Manifest, models: ModelBook) -> None:
         self.clock = VirtualClock()
         self._count = count
         self._manifest = manifest
+        self._models = models
         self._queue: list[TrainTask] = []
-
-    def client_ids(self) -> list[int]:
-        return list(range(self._count))
-
-    def declared_examples(self, client: int) -> int | None:
-        return None
 
     def submit(self, task: TrainTask) -> None:
         self._queue.append(task)
@@ -77,10 +75,7 @@ class FreshUpdates:
     def cancel(self, key: TaskKey) -> None:
         self._queue = [t for t in self._queue if t.key != key]
 
-    def fault_log(self, round_index: int) -> list[dict[str, Any]]:
-        return []
-
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 10.0) -> None:
         self._queue.clear()
 
     async def next_event(self, until: float) -> Event | None:
@@ -90,10 +85,12 @@ class FreshUpdates:
         task = self._queue.pop(0)
         self.clock.advance_to(min(until, self.clock.now() + 0.001))
         shift = 1e-3 * (1 + (task.key.client % 5) / 10)
-        tensors = {
-            name: view + shift for name, view in unflatten(task.params, self._manifest).items()
-        }
-        return ClientUpdate(task.key, task.model_version, tensors, 10, 1.0, payload_digest(tensors))
+        params = self._models.get(task.model).params
+        tensors = {name: view + shift for name, view in unflatten(params, self._manifest).items()}
+        return ClientUpdate(
+            task.envelope, task.key, task.model, 1, 1, 10, tensors, payload_digest(tensors),
+            sender=task.key.client,
+        )  # fmt: skip
 
 
 def fedavg_engine(updates: int, dim: int, reference_updates: int) -> tuple[Engine, ServerState]:
@@ -111,7 +108,11 @@ def fedavg_engine(updates: int, dim: int, reference_updates: int) -> tuple[Engin
             },
         }
     )
-    engine = Engine(config, FreshUpdates(updates, manifest))
+    models = ModelBook(manifest)
+    engine = Engine(
+        config, FreshUpdates(updates, manifest, models),
+        membership=Roster(range(updates)), models=models,
+    )  # fmt: skip
     return engine, engine.initial_state(torch.zeros(dim), manifest)
 
 
@@ -200,11 +201,12 @@ def main() -> None:
     ):
         console.print(f"running {key} ...")
         done = subprocess.run(
-            [sys.executable, __file__, "--child", child, f"--updates={args.updates}",
-             f"--dim={args.dim}", f"--ckpt-params={args.ckpt_params}", *extra],
-            capture_output=True, text=True, check=True, env=CHILD_ENV,
+            [sys.executable, "-m", "benchmarks.memory_and_io", "--child", child,
+             f"--updates={args.updates}", f"--dim={args.dim}",
+             f"--ckpt-params={args.ckpt_params}", *extra],
+            capture_output=True, text=True, check=True, env=CHILD_ENV, cwd=REPO_ROOT,
         )  # fmt: skip
-        runs[key] = json.loads(done.stdout.strip().splitlines()[-1])
+        runs[key] = last_json_line(done.stdout)
     io = runs["checkpoint"]
     model = runs["aggregation"]["model_bytes"]
     table = Table(title=f"FedAvg round: {args.updates} updates x {args.dim:,} params")

@@ -1,15 +1,19 @@
 """Seed parity: phalanx against the seed program and plain-PyTorch loops, on one machine.
 
-Run ``.venv/bin/python benchmarks/seed_parity.py`` from the repository root.
+Run ``.venv/bin/python -m benchmarks.seed_parity`` from the repository root.
 
 Each contender runs in its *own* subprocess, one after another, so that whole-process wall
 time (interpreter start and imports included) and peak RSS belong to that contender alone:
 
 - ``seed``: the tutorial program, extracted at run time into a temporary directory
-  (see ``_seed_program.py``; its code is never written into the repository);
+  (see ``parity/seed_program.py``; its code is never written into the repository);
 - ``phalanx (faults on)`` / ``(faults off)``: ``python -m phalanx run`` on the default
   scenario, which is the seed's scenario and failure mix;
-- ``plain loop, client by client`` and ``plain loop, batched (floor)``: ``_plain_loops.py``.
+- ``plain loop, client by client`` and ``plain loop, batched (floor)``:
+  ``parity/plain_loops.py``;
+- ``phalanx (faults on, with plots)`` and ``phalanx run (as typed)``: what drawing the two
+  PNGs adds, and the default command as a user types it (plots, progress lines on a pipe),
+  checked against the floor's whole-process time.
 
 The parent measures wall time around ``Popen`` + ``os.wait4`` (which also yields the
 child's ``ru_maxrss``; on Linux that is the peak of the child and of any descendants it
@@ -27,135 +31,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
-from _measure import ChildRun, Measurement, failure_reason, run_child, summarise
-from _report import checks, machine_info, render, to_markdown
-from _seed_program import SeedWorkspace, seed_workspace
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = Path(__file__).resolve().parent
-
-
-# --- contenders --------------------------------------------------------------------------
-
-
-class ContenderError(RuntimeError):
-    """A contender ran but did not produce its numbers."""
-
-
-def last_json_line(stdout: str) -> dict[str, Any]:
-    """The child's report: the last stdout line that parses as a JSON object."""
-    for line in reversed(stdout.strip().splitlines()):
-        if line.startswith("{"):
-            with contextlib.suppress(json.JSONDecodeError):
-                return dict(json.loads(line))
-    raise ContenderError("no JSON report on stdout")
-
-
-def read_json_report(run: ChildRun, scratch: Path) -> tuple[float, float]:
-    """(train_s, accuracy) from the child's own JSON line (seed runner, plain loops)."""
-    report = last_json_line(run.stdout)
-    return float(report["train_s"]), float(report["accuracy"])
-
-
-def read_phalanx_summary(run: ChildRun, scratch: Path) -> tuple[float, float]:
-    """(train_s, accuracy) from ``summary.json`` in the run's ``--out`` directory."""
-    path = scratch / "summary.json"
-    if not path.is_file():
-        raise ContenderError(f"no summary.json in --out (found: {sorted(os.listdir(scratch))})")
-    summary = json.loads(path.read_text(encoding="utf-8"))
-    missing = [key for key in ("train_time_s", "final_accuracy") if key not in summary]
-    if missing:
-        raise ContenderError(f"summary.json lacks {missing}; has {sorted(summary)}")
-    return float(summary["train_time_s"]), float(summary["final_accuracy"])
-
-
-@dataclass(frozen=True)
-class Contender:
-    """One row: how to start it (given a fresh scratch dir) and how to read its report."""
-
-    key: str
-    label: str
-    argv: Callable[[Path], list[str]]
-    read: Callable[[ChildRun, Path], tuple[float, float]]
-
-
-def contenders(seed: SeedWorkspace | None) -> list[Contender]:
-    """All rows, in run order. ``seed`` is None when the tutorial could not be extracted."""
-    py = sys.executable
-    # Like for like with the seed, which prints a summary and draws nothing: no progress
-    # bar, no plots. The last row shows what drawing the two PNGs adds.
-    phalanx = [py, "-m", "phalanx", "run", "--quiet", "--no-plots", "--out"]
-    phalanx_plots = [py, "-m", "phalanx", "run", "--quiet", "--out"]
-    plain = [py, str(BENCH_DIR / "_plain_loops.py")]
-
-    def seed_argv(_: Path) -> list[str]:
-        if seed is None:
-            raise ContenderError("seed tutorial not found under ../shared/seed/*.txt")
-        return seed.argv(py)
-
-    return [
-        Contender("seed", "seed", seed_argv, read_json_report),
-        Contender(
-            "phalanx_on", "phalanx (faults on)", lambda d: [*phalanx, str(d)], read_phalanx_summary
-        ),
-        Contender(
-            "phalanx_off",
-            "phalanx (faults off)",
-            lambda d: [*phalanx, str(d), "--set", "faults.enabled=false"],
-            read_phalanx_summary,
-        ),
-        Contender(
-            "plain_client",
-            "plain loop, client by client",
-            lambda _: [*plain, "client"],
-            read_json_report,
-        ),
-        Contender(
-            "plain_batched",
-            "plain loop, batched (floor)",
-            lambda _: [*plain, "batched"],
-            read_json_report,
-        ),
-        Contender(
-            "phalanx_plots",
-            "phalanx (faults on, with plots)",
-            lambda d: [*phalanx_plots, str(d)],
-            read_phalanx_summary,
-        ),
-    ]
-
-
-# --- measuring ---------------------------------------------------------------------------
-
-
-def measure(contender: Contender, timeout_s: float) -> Measurement:
-    """Run the contender once in a fresh scratch directory; never raises for its failures."""
-    with tempfile.TemporaryDirectory(prefix=f"seed-parity-{contender.key}-") as tmp:
-        scratch = Path(tmp)
-        try:
-            run = run_child(contender.argv(scratch), timeout_s, REPO_ROOT)
-        except (ContenderError, OSError) as exc:
-            return Measurement(error=str(exc))
-        base = Measurement(whole_s=run.wall_s, rss_mib=run.maxrss_kib / 1024)
-        error = failure_reason(run, timeout_s)
-        if error is None:
-            try:
-                train_s, accuracy = contender.read(run, scratch)
-                return Measurement(base.whole_s, train_s, base.rss_mib, accuracy)
-            except (ContenderError, KeyError, TypeError, ValueError, OSError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        return Measurement(whole_s=base.whole_s, rss_mib=base.rss_mib, error=error)
-
+from benchmarks.common.measure import REPO_ROOT, Measurement, machine_info, summarise
+from benchmarks.parity.contenders import Contender, contenders, measure
+from benchmarks.parity.report import checks, render, to_markdown
+from benchmarks.parity.seed_program import SeedWorkspace, seed_workspace
 
 # --- command -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections import Counter
 import torch
 from torch import nn
 
+from phalanx.client import TrainContext
 from phalanx.config import (
     DigitsWorkload,
     FaultConfig,
@@ -25,7 +26,6 @@ from phalanx.config import (
     SelectionConfig,
     TrainingConfig,
 )
-from phalanx.runtime.inprocess.user_training import TrainContext
 from phalanx.simulation import Simulation
 from phalanx.types import FaultKind
 from phalanx.workloads import build_workload

@@ -7,16 +7,19 @@ caller's mistakes and for the coordinator's own failures::
     ├── ConfigError                   exit code 2  bad key, value or registry name
     ├── WorkloadError                 exit code 3  a data set or model cannot be built
     ├── AggregationError              exit code 4  an aggregator cannot run on its input
+    │   └── MemoryBudgetError         exit code 4  holding one more update would pass the budget
     ├── CheckpointError               exit code 5  nothing valid to resume from, write failed
     ├── RuntimeBackendError           exit code 6  a runtime broke (not a client: the transport)
     ├── LockedError                   exit code 7  another process holds a run or store directory
     ├── NoProgressError               exit code 8  the run ended without committing any round
-    └── StorageError                  exit code 9  outputs cannot be written (disk full, read-only)
+    ├── StorageError                  exit code 9  outputs cannot be written (disk full, read-only)
+    ├── ProtocolError                 exit code 10 malformed message bytes, or another version
+    └── StaleStateError               exit code 1  a round started from a superseded ServerState
 
 Signals: the first SIGINT ends a run with exit code 130, SIGTERM with 143 (128 + signal).
 
 Foreign errors (pydantic, OS, safetensors) are translated where they enter: config loading,
-checkpoint I/O and the runtimes.
+checkpoint I/O, the message codec and the runtimes.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ class AggregationError(PhalanxError):
     """An aggregator was given input it cannot handle (shape, tolerance, weights)."""
 
     exit_code = 4
+
+
+class MemoryBudgetError(AggregationError):
+    """Holding one more update would exceed ``aggregation.memory_budget_bytes``."""
 
 
 class CheckpointError(PhalanxError):
@@ -74,3 +81,16 @@ class StorageError(PhalanxError):
     """The run's outputs cannot be written: disk full, read-only, or a path that is a file."""
 
     exit_code = 9
+
+
+class ProtocolError(PhalanxError):
+    """Bytes that claim to be a phalanx message are not one: truncated, inconsistent, of
+    another protocol version, or carrying a tensor of a dtype the wire does not allow."""
+
+    exit_code = 10
+
+
+class StaleStateError(PhalanxError):
+    """A round was started from a ServerState whose health table a later round has moved on
+    (the engine updates the table in place): run each round from the state the last one
+    returned, or from a checkpoint."""

@@ -20,6 +20,8 @@ from torch import nn
 
 from phalanx.aggregation import build_aggregator
 from phalanx.checkpoint import CheckpointStore, build_store
+from phalanx.checkpoint.layout import HISTORY_FILE
+from phalanx.client.sdk import UserTrainFn
 from phalanx.config import RunConfig
 from phalanx.coordinator import (
     History,
@@ -30,7 +32,7 @@ from phalanx.coordinator import (
     RunLifecycle,
     StopSignals,
 )
-from phalanx.coordinator.rundir import HISTORY_FILE
+from phalanx.core.models import ModelBook
 from phalanx.core.rng import derive_seed
 from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest, flatten
@@ -41,7 +43,6 @@ from phalanx.faults.byzantine import build_attack, byzantine_clients
 from phalanx.faults.poisoning import Backdoor, DataAttack, infer_data_shape, poison_clients
 from phalanx.runtime.inprocess.runtime import SimulationRuntime
 from phalanx.runtime.inprocess.trainers import BatchedTrainer, LocalTrainer, WorkerTrainer
-from phalanx.runtime.inprocess.user_training import UserTrainFn
 from phalanx.workloads import build_workload
 from phalanx.workloads.base import ClientData
 
@@ -60,6 +61,13 @@ class RunResult:
     @property
     def params(self) -> torch.Tensor:
         return self.state.params
+
+
+def _out_of_memory(exc: BaseException) -> WorkloadError:
+    return WorkloadError(
+        f"out of memory: the model or data do not fit in memory ({str(exc).strip()}); shrink "
+        "the workload (e.g. workload.hidden, workload.num_clients)"
+    )
 
 
 def initial_model(make_model: ModelFactory, seed: int) -> nn.Module:
@@ -117,11 +125,11 @@ class Simulation:
             self._aggregator = build_aggregator(config.aggregation)  # bad names fail early
             self.model = initial_model(model, config.seed)
         except MemoryError as exc:
-            raise WorkloadError(f"the model or data do not fit in memory: {exc}") from None
+            raise _out_of_memory(exc) from None
         except RuntimeError as exc:  # torch's allocator failing is a RuntimeError
             if "alloc" not in str(exc):
                 raise
-            raise WorkloadError(f"the model or data do not fit in memory: {exc}") from None
+            raise _out_of_memory(exc) from None
         if train is not None:
             # The template is what the server evaluates: dropout off, deterministic. Each
             # worker trains a copy that it switches back to training mode.
@@ -262,19 +270,30 @@ class Simulation:
     ) -> RunResult:
         root = directory.checkpoints if directory else checkpoint_dir
         history = self._history(directory, checkpoint_dir)
-        lifecycle = RunLifecycle(
-            self.config, store=self._store(root), history=history, observers=on_round
+        # Relative replica paths made absolute once, here, so that config.json names the
+        # stores a resume from another directory must reach (outside the trajectory digest).
+        config = self.config.model_copy(
+            update={"checkpoint": self.config.checkpoint.resolved(Path.cwd())}
         )
+        lifecycle = RunLifecycle(
+            config, store=self._store(config, root), history=history, observers=on_round
+        )
+        models = ModelBook(self.manifest)  # the engine publishes, the runtime resolves
         runtime = SimulationRuntime(
-            self.config, self._trainer, self.manifest, num_clients=len(self.clients),
+            self.config, self._trainer, self.manifest,
+            num_clients=len(self.clients), models=models,
         )  # fmt: skip
-        engine = Engine(self.config, runtime, aggregator=self._aggregator, evaluate=self._evaluate)
+        engine = Engine(
+            self.config, runtime, membership=runtime.membership, aggregator=self._aggregator,
+            evaluate=self._evaluate, models=models, round_faults=runtime.plan.fired,
+            run_id=directory.run_id if directory is not None else None,
+        )  # fmt: skip
         where = str(directory.path if directory else root)
         try:
             initial = engine.initial_state(self.initial_params, self.manifest)
             state = lifecycle.start(initial, resume=resume, where=where)
             if directory is not None:
-                directory.begin(self.config, resumed_at=state.round if resume else None)
+                directory.begin(config, resumed_at=state.round if resume else None)
             runtime.clock.advance_to(state.clock)
             start = time.perf_counter()
             task = asyncio.current_task()
@@ -291,7 +310,7 @@ class Simulation:
             return self._result(state, history, runtime, time.perf_counter() - start)
         finally:
             await runtime.close()
-            history.close()
+            lifecycle.close()
 
     @staticmethod
     def _result(
@@ -309,9 +328,10 @@ class Simulation:
             return HistoryLog(checkpoint_dir / HISTORY_FILE)
         return MemoryHistory()
 
-    def _store(self, root: Path | None) -> CheckpointStore | None:
-        if root is None or self.config.checkpoint.every == 0:
+    @staticmethod
+    def _store(config: RunConfig, root: Path | None) -> CheckpointStore | None:
+        if root is None or config.checkpoint.every == 0:
             return None
         # A save that misses its write quorum raises out of the commit step, so the run
         # stops loudly and never reports that round as committed.
-        return build_store(self.config.checkpoint, root)
+        return build_store(config.checkpoint, root)

@@ -49,7 +49,8 @@ class RejectReason(StrEnum):
     ROUND = "round"  # answers another round or attempt than the one in flight
     CHECKSUM = "checksum"
     SIZE = "size"
-    EXAMPLES = "examples"  # claimed example count or work fraction out of range
+    EXAMPLES = "examples"  # claimed example count or steps done out of range
+    SENDER = "sender"  # the transport's sender is not the client the task went to
 
 
 class HealthState(StrEnum):

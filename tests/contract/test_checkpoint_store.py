@@ -1,10 +1,15 @@
 """One contract for every CheckpointStore: local, fsspec (memory:// and file://) and
 replicated (three local stores, write quorum 2). Each implementation gets the same tests
-through the ``harness`` fixture; only how a copy is damaged differs between them."""
+through the ``harness`` fixture; only how a copy is damaged differs between them.
+
+Beyond round trips and damage: a store touches only its own entries (foreign ``.tmp-*`` and
+``round-*`` entries survive), refuses an unmarked root holding anything else, never prunes
+its newest valid checkpoint, and (where it has a root to lock) refuses a second holder."""
 
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,9 +25,10 @@ from phalanx.checkpoint import (
     LocalCheckpointStore,
     ReplicatedCheckpointStore,
 )
+from phalanx.checkpoint.store import held
 from phalanx.core.state import ClientHealth, ServerState
 from phalanx.core.tensors import Manifest
-from phalanx.errors import CheckpointError
+from phalanx.errors import CheckpointError, ConfigError, LockedError
 from phalanx.types import HealthState
 
 FILES = ("params.safetensors", "state.json", "MANIFEST.json")
@@ -54,10 +60,29 @@ Factory = Callable[..., CheckpointStore]
 
 @dataclass
 class Harness:
-    """A store factory (``keep``, ``keep_every``) and a way to damage a round's files."""
+    """A store factory (``keep``, ``keep_every``), the roots it writes (as fsspec paths) and
+    whether it has a root lock and outlives the process."""
 
     make: Factory
-    damage: Callable[[int, str, Damage], None]  # (round, file, how): every copy of it
+    roots: list[tuple[fsspec.AbstractFileSystem, str]]
+    lockable: bool = True
+    durable: bool = True
+
+    def damage(self, round_: int, name: str, how: Damage) -> None:
+        """Damage ``name`` of round ``round_`` in every copy."""
+        for fs, root in self.roots:
+            path = f"{root}/{_dir(round_)}/{name}"
+            fs.pipe_file(path, how(fs.cat_file(path)))
+
+    def plant(self, name: str, *, directory: bool = False) -> None:
+        """Put a user's own file (or a directory holding notes.txt) into every root."""
+        for fs, root in self.roots:
+            fs.makedirs(f"{root}/{name}" if directory else root, exist_ok=True)
+            fs.pipe_file(f"{root}/{name}/notes.txt" if directory else f"{root}/{name}", b"mine")
+
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` is in every root."""
+        return all(fs.exists(f"{root}/{name}") for fs, root in self.roots)
 
 
 def _dir(round_: int) -> str:
@@ -65,21 +90,15 @@ def _dir(round_: int) -> str:
 
 
 def _local(tmp_path: Path) -> Harness:
-    def damage(round_: int, name: str, how: Damage) -> None:
-        path = tmp_path / _dir(round_) / name
-        path.write_bytes(how(path.read_bytes()))
-
-    return Harness(lambda **kw: LocalCheckpointStore(tmp_path, **kw), damage)
+    fs = fsspec.filesystem("file")
+    return Harness(lambda **kw: LocalCheckpointStore(tmp_path, **kw), [(fs, str(tmp_path))])
 
 
 def _fsspec(url: str) -> Harness:
     fs, root = fsspec.core.url_to_fs(url)
-
-    def damage(round_: int, name: str, how: Damage) -> None:
-        path = f"{root}/{_dir(round_)}/{name}"
-        fs.pipe_file(path, how(fs.cat_file(path)))
-
-    return Harness(lambda **kw: FsspecCheckpointStore(url, **kw), damage)
+    durable = not url.startswith("memory://")
+    factory = lambda **kw: FsspecCheckpointStore(url, **kw)  # noqa: E731
+    return Harness(factory, [(fs, root)], lockable=durable, durable=durable)
 
 
 def _replicated(tmp_path: Path) -> Harness:
@@ -89,12 +108,8 @@ def _replicated(tmp_path: Path) -> Harness:
         stores = [LocalCheckpointStore(root, **kw) for root in roots]  # type: ignore[arg-type]
         return ReplicatedCheckpointStore(stores, write_quorum=2)
 
-    def damage(round_: int, name: str, how: Damage) -> None:
-        for root in roots:
-            path = root / _dir(round_) / name
-            path.write_bytes(how(path.read_bytes()))
-
-    return Harness(make, damage)
+    fs = fsspec.filesystem("file")
+    return Harness(make, [(fs, str(root)) for root in roots])
 
 
 @pytest.fixture(params=["local", "fsspec-memory", "fsspec-file", "replicated"])
@@ -241,3 +256,116 @@ def test_an_empty_store_has_nothing(harness: Harness) -> None:
     assert store.latest_valid() is None
     assert store.list() == []
     store.prune(1)
+
+
+def test_a_saved_checkpoint_is_committed(harness: Harness) -> None:
+    store = saved(harness, [1, 2])
+
+    assert [info.committed for info in store.list()] == [True, True]
+    assert store.durable is harness.durable
+
+
+def test_the_first_save_marks_the_root(harness: Harness) -> None:
+    saved(harness, [1])
+
+    assert harness.exists(".phalanx-store.json")
+
+
+def test_foreign_entries_survive_saves_and_pruning(harness: Harness) -> None:
+    store = saved(harness, [1], keep=1)
+    harness.plant(".tmp-notes")
+    harness.plant(".tmp-round-00000007")  # not phalanx's exact temp name: no hex token
+    harness.plant("round-foo", directory=True)
+    harness.plant("round-00000000", directory=True)  # a round name, but not a checkpoint
+
+    for round_ in (2, 3):
+        store.save(make_state(round_))
+    store.prune(1)
+
+    for name in (".tmp-notes", ".tmp-round-00000007", "round-foo", "round-00000000"):
+        assert harness.exists(name), name
+    assert [info.round for info in store.list()] == [3]
+    assert store.rounds() == [3]
+
+
+def test_an_unmarked_root_holding_other_files_is_refused(harness: Harness) -> None:
+    harness.plant("notes.txt")
+    store = harness.make()
+
+    with pytest.raises(ConfigError, match=r"not a phalanx checkpoint store.*notes\.txt"):
+        store.save(make_state(1))
+
+    for name in ("round-00000001", ".phalanx-store.json", ".phalanx.lock"):
+        assert not any(fs.exists(f"{root}/{name}") for fs, root in harness.roots), name
+
+
+def test_an_unmarked_root_of_phalanx_checkpoints_is_adopted(harness: Harness) -> None:
+    saved(harness, [1])
+    for fs, root in harness.roots:  # as a run from before markers existed left it
+        fs.rm(f"{root}/.phalanx-store.json")
+
+    store = saved(harness, [2])
+
+    assert harness.exists(".phalanx-store.json")
+    assert [info.round for info in store.list()] == [1, 2]
+
+
+def test_a_marker_of_another_format_is_refused(harness: Harness) -> None:
+    for fs, root in harness.roots:
+        fs.makedirs(root, exist_ok=True)
+        fs.pipe_file(f"{root}/.phalanx-store.json",
+                     b'{"format": 99, "kind": "phalanx checkpoint store"}')  # fmt: skip
+
+    with pytest.raises(CheckpointError, match="format 99"):
+        harness.make().save(make_state(1))
+
+
+def test_pruning_spares_the_newest_valid_checkpoint(harness: Harness) -> None:
+    store = saved(harness, [1, 2, 3])
+    harness.damage(2, "params.safetensors", flip_byte)
+    harness.damage(3, "state.json", flip_byte)
+
+    store.prune(1)
+
+    assert [info.round for info in store.list()] == [1, 3]
+    latest = store.latest_valid()
+    assert latest is not None and latest.round == 1
+
+
+def test_latest_valid_skips_what_the_caller_rejects(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = saved(harness, [1, 2, 3])
+
+    def reject(state: ServerState) -> str | None:
+        return "made with another configuration" if state.round == 3 else None
+
+    with caplog.at_level(logging.WARNING, logger="phalanx.checkpoint"):
+        latest = store.latest_valid(reject=reject)
+
+    assert latest is not None and latest.round == 2
+    assert "another configuration" in caplog.text
+    with pytest.raises(CheckpointError, match="another configuration"):
+        store.latest_valid(reject=lambda state: "made with another configuration")
+
+
+def test_a_store_in_use_refuses_a_second_holder(harness: Harness) -> None:
+    if not harness.lockable:
+        pytest.skip("nothing to lock: its files live only in this process")
+    first, second = harness.make(), harness.make()
+    first.acquire()
+    try:
+        with pytest.raises(LockedError, match=f"pid {os.getpid()}"):
+            second.acquire()
+        with pytest.raises(LockedError, match="checkpoint store"):
+            second.save(make_state(1))
+        first.save(make_state(2))  # the holder writes on
+        assert [info.round for info in second.list()] == [2]  # reading needs no lock
+        latest = second.latest_valid()
+        assert latest is not None and latest.round == 2
+    finally:
+        first.release()
+
+    with held(second):
+        second.save(make_state(3))
+    assert [info.round for info in first.list()] == [2, 3]

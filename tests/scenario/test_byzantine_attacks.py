@@ -13,9 +13,11 @@ import pytest
 import torch
 from torch import nn
 
+from phalanx.client import TrainContext
 from phalanx.config import RunConfig
 from phalanx.coordinator import MemoryHistory, RunLifecycle
 from phalanx.core.messages import ClientUpdate, Event, TaskKey
+from phalanx.core.models import ModelBook
 from phalanx.core.tensors import flatten
 from phalanx.engine.engine import Engine
 from phalanx.errors import ConfigError
@@ -23,7 +25,6 @@ from phalanx.faults.poisoning import flip_labels
 from phalanx.observability.summary import summarize
 from phalanx.runtime.inprocess.runtime import SimulationRuntime
 from phalanx.runtime.inprocess.trainers import TrainJob
-from phalanx.runtime.inprocess.user_training import TrainContext
 from phalanx.simulation import Simulation
 from phalanx.workloads import build_workload
 from phalanx.workloads.base import ClientData
@@ -81,10 +82,13 @@ class Spy:
 
 def sent_updates(config: RunConfig) -> tuple[list[ClientUpdate], Simulation]:
     sim = Simulation(config)
-    runtime = SimulationRuntime(config, sim._trainer, sim.manifest, num_clients=len(sim.clients))
+    models = ModelBook(sim.manifest)  # shared: the engine publishes, the runtime resolves
+    runtime = SimulationRuntime(
+        config, sim._trainer, sim.manifest, num_clients=len(sim.clients), models=models
+    )
     spy = Spy(runtime)
     runtime.next_event = spy  # type: ignore[method-assign]
-    engine = Engine(config, runtime)
+    engine = Engine(config, runtime, membership=runtime.membership, models=models)
     asyncio.run(
         RunLifecycle(config, store=None, history=MemoryHistory()).run(
             engine.run_round, engine.initial_state(sim.initial_params, sim.manifest)

@@ -6,6 +6,7 @@ import asyncio
 
 import torch
 
+from phalanx.core.models import ModelBook
 from phalanx.engine.engine import Engine
 from phalanx.runtime.inprocess.runtime import SimulationRuntime
 from phalanx.simulation import Simulation
@@ -22,8 +23,11 @@ class StackingMean:
 def test_stacking_aggregator_over_budget_discards_the_round_without_asking_anyone() -> None:
     config = tiny_config("rounds=1", "aggregation.memory_budget_bytes=1000")
     sim = Simulation(config)
-    runtime = SimulationRuntime(config, sim._trainer, sim.manifest, num_clients=8)
-    engine = Engine(config, runtime, aggregator=StackingMean())
+    models = ModelBook(sim.manifest)
+    runtime = SimulationRuntime(config, sim._trainer, sim.manifest, num_clients=8, models=models)
+    engine = Engine(
+        config, runtime, membership=runtime.membership, aggregator=StackingMean(), models=models
+    )
     state, round_record = asyncio.run(
         engine.run_round(engine.initial_state(sim.initial_params, sim.manifest))
     )

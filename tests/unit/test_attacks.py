@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from phalanx.config import ByzantineConfig, build_config
-from phalanx.core.messages import ClientUpdate, TaskKey, TrainTask
+from phalanx.core.messages import ClientUpdate, Envelope, TaskConfig, TaskKey, TrainTask
+from phalanx.core.models import ModelBook
 from phalanx.core.tensors import Manifest, payload_digest
 from phalanx.errors import ConfigError
 from phalanx.faults.attacks import (
@@ -149,9 +150,12 @@ def deliver(
          "quorum": {"min_updates": 1}},
         [f"faults.byzantine.attack={attack}", f"faults.byzantine.clients={byzantine}", *extra],
     )  # fmt: skip
-    runtime = SimulationRuntime(config, DeltaTrainer(), MANIFEST, num_clients=5)
+    models = ModelBook(MANIFEST)
+    runtime = SimulationRuntime(config, DeltaTrainer(), MANIFEST, num_clients=5, models=models)
+    ref = models.publish(0, GLOBAL)
     for client in range(5):
-        runtime.submit(TrainTask(TaskKey(0, client, 0), 0, GLOBAL, 100.0, issued_at=0.0))
+        key, settings = TaskKey(0, client, 0), TaskConfig(3, 32, 0.01, ttl_s=100.0)
+        runtime.submit(TrainTask(Envelope(), key, ref, settings))
 
     async def drain() -> dict[int, ClientUpdate]:
         out: dict[int, ClientUpdate] = {}
@@ -184,8 +188,8 @@ def test_colluders_send_one_vector_crafted_from_every_honest_delta(
     for client in (0, 1, 2):  # honest updates go as trained
         assert torch.equal(sent_delta(updates[client]), DELTAS[client])
     for update in updates.values():  # the sender checksums what it sends
-        assert update.checksum == payload_digest(update.tensors)
-    attacks = [item for item in runtime.fault_log(0) if item["kind"] == "byzantine"]
+        assert update.digest == payload_digest(update.tensors)
+    attacks = [item for item in runtime.plan.fired(0) if item["kind"] == "byzantine"]
     assert sorted(item["client"] for item in attacks) == [3, 4]
     assert {item["detail"] for item in attacks} == {attack}
 
@@ -233,5 +237,5 @@ def test_a_byzantine_client_that_crashes_sends_nothing_and_logs_no_attack() -> N
         "sign_flip", "[3, 4]", "faults.schedule=[{round=0, client=3, kind='crash'}]"
     )
     assert 3 not in updates and torch.equal(sent_delta(updates[4]), -DELTAS[4])
-    log = {(item["client"], item["kind"]) for item in runtime.fault_log(0)}
+    log = {(item["client"], item["kind"]) for item in runtime.plan.fired(0)}
     assert log == {(3, "crash"), (4, "byzantine")}

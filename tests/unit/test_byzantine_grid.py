@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
+from benchmarks.byzantine.grid import AGGREGATORS, CLEAN, DEFAULT, Cell, cell_config
 from phalanx.config import load_config
 from phalanx.scenarios import scenario_path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-grid = importlib.import_module("_byzantine_grid")
-AGGREGATORS, CLEAN, DEFAULT, Cell, cell_config = (
-    grid.AGGREGATORS,
-    grid.CLEAN,
-    grid.DEFAULT,
-    grid.Cell,
-    grid.cell_config,
-)
 
-
-def cell(aggregator: str, fraction: float = 0.2, attack: str = "alie", **kw: str) -> object:
+def cell(aggregator: str, fraction: float = 0.2, attack: str = "alie", **kw: str) -> Cell:
     return Cell(kw.get("dataset", "digits"), kw.get("partition", "iid"), fraction, attack,
                 aggregator, 7)  # fmt: skip
 

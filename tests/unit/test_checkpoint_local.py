@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 from phalanx.checkpoint import CheckpointInfo, LocalCheckpointStore
 from phalanx.core.state import ClientHealth, ServerState
 from phalanx.core.tensors import Manifest
-from phalanx.errors import CheckpointError, ConfigError
+from phalanx.errors import CheckpointError, ConfigError, LockedError
 from phalanx.types import HealthState
 
 FILES = ["params.safetensors", "state.json", "MANIFEST.json"]
@@ -83,7 +85,9 @@ def test_manifest_lists_digests_and_sizes(tmp_path: Path) -> None:
 def test_save_leaves_no_temp_dirs(tmp_path: Path) -> None:
     saved_store(tmp_path, [1, 2])
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["round-00000001", "round-00000002"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".phalanx-store.json", ".phalanx.lock", "round-00000001", "round-00000002"
+    ]  # fmt: skip
 
 
 def test_resave_same_round_replaces_it(tmp_path: Path) -> None:
@@ -93,7 +97,8 @@ def test_resave_same_round_replaces_it(tmp_path: Path) -> None:
     store.save(newer)
 
     assert torch.equal(store.load(tmp_path / "round-00000005").params, newer.params)
-    assert [p.name for p in tmp_path.iterdir()] == ["round-00000005"]
+    assert [p.name for p in tmp_path.glob("round-*")] == ["round-00000005"]
+    assert not list(tmp_path.glob(".tmp-*"))
 
 
 def test_keep_two_keeps_the_newest_two(tmp_path: Path) -> None:
@@ -243,3 +248,52 @@ def test_non_float32_params_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="float32"):
         LocalCheckpointStore(tmp_path).save(state)
     assert list(tmp_path.iterdir()) == []
+
+
+HOLD_THE_STORE = """
+import sys
+from pathlib import Path
+from phalanx.checkpoint import LocalCheckpointStore
+
+root = Path(sys.argv[1])
+LocalCheckpointStore(root).acquire()
+(root / ".tmp-round-00000005-0123abcd").mkdir()  # its save of round 5, in progress
+print("holding", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+def test_a_second_process_is_refused_and_spares_the_save_in_progress(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_STORE, str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        store = LocalCheckpointStore(tmp_path)
+
+        with pytest.raises(
+            LockedError, match=f"in use as a checkpoint store directory by pid {holder.pid}"
+        ):
+            store.save(make_state(6))
+        with pytest.raises(LockedError, match=f"pid {holder.pid}"):
+            store.acquire()
+        assert (tmp_path / ".tmp-round-00000005-0123abcd").is_dir()
+        assert store.list() == []  # reading needs no lock
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+
+    store.save(make_state(6))  # the holder is gone: its leftover is cleaned up
+    assert not (tmp_path / ".tmp-round-00000005-0123abcd").exists()
+    assert [info.round for info in store.list()] == [6]
+
+
+def test_a_store_under_a_file_is_a_checkpoint_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+
+    with pytest.raises(CheckpointError, match="cannot write checkpoints to"):
+        LocalCheckpointStore(tmp_path / "file" / "store").acquire()

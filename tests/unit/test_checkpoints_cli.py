@@ -3,6 +3,7 @@ an fsspec URL."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from tests.scenario.conftest import BASE, tiny_config
 from typer.testing import CliRunner
 
 from phalanx.checkpoint import FsspecCheckpointStore, LocalCheckpointStore, build_store
+from phalanx.checkpoint.store import held
 from phalanx.cli.app import app
 from phalanx.cli.run import CONFIG_FILE
+from phalanx.config import build_config
 from phalanx.errors import CheckpointError
 
 RUNNER = CliRunner(env={"COLUMNS": "400"})  # one table row per line, paths unwrapped
@@ -126,3 +129,30 @@ def test_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert "is not a directory" in result.output
+
+
+def test_a_round_below_the_write_quorum_is_listed_and_fails_verify(run_dir: Path) -> None:
+    LocalCheckpointStore(run_dir / "checkpoints").save(make_state(4))  # reached 1 of 3
+
+    listed = RUNNER.invoke(app, ["checkpoints", "list", str(run_dir)])
+    verified = RUNNER.invoke(app, ["checkpoints", "verify", str(run_dir)])
+
+    assert listed.exit_code == 0, listed.output
+    row = next(line for line in listed.output.splitlines() if line.strip(" │|").startswith("4 "))
+    assert "valid, below write quorum (1 of 3 stores, 2 required), not a commit" in row
+    assert listed.output.count(" valid ") == 3  # rounds 1-3 are plain commits
+    assert verified.exit_code == CheckpointError.exit_code
+    assert (
+        "newest checkpoint (round 4) is valid, below write quorum (1 of 3 stores, 2 required): "
+        "not a commit; a resume would use round 3"
+    ) in " ".join(verified.stderr.split())
+
+
+def test_reading_works_beside_a_run_holding_the_stores(run_dir: Path) -> None:
+    config = build_config(json.loads((run_dir / CONFIG_FILE).read_text()))
+    with held(build_store(config.checkpoint, run_dir / "checkpoints")):
+        listed = RUNNER.invoke(app, ["checkpoints", "list", str(run_dir)])
+        verified = RUNNER.invoke(app, ["checkpoints", "verify", str(run_dir)])
+
+    assert listed.exit_code == 0, listed.output
+    assert verified.exit_code == 0 and "round 3 is valid and committed" in verified.output

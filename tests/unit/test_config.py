@@ -50,7 +50,7 @@ def test_errors_name_the_key_and_the_valid_choices() -> None:
         build_config({}, ["retry.retry_on=['sometimes']"])
     with pytest.raises(ConfigError, match="no round could ever commit"):
         build_config({}, ["quorum.min_updates=11"])
-    with pytest.raises(ConfigError, match="unknown scenario 'nope'; shipped: digits, robust, seed"):
+    with pytest.raises(ConfigError, match="unknown scenario 'nope'; valid: digits, robust, seed"):
         scenario_path("nope")
     assert available() == ["digits", "robust", "seed"]
 
@@ -69,3 +69,34 @@ def test_custom_workload_takes_the_clients_count() -> None:
     assert config.workload.name == "custom" and config.workload.num_clients == 12
     with pytest.raises(ConfigError, match=r"clients_per_round \(10\) exceeds .*num_clients \(7\)"):
         RunConfig().for_clients(7)
+
+
+def test_null_sets_an_optional_key_to_none() -> None:
+    for word in ("null", "none", "None", "NULL"):
+        config = load_config(scenario_path("digits"), [f"workload.dirichlet_alpha={word}"])
+        assert config.workload.name == "digits" and config.workload.dirichlet_alpha is None
+    tree: dict[str, object] = {}
+    apply_override(tree, 'name="null"')  # quoted: the string
+    assert tree == {"name": "null"}
+
+
+def test_null_on_a_required_key_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"workload\.hidden: is not optional; it cannot be"):
+        load_config(scenario_path("digits"), ["workload.hidden=null"])
+    with pytest.raises(ConfigError, match=r"  rounds: is not optional"):
+        build_config({}, ["rounds=none"])
+
+
+def test_an_inline_table_replaces_the_whole_table() -> None:
+    """The way to switch a rule whose parameters differ (README's example)."""
+    robust = load_config(scenario_path("robust"))
+    assert robust.aggregation.params == {"flag_alignment": 0.0}
+    config = load_config(scenario_path("robust"), ['aggregation={name="fedavg"}'])
+    assert config.aggregation.name == "fedavg" and config.aggregation.params == {}
+    assert config.aggregation.f == 0 and not config.aggregation.health_feedback
+
+
+def test_overrides_leave_the_scenario_tree_untouched() -> None:
+    tree = {"faults": {"byzantine": {"attack": "alie"}}}
+    build_config(tree, ["faults.byzantine.attack=sign_flip"])
+    assert tree == {"faults": {"byzantine": {"attack": "alie"}}}

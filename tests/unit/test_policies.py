@@ -7,6 +7,7 @@ import pytest
 from phalanx.config import HealthConfig, QuorumConfig, RetryConfig, SelectionConfig
 from phalanx.core.state import ClientHealth
 from phalanx.engine.health import HealthMonitor
+from phalanx.engine.health_index import HealthIndex
 from phalanx.engine.retry import RetryPolicy
 from phalanx.engine.selection import sample_clients
 from phalanx.types import FailureKind, HealthState
@@ -73,12 +74,15 @@ def test_health_sidelines_after_repeated_failures_then_probes_and_readmits() -> 
     assert health.state is HealthState.HEALTHY
     health = monitor.failure(health, round_index=1)  # 0.125: sidelined for rounds 2, 3
     assert health.state is HealthState.SIDELINED and health.sidelined_until == 4
-    table = monitor.open_round({7: health}, 3)
-    assert table[7].state is HealthState.SIDELINED
-    table = monitor.open_round({7: health}, 4)
-    assert table[7].state is HealthState.PROBATION
-    assert monitor.split(table) == ([], [7])
-    back = monitor.success(table[7])
+    index = HealthIndex({7: health, 8: ClientHealth()}, 3, is_live=lambda client: True)
+    index.open_round(3)
+    assert index.table[7].state is HealthState.SIDELINED
+    assert (list(index.healthy), list(index.probation)) == ([8], [])
+    index.close_round()
+    index.open_round(4)
+    assert index.table[7].state is HealthState.PROBATION
+    assert (list(index.healthy), list(index.probation)) == ([8], [7])
+    back = monitor.success(index.table[7])
     assert back.state is HealthState.HEALTHY and back.score >= 0.6
 
 

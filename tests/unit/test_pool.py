@@ -8,7 +8,7 @@ import torch
 
 from phalanx.aggregation import Aggregate, FedAvg, RoundContext
 from phalanx.config import ValidationConfig
-from phalanx.core.messages import ClientUpdate, TaskKey
+from phalanx.core.messages import ClientUpdate, Envelope, ModelRef, TaskKey
 from phalanx.core.tensors import Manifest
 from phalanx.engine.pool import MemoryBudgetError, UpdatePool
 from phalanx.engine.validation import Accepted
@@ -33,7 +33,8 @@ MANIFEST = Manifest.of({"w": torch.zeros(4)})
 
 def item(client: int, value: float, weight: float = 1.0) -> Accepted:
     """An update whose delta from a zero global model is ``value`` everywhere."""
-    update = ClientUpdate(TaskKey(0, client, 1), 0, {"w": torch.full((4,), value)}, 1)
+    tensors = {"w": torch.full((4,), value)}
+    update = ClientUpdate(Envelope(), TaskKey(0, client, 1), ModelRef(0, ""), 1, 1, 1, tensors, "")
     return Accepted(update, torch.zeros(4), MANIFEST, 2.0 * abs(value), weight)
 
 

@@ -7,9 +7,11 @@ failing their writes fails the save, and with it the run, loudly.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,14 @@ import torch
 from tests.contract.test_checkpoint_store import make_state
 from tests.scenario.conftest import BASE, tiny_config
 
-from phalanx.checkpoint import LocalCheckpointStore, ReplicatedCheckpointStore, build_store
-from phalanx.config import CheckpointConfig, RunConfig
+from phalanx.checkpoint import (
+    FsspecCheckpointStore,
+    LocalCheckpointStore,
+    ReplicatedCheckpointStore,
+    build_store,
+)
+from phalanx.checkpoint.store import Quorum
+from phalanx.config import CheckpointConfig, RunConfig, build_config
 from phalanx.core.state import ServerState
 from phalanx.engine.history import RoundRecord
 from phalanx.errors import CheckpointError, ConfigError
@@ -159,7 +167,7 @@ def test_two_failed_stores_fail_the_save_naming_each(tmp_path: Path) -> None:
 
 def test_a_store_raising_oserror_counts_as_failed(tmp_path: Path) -> None:
     class Broken(LocalCheckpointStore):
-        def save(self, state: ServerState) -> str:
+        def save(self, state: ServerState, *, prune: bool = True) -> str:
             raise OSError("disk gone")
 
     stores = [Broken(tmp_path / "a"), Broken(tmp_path / "b"), LocalCheckpointStore(tmp_path / "c")]
@@ -232,3 +240,153 @@ def test_a_lost_copy_in_every_store_but_one_still_loads(tmp_path: Path) -> None:
     loaded = store.load("round-00000003")
 
     assert torch.equal(loaded.params, make_state(3).params)
+
+
+class FullStore(LocalCheckpointStore):
+    """A local store whose disk fills up when ``full`` is set: saves fail as ENOSPC would."""
+
+    full = False
+
+    def save(self, state: ServerState, *, prune: bool = True) -> str:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        return super().save(state, prune=prune)
+
+
+def full_stores(tmp_path: Path, **kw: int) -> list[FullStore]:
+    return [FullStore(tmp_path / name, **kw) for name in STORES]
+
+
+def rounds_in(root: Path) -> list[int]:
+    """The rounds of the checkpoint directories under ``root``, by name alone."""
+    return sorted(int(path.name.removeprefix("round-")) for path in root.glob("round-*"))
+
+
+def test_a_round_below_the_quorum_is_not_resumed_from(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, c = full_stores(tmp_path)
+    store = ReplicatedCheckpointStore([a, b, c], write_quorum=2)
+    store.save(make_state(1))
+    b.full = c.full = True
+    with pytest.raises(CheckpointError, match="reached 1 of 3 stores"):
+        store.save(make_state(2))  # lands in a only
+
+    with caplog.at_level(logging.WARNING, logger="phalanx.checkpoint"):
+        latest = store.latest_valid()
+    infos = store.list()
+
+    assert rounds_in(tmp_path / "a") == [1, 2]
+    assert latest is not None and latest.round == 1
+    assert "round 2 is valid in 1 of 3 durable stores" in caplog.text
+    assert "below the write quorum of 2" in caplog.text
+    assert [(i.round, i.valid, i.committed) for i in infos] == [(1, True, True), (2, True, False)]
+    assert infos[1].quorum == Quorum(copies=1, required=2, stores=3)
+
+
+def test_a_supervisor_restarting_below_the_quorum_keeps_the_last_commit(tmp_path: Path) -> None:
+    """c's disk is full from the start, b's fills after round 1: every restart resumes from
+    round 1, the last commit, and no store prunes it away (keep=1 would, left to itself)."""
+    a, b, c = full_stores(tmp_path, keep=1)
+    c.full = True
+    store = ReplicatedCheckpointStore([a, b, c], write_quorum=2)
+    store.save(make_state(1))  # a + b: committed
+    b.full = True
+    resumed_from = []
+    for _ in range(5):  # a supervisor restarting the run after each failure
+        state = store.latest_valid()
+        assert state is not None
+        resumed_from.append(state.round)
+        with pytest.raises(CheckpointError, match="below the write quorum"):
+            store.save(make_state(state.round + 1))
+
+    assert resumed_from == [1, 1, 1, 1, 1]
+    assert rounds_in(tmp_path / "a") == [1, 2] and rounds_in(tmp_path / "b") == [1]
+    b.full = False  # the disk is freed: the next save commits, and only then prunes
+    store.save(make_state(2))
+    assert rounds_in(tmp_path / "a") == [2] and rounds_in(tmp_path / "b") == [2]
+
+
+def test_pruning_spares_the_newest_commit_in_every_store(tmp_path: Path) -> None:
+    a, b, c = full_stores(tmp_path)
+    c.full = True
+    store = ReplicatedCheckpointStore([a, b, c], write_quorum=2)
+    for round_ in (1, 2):
+        store.save(make_state(round_))  # a + b: committed
+    a.save(make_state(3))  # a's own newer round, as a failed replicated save leaves it
+
+    store.prune(1)
+
+    assert rounds_in(tmp_path / "a") == [2, 3]  # left to itself, a would keep only 3
+    assert rounds_in(tmp_path / "b") == [2]
+    latest = store.latest_valid()
+    assert latest is not None and latest.round == 2
+
+
+def memory_url() -> str:
+    return f"memory://phalanx-replicated/{uuid.uuid4().hex}"
+
+
+def test_a_memory_store_never_counts_toward_the_quorum(tmp_path: Path) -> None:
+    a, b = FullStore(tmp_path / "a"), FullStore(tmp_path / "b")
+    store = ReplicatedCheckpointStore([a, b, FsspecCheckpointStore(memory_url())], write_quorum=2)
+    b.full = True
+
+    with pytest.raises(CheckpointError, match="reached 1 of 3 stores"):
+        store.save(make_state(1))  # a + memory://: one durable acknowledgement
+    with pytest.raises(ConfigError, match="not durable"):
+        ReplicatedCheckpointStore([a, FsspecCheckpointStore(memory_url())], write_quorum=2)
+
+
+@pytest.mark.parametrize("quorum", [2, None])
+def test_a_config_counting_on_a_memory_store_is_refused(quorum: int | None) -> None:
+    with pytest.raises(ConfigError, match=r"memory://x is not durable"):
+        build_config({"checkpoint": {"stores": ["memory://x"], "write_quorum": quorum}})
+
+    assert build_config({"checkpoint": {"stores": ["memory://x"], "write_quorum": 1}})
+
+
+def test_relative_store_paths_are_resolved_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = CheckpointConfig(
+        stores=("replica", "../other", "/abs/r", "~/r", "file://rel", "s3://bucket/r")
+    )
+
+    resolved = config.resolved(tmp_path / "work")
+
+    assert resolved.stores == (
+        str(tmp_path / "work" / "replica"), str(tmp_path / "other"), "/abs/r",
+        str(tmp_path / "home" / "r"), f"file://{tmp_path / 'work' / 'rel'}", "s3://bucket/r",
+    )  # fmt: skip
+    assert resolved.resolved(tmp_path / "elsewhere") == resolved
+
+
+def test_a_resume_from_another_directory_uses_the_same_replica(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    config = CheckpointConfig(stores=("replica",)).resolved(Path.cwd())  # as the run records it
+    build_store(config, tmp_path / "run").save(make_state(1))
+    monkeypatch.chdir(tmp_path / "second")  # the resume, from elsewhere
+
+    build_store(config, tmp_path / "run").save(make_state(2))
+
+    assert rounds_in(tmp_path / "first" / "replica") == [1, 2]
+    assert not (tmp_path / "second" / "replica").exists()
+
+
+def test_a_lost_store_under_a_full_quorum_says_how_to_resume(tmp_path: Path) -> None:
+    stores = [LocalCheckpointStore(tmp_path / name) for name in STORES]
+    ReplicatedCheckpointStore(stores).save(make_state(1))  # write_quorum None: all three
+    shutil.rmtree(tmp_path / "c")  # c's disk is gone for good
+
+    with pytest.raises(CheckpointError, match="valid in 2 of 3 durable stores") as caught:
+        ReplicatedCheckpointStore(stores).latest_valid()
+    lowered = ReplicatedCheckpointStore(stores, write_quorum=2).latest_valid()
+
+    assert "resume with checkpoint.write_quorum set to the durable stores" in str(caught.value)
+    assert lowered is not None and lowered.round == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from phalanx.observability import (
     write_run_outputs,
 )
 from phalanx.observability.plots import plot_accuracy, plot_faults
+from phalanx.observability.report import process_wall_time_s, read_history
 from phalanx.types import FailureKind, RejectReason
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -222,14 +225,17 @@ def test_write_run_outputs_writes_summary_and_plots_not_history(tmp_path: Path) 
     summary = summarize(history, wall_time_s=5.5, train_time_s=4.25)
     out_dir = tmp_path / "run" / "out"
 
-    write_run_outputs(out_dir, history, summary)
+    before = process_wall_time_s()
+    written = write_run_outputs(out_dir, history, summary)
 
+    assert written == {**summary, "wall_time_s": written["wall_time_s"]}
+    assert written["wall_time_s"] >= before  # the process's, not the 5.5 given
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "accuracy.png",
         "faults.png",
         "summary.json",
     ]  # history.jsonl is the lifecycle's append-only log, never rewritten here
-    assert json.loads((out_dir / "summary.json").read_text()) == summary
+    assert json.loads((out_dir / "summary.json").read_text()) == written
     _assert_png(out_dir / "accuracy.png")
     _assert_png(out_dir / "faults.png")
 
@@ -238,7 +244,7 @@ def test_redraw_reproduces_summary_and_plots(tmp_path: Path) -> None:
     history = _history()
     summary = summarize(history, wall_time_s=5.5, train_time_s=4.25)
     _write_history(tmp_path, history)
-    write_run_outputs(tmp_path, history, summary)
+    summary = write_run_outputs(tmp_path, history, summary)
     (tmp_path / "accuracy.png").unlink()
     (tmp_path / "faults.png").unlink()
 
@@ -261,8 +267,34 @@ def test_redraw_without_history_names_the_file(tmp_path: Path) -> None:
         redraw(tmp_path)
 
 
-def test_redraw_rejects_an_invalid_history_line(tmp_path: Path) -> None:
-    (tmp_path / "history.jsonl").write_text('{"round": 1}\nnot json\n')
+def test_a_damaged_line_before_the_last_is_refused(tmp_path: Path) -> None:
+    lines = [json.dumps(record) for record in _history()]
+    lines[1] = lines[1][:40]
+    (tmp_path / "history.jsonl").write_text("\n".join(lines) + "\n")
 
-    with pytest.raises(PhalanxError, match=r"history\.jsonl:2: invalid JSON"):
+    with pytest.raises(PhalanxError, match=r"history\.jsonl:2: invalid JSON.*before its last"):
         redraw(tmp_path)
+
+
+@pytest.mark.parametrize("newline", ["", "\n"])
+def test_a_torn_last_line_is_skipped_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, newline: str
+) -> None:
+    history = _history()
+    lines = [json.dumps(record) for record in history]
+    text = "\n".join(lines) + "\n"
+    (tmp_path / "history.jsonl").write_text(text[: -len(lines[-1]) // 2] + newline)
+
+    assert read_history(tmp_path / "history.jsonl") == history[:-1]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "torn last line" in warnings[0].getMessage()
+    assert f"history.jsonl:{len(lines)}" in warnings[0].getMessage()
+
+
+def test_wall_time_counts_from_the_process_start(tmp_path: Path) -> None:
+    """The interpreter's start and imports are part of a command's wall time."""
+    code = "import time; time.sleep(0.4); from phalanx.observability.report import "
+    code += "process_wall_time_s as w; print(w())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    assert 0.4 <= float(done.stdout) < 30

@@ -8,7 +8,16 @@ from collections.abc import Sequence
 import torch
 
 from phalanx.config import RunConfig, build_config
-from phalanx.core.messages import ClientUpdate, TaskFailure, TaskKey, TrainTask
+from phalanx.core.messages import (
+    ClientUpdate,
+    Envelope,
+    PartialWork,
+    TaskConfig,
+    TaskFailure,
+    TaskKey,
+    TrainTask,
+)
+from phalanx.core.models import ModelBook
 from phalanx.core.tensors import Manifest
 from phalanx.runtime.inprocess.runtime import SimulationRuntime
 from phalanx.runtime.inprocess.trainers import TrainJob, TrainOutcome
@@ -35,21 +44,27 @@ class CountingTrainer:
         return [TrainOutcome({"w": params + job.key.client}, 5, {}) for job in jobs]
 
 
-def runtime(*schedule: str) -> tuple[SimulationRuntime, CountingTrainer]:
+def runtime(*schedule: str, extra: Sequence[str] = ()) -> tuple[SimulationRuntime, CountingTrainer]:
     config: RunConfig = build_config(
         {
             "workload": {"num_clients": 10},
             "selection": {"clients_per_round": 2},
             "quorum": {"min_updates": 1},
         },
-        [f"faults.schedule=[{', '.join(schedule)}]", "latency.speed_sigma=0"],
+        [f"faults.schedule=[{', '.join(schedule)}]", "latency.speed_sigma=0", *extra],
     )
     trainer = CountingTrainer()
-    return SimulationRuntime(config, trainer, MANIFEST, num_clients=10), trainer
+    rt = SimulationRuntime(config, trainer, MANIFEST, num_clients=10, models=BOOK)
+    return rt, trainer
 
 
-def task(client: int, deadline: float = 100.0) -> TrainTask:
-    return TrainTask(TaskKey(0, client, 1), 0, GLOBAL, deadline, issued_at=0.0)
+BOOK = ModelBook(MANIFEST)
+REF = BOOK.publish(0, GLOBAL)  # what the engine would publish for the round
+
+
+def task(client: int, ttl_s: float = 100.0, partial: PartialWork | None = None) -> TrainTask:
+    config = TaskConfig(3, 32, 0.01, ttl_s, partial=partial or PartialWork())
+    return TrainTask(Envelope(), TaskKey(0, client, 1), REF, config)
 
 
 def drain(rt: SimulationRuntime, until: float = 100.0) -> list[tuple[float, object]]:
@@ -77,6 +92,8 @@ def test_each_fault_becomes_the_event_a_transport_would_see() -> None:
     assert times == sorted(times) and rt.clock.now() == 100.0
     update = next(e for _, e in events if isinstance(e, ClientUpdate))
     assert torch.equal(update.tensors["w"], torch.zeros(3))
+    assert update.sender == 0 and update.base == REF  # stamped by the transport; echoed
+    assert (update.steps_done, update.steps_planned) == (10, 10)
     assert sorted(c for batch in trainer.batches for c in batch) == [0]  # a drop trains nothing
 
 
@@ -98,3 +115,16 @@ def test_next_event_waits_only_until_asked() -> None:
     assert drain(rt, until=0.1) == []
     assert rt.clock.now() == 0.1
     assert len(drain(rt, until=100.0)) == 1
+
+
+def test_a_task_that_cannot_finish_in_its_ttl_sends_the_steps_that_fit() -> None:
+    """Partial work: 0.5 s each way and 0.05 s a step, so 6 of 10 steps fit in 1.32 s.
+    Below the policy's minimum share (or with partial work off) the client plans all 10."""
+    rt, _ = runtime(extra=["latency.network_jitter_s=0"])
+    rt.submit(task(0, ttl_s=1.32, partial=PartialWork(enabled=True, min_fraction=0.5)))
+    rt.submit(task(1, ttl_s=1.32, partial=PartialWork(enabled=True, min_fraction=0.7)))
+    rt.submit(task(2, ttl_s=1.32, partial=PartialWork(enabled=False)))
+    events = {e.key.client: e for _, e in drain(rt)}
+    assert all(isinstance(e, ClientUpdate) for e in events.values())
+    steps = {c: (e.steps_done, e.steps_planned) for c, e in events.items()}  # type: ignore[union-attr]
+    assert steps == {0: (6, 10), 1: (10, 10), 2: (10, 10)}

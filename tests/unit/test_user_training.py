@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
+from phalanx.client.sdk import TrainContext, float_metrics
 from phalanx.config import RunConfig, build_config
 from phalanx.core.messages import TaskKey
 from phalanx.core.tensors import flatten
 from phalanx.errors import ConfigError
 from phalanx.runtime.inprocess.trainers import BatchedTrainer, TrainJob, WorkerTrainer
-from phalanx.runtime.inprocess.user_training import TrainContext, float_metrics
 from phalanx.simulation import Simulation, initial_model, model_manifest
 from phalanx.workloads import build_workload
 from phalanx.workloads.base import ClientData

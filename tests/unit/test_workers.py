@@ -278,3 +278,17 @@ def test_bad_options_and_missing_fork_are_refused(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(multiprocessing, "get_context", no_fork)
     with pytest.raises(RuntimeBackendError, match="fork"):
         WorkerPool(add_client)
+
+
+def test_a_garbled_reply_is_a_crash_and_that_worker_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pipe speaks the codec's frames: bytes that are not one end the job as a crash
+    (never an exception in the parent), and the next job gets a fresh worker."""
+    monkeypatch.setattr(workers, "_answer", lambda fn, request: b"\x40\x00\x00\x00{")
+    with WorkerPool(add_client, workers=1) as pool:
+        outcome = pool.run(make_jobs(1))[0]
+        assert outcome.tensors is None and outcome.error is not None
+        assert outcome.error.startswith("crash: unreadable reply (header length 64")
+        monkeypatch.undo()  # workers forked from now on answer properly
+        assert_added(pool.run(make_jobs(2)), make_jobs(2))

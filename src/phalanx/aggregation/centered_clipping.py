@@ -24,14 +24,16 @@ STATE_KEY = "centered_clipping.centre"
 
 
 class CenteredClippingParams(Params):
-    tau: float | None = Field(None, gt=0)  # clipping radius; None: median distance
-    iterations: int = Field(1, ge=1)
-    momentum: bool = True  # start from the last round's aggregate (else from zero)
+    tau: float | None = Field(None, gt=0, description="clipping radius; null: the median distance")
+    iterations: int = Field(1, ge=1, description="clipping iterations per round")
+    momentum: bool = Field(True, description="start from the last round's aggregate (else zero)")
     # Flag rows whose cosine with the starting centre is below this, at most the f lowest:
     # with momentum, an update that points against the run's recent direction, round after
     # round, is the mark of sign flipping and inner-product manipulation, while an honest
     # client on unusual data does so now and then. None: flag nothing.
-    flag_alignment: float | None = Field(None, ge=-1, le=1)
+    flag_alignment: float | None = Field(
+        None, ge=-1, le=1, description="flag the f least aligned rows below this cosine; null: none"
+    )
 
 
 class CenteredClipping(Part[CenteredClippingParams]):

@@ -18,9 +18,11 @@ from phalanx.core.named import Params
 
 
 class GeometricMedianParams(Params):
-    nu: float = Field(1e-6, gt=0)  # smoothing: distances below nu count as nu
-    max_iter: int = Field(100, ge=1)
-    tol: float = Field(1e-7, ge=0)  # stop when the objective improves by less (x median distance)
+    nu: float = Field(1e-6, gt=0, description="smoothing: distances below nu count as nu")
+    max_iter: int = Field(100, ge=1, description="Weiszfeld iterations at most")
+    tol: float = Field(
+        1e-7, ge=0, description="stop when the objective improves by less (x median distance)"
+    )
 
 
 def weiszfeld_coefficients(

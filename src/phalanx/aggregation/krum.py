@@ -34,7 +34,7 @@ def krum_select(sq_distances: torch.Tensor, f: int, m: int) -> torch.Tensor:
 
 
 class MultiKrumParams(Params):
-    m: int | None = Field(None, ge=1)  # rows averaged; None: n - f
+    m: int | None = Field(None, ge=1, description="rows averaged; null: n - f")
 
 
 class MultiKrum(Part[MultiKrumParams]):

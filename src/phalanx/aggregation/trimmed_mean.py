@@ -16,7 +16,7 @@ from phalanx.core.named import Params
 
 
 class TrimmedMeanParams(Params):
-    trim: int | None = Field(None, ge=0)  # values dropped at each end; None: f
+    trim: int | None = Field(None, ge=0, description="values dropped at each end; null: f")
 
 
 class TrimmedMean(Part[TrimmedMeanParams]):

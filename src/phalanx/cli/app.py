@@ -1,20 +1,29 @@
-"""Entry point: ``phalanx run``, ``phalanx report`` and ``phalanx checkpoints``. Errors of
-the PhalanxError tree exit with their own code and a one-paragraph message, never a
-traceback."""
+"""Entry point: ``phalanx run``, ``report``, ``checkpoints`` and ``list``.
+
+``main`` is the one boundary where what escapes a command becomes an exit code and one
+line on stderr, never a traceback: a ``PhalanxError`` exits with its own code; an ``OSError``
+that no inner layer translated is a ``StorageError`` naming the path (exit 9); running out
+of memory is exit 3; Ctrl-C is exit 130 (the run lifecycle stops gracefully first; typer
+turns the KeyboardInterrupt into that code). Codes: ``phalanx/errors.py`` and README.
+"""
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import sys
+from importlib import metadata
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from phalanx.cli.checkpoints import checkpoints_app
+from phalanx.cli.listing import list_command
 from phalanx.cli.report import report
 from phalanx.cli.run import run
-from phalanx.errors import PhalanxError
+from phalanx.errors import PhalanxError, StorageError, WorkloadError
 
 app = typer.Typer(
     add_completion=False,
@@ -24,16 +33,96 @@ app = typer.Typer(
 )
 app.command("run")(run)
 app.command("report")(report)
+app.command("list")(list_command)
 app.add_typer(checkpoints_app, name="checkpoints")
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT
+_OUT_OF_MEMORY = "can't allocate memory"  # torch's CPU allocator raises RuntimeError with it
+_STORAGE_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a component of the path is a file, not a directory",
+    errno.EISDIR: "the path is a directory",
+}
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when not installed)."""
+    try:
+        return metadata.version("phalanx")
+    except metadata.PackageNotFoundError:
+        from phalanx import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"phalanx {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """phalanx: fault-tolerant federated learning."""
+
+
+def storage_error(error: OSError) -> StorageError:
+    """An OS error that reached the CLI, as the one line a user needs: which path, and why."""
+    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+    reason = _STORAGE_HINTS.get(error.errno or 0) or error.strerror or str(error)
+    where = " -> ".join(paths) or "a file"
+    return StorageError(f"cannot write or read {where}: {reason}")
+
+
+def out_of_memory(error: BaseException) -> WorkloadError:
+    detail = str(error).partition(_OUT_OF_MEMORY)[2].strip(" :.") if error.args else ""
+    shown = f" ({detail.split('. Error code')[0]})" if detail else ""
+    return WorkloadError(
+        f"out of memory{shown}: the model or data set is too large for this machine; "
+        "shrink the workload (e.g. workload.hidden, workload.num_clients)"
+    )
+
+
+def translate(error: BaseException) -> PhalanxError | None:
+    """The PhalanxError a foreign exception escaping a command stands for; None: a bug."""
+    if isinstance(error, PhalanxError):
+        return error
+    if isinstance(error, OSError):
+        return storage_error(error)
+    if isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and _OUT_OF_MEMORY in str(error)
+    ):
+        return out_of_memory(error)
+    return None
+
+
+def _fail(error: PhalanxError) -> NoReturn:
+    Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    sys.exit(error.exit_code)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
-    except PhalanxError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
-        sys.exit(error.exit_code)
+    except KeyboardInterrupt:  # typer maps it to 130 inside a command; this is the rest
+        sys.exit(INTERRUPTED_EXIT)
+    except (PhalanxError, OSError, MemoryError, RuntimeError) as error:
+        known = translate(error)
+        if known is None:
+            raise
+        _fail(known)
     finally:
         # Everything is written; spare the interpreter's final collection from walking
         # torch's objects (about 0.3 s of a short run's exit). atexit handlers still run.

@@ -2,8 +2,10 @@
 
 DIR is a run directory (its ``config.json`` names the replica stores, if any; without one,
 ``DIR/checkpoints``), a checkpoints directory itself, or an fsspec URL. ``verify`` is the
-check to run before relying on a resume: exit 0 when the newest checkpoint is valid, else
-exit 5 (``CheckpointError.exit_code``) with every problem found.
+check to run before relying on a resume: exit 0 when the newest checkpoint is committed
+(valid and, with replicas, held by ``write_quorum`` durable stores), else exit 5
+(``CheckpointError.exit_code``) with every problem found and the round a resume would use.
+Both commands only read: they take no lock and work beside a running run.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def list_checkpoints(target: Target) -> None:
 
 @checkpoints_app.command("verify")
 def verify_checkpoints(target: Target) -> None:
-    """Exit 0 if the newest checkpoint is valid; else exit 5, listing every problem."""
+    """Exit 0 if the newest checkpoint is committed; else exit 5, listing every problem."""
     store = open_store(target)
     infos = store.list()
     out, err = Console(), Console(stderr=True)
@@ -90,19 +92,32 @@ def verify_checkpoints(target: Target) -> None:
         err.print(f"no checkpoints in {store.location}", highlight=False)
         raise typer.Exit(CheckpointError.exit_code)
     newest = infos[-1]
-    if not newest.valid:
-        fallback = next((i.round for i in reversed(infos) if i.valid), None)
-        then = f"a resume would use round {fallback}" if fallback is not None else "none valid"
-        err.print(f"newest checkpoint (round {newest.round}) is invalid; {then}", highlight=False)
+    if not newest.committed:
+        fallback = next((i.round for i in reversed(infos) if i.committed), None)
+        then = f"a resume would use round {fallback}" if fallback is not None else "none usable"
+        what = "invalid" if not newest.valid else f"{_below_quorum(newest)}: not a commit"
+        err.print(f"newest checkpoint (round {newest.round}) is {what}; {then}", highlight=False)
         raise typer.Exit(CheckpointError.exit_code)
     held = ", ".join(newest.stores)
-    out.print(f"round {newest.round} is valid (in {held})", highlight=False)
+    out.print(f"round {newest.round} is valid and committed (in {held})", highlight=False)
 
 
 def _status(info: CheckpointInfo) -> str:
     if not info.valid:
         return f"INVALID: {info.problem}"
-    return "valid" if info.problem is None else f"valid; damaged copies: {info.problem}"
+    status = "valid" if info.committed else f"{_below_quorum(info)}, not a commit"
+    return status if info.problem is None else f"{status}; damaged copies: {info.problem}"
+
+
+def _below_quorum(info: CheckpointInfo) -> str:
+    """ "valid, below write quorum (1 of 3 stores, 2 required)"."""
+    quorum = info.quorum
+    if quorum is None:
+        return "valid"
+    return (
+        f"valid, below write quorum ({quorum.copies} of {quorum.stores} stores, "
+        f"{quorum.required} required)"
+    )
 
 
 def _size(size: int) -> str:

@@ -46,13 +46,20 @@ class RunLifecycle:
         )
         self.digest = config_digest(config)
         self.state: ServerState | None = None  # the last committed state
+        self._held = False
 
     def start(self, initial: ServerState, *, resume: bool, where: str = "DIR") -> ServerState:
         """The state the run continues from; the history log cut back to match it.
 
+        The store is taken first (``acquire``: every local root locked and marked) and held
+        until ``close``, the same store object for every save; so the history log, which may
+        live in a store root, is only written once the root is known to be phalanx's.
         Resuming without a checkpoint of this configuration is refused
         (``CheckpointError``): silently starting over would overwrite what the directory
         holds."""
+        if self.store is not None:
+            self.store.acquire()
+            self._held = True
         if resume:
             if self.store is None:
                 raise CheckpointError("resume needs a checkpoint directory")
@@ -78,3 +85,13 @@ class RunLifecycle:
                 observe(state, record)
             await asyncio.sleep(0)  # a stop signal lands here at the latest
         return state
+
+    def close(self) -> None:
+        """Close the history log and give the store back (safe to call more than once, and
+        after a ``start`` that failed)."""
+        try:
+            self.history.close()
+        finally:
+            if self._held and self.store is not None:
+                self._held = False
+                self.store.release()

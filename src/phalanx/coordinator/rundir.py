@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+from phalanx.checkpoint.layout import HISTORY_FILE
 from phalanx.config import RunConfig
 from phalanx.core.files import write_atomic
 from phalanx.core.locks import DirectoryLock
@@ -32,7 +33,6 @@ log = logging.getLogger("phalanx.coordinator.rundir")
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
-HISTORY_FILE = "history.jsonl"
 CHECKPOINTS = "checkpoints"
 OUTPUT_FILES = ("summary.json", "accuracy.png", "faults.png")
 # What marks a directory as holding a run, in the order --force deletes it (config.json
@@ -102,6 +102,9 @@ class RunDirectory:
         self.mode = mode
         self.threads = threads
         self.lock = DirectoryLock(self.path, purpose="run")
+        # The run's id (stamped on every message, ``Envelope.run_id``): a new run's is fresh;
+        # a resumed run keeps the one its run.json holds (known once ``acquire`` checked it).
+        self.run_id = uuid.uuid4().hex
 
     @property
     def checkpoints(self) -> Path:
@@ -136,6 +139,9 @@ class RunDirectory:
             raise ConfigError(f"--resume {self.path}: no {CONFIG_FILE}, so it holds no run")
         if self.mode == "force":
             self._clear()
+        saved = self._saved_info().get("run_id") if self.mode == "resume" else None
+        if isinstance(saved, str) and saved:
+            self.run_id = saved
 
     def _clear(self) -> None:
         for name in RUN_ENTRIES:
@@ -165,11 +171,9 @@ class RunDirectory:
     def _run_info(self, resumed_at: int | None) -> dict[str, Any]:
         session = {"threads": self.threads, "pid": os.getpid(), "started": _now()}
         if resumed_at is None:
-            return {"run_id": uuid.uuid4().hex, "threads": self.threads, "sessions": [session]}
-        try:
-            info: dict[str, Any] = json.loads((self.path / RUN_FILE).read_text())
-        except (OSError, ValueError):
-            info = {"run_id": None, "threads": None, "sessions": []}
+            return {"run_id": self.run_id, "threads": self.threads, "sessions": [session]}
+        info = {"run_id": self.run_id, "threads": None, "sessions": [], **self._saved_info()}
+        info["run_id"] = self.run_id  # the saved one (``acquire``), or a new one if it had none
         if info.get("threads") not in (None, self.threads):
             log.warning(
                 "this run began with --threads %s and resumes with --threads %s: the "
@@ -178,6 +182,14 @@ class RunDirectory:
             )  # fmt: skip
         info.setdefault("sessions", []).append({**session, "resumed_at_round": resumed_at})
         return info
+
+    def _saved_info(self) -> dict[str, Any]:
+        """run.json as the run left it ({} when it is missing or unreadable)."""
+        try:
+            info = json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
 
     def release(self) -> None:
         self.lock.release()

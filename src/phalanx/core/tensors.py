@@ -2,6 +2,11 @@
 
 Aggregators then see an ``n x d`` stack, and validation can check names, shapes and dtypes
 of what a client sent against the manifest before anything is flattened.
+
+One dtype policy, stated here and used everywhere: parameters are ``WIRE_DTYPE`` (float32)
+on the wire, in the engine and in a model's manifest. A model of another dtype is refused
+when its manifest is made; the codec refuses a message carrying another dtype; validation
+rejects an in-process update of another dtype (``RejectReason.DTYPE``).
 """
 
 from __future__ import annotations
@@ -10,14 +15,20 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-# The dtypes phalanx accepts on the wire; all are stored as float32 inside the engine.
-_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16"}
+from phalanx.errors import WorkloadError
+
+WIRE_DTYPE = torch.float32
+"""The one dtype of parameters and updates: on the wire, in the engine, in manifests."""
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    return _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+    return str(dtype).removeprefix("torch.")
+
+
+WIRE_DTYPE_NAME = dtype_name(WIRE_DTYPE)
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,13 @@ class Manifest:
 
     @classmethod
     def of(cls, tensors: Mapping[str, torch.Tensor]) -> Manifest:
+        """The manifest of a model's parameters, which must all be ``WIRE_DTYPE``."""
+        for name, tensor in tensors.items():
+            if tensor.dtype != WIRE_DTYPE:
+                raise WorkloadError(
+                    f"parameter {name!r} is {dtype_name(tensor.dtype)}; phalanx federates "
+                    f"{WIRE_DTYPE_NAME} parameters only (convert the model with .float())"
+                )
         return cls(
             tuple(TensorSpec(k, tuple(v.shape), dtype_name(v.dtype)) for k, v in tensors.items())
         )
@@ -85,10 +103,8 @@ def unflatten(vector: torch.Tensor, manifest: Manifest) -> dict[str, torch.Tenso
 
 def _byte_view(tensor: torch.Tensor) -> memoryview:
     """The tensor's bytes without a copy when it is already contiguous on the CPU."""
-    array = tensor.detach().cpu().numpy()
-    if not array.flags.c_contiguous:
-        array = array.copy()
-    return memoryview(array.data).cast("B")
+    array = np.ascontiguousarray(tensor.detach().cpu().numpy()).reshape(-1)
+    return array.view(np.uint8).data  # flat bytes: also for shapes with a 0 in them
 
 
 def payload_digest(tensors: Mapping[str, torch.Tensor]) -> str:

@@ -12,16 +12,29 @@ import heapq
 from dataclasses import dataclass, field
 
 import torch
+from sortedcontainers import SortedList
 
 from phalanx.config import RunConfig
-from phalanx.core.messages import ClientUpdate, TaskFailure, TaskKey, TrainTask
+from phalanx.core.messages import (
+    ClientUpdate,
+    Envelope,
+    ModelRef,
+    PartialWork,
+    TaskConfig,
+    TaskFailure,
+    TaskKey,
+    TrainTask,
+)
+from phalanx.core.state import ClientHealth
 from phalanx.core.tensors import Manifest
-from phalanx.engine.health import HealthMonitor, HealthTable
+from phalanx.engine.health import HealthMonitor
+from phalanx.engine.health_index import HealthIndex
 from phalanx.engine.history import RoundEvent, RoundRecord
+from phalanx.engine.membership import Membership
 from phalanx.engine.pool import MemoryBudgetError, UpdatePool
 from phalanx.engine.ports import Runtime
 from phalanx.engine.retry import RetryPolicy
-from phalanx.engine.selection import sample_clients
+from phalanx.engine.selection import sample_one_excluding, sample_ranked
 from phalanx.engine.validation import Accepted, Rejected, validate_update
 from phalanx.types import ClientId, FailureKind, HealthState
 
@@ -36,21 +49,29 @@ class RoundInputs:
     model_version: int
     params: torch.Tensor
     manifest: Manifest
+    model: ModelRef  # ``params`` as published to the runtime: what tasks refer to
+    envelope: Envelope = field(default_factory=Envelope)
 
 
 @dataclass
 class Collection:
-    """Mutable bookkeeping of a round in flight."""
+    """Mutable bookkeeping of a round in flight. Every structure is sized by the round's
+    tasks, never by the registered population."""
 
     inputs: RoundInputs
     deadline: float
-    health: HealthTable
+    index: HealthIndex
     record: RoundRecord
     pool: UpdatePool
     active: dict[TaskKey, TrainTask] = field(default_factory=dict)
+    # (deadline, client, attempt, key) of every task sent: a heap, entries of tasks no longer
+    # active skipped lazily; (client, attempt) is unique, so keys are never compared.
+    timers: list[tuple[float, ClientId, int, TaskKey]] = field(default_factory=list)
     retries: list[tuple[float, ClientId, int]] = field(default_factory=list)  # a heap
     asked: set[ClientId] = field(default_factory=set)
-    opening_health: HealthTable = field(default_factory=dict)  # as the round opened
+    # Asked clients that are healthy now: what a replacement must skip in the healthy set.
+    # Built at the round's first replacement (most rounds have few or none), then kept.
+    asked_healthy: SortedList | None = None
 
     @property
     def in_play(self) -> int:
@@ -59,21 +80,25 @@ class Collection:
 
 class Collector:
     def __init__(
-        self, config: RunConfig, runtime: Runtime, health: HealthMonitor, retry: RetryPolicy
+        self,
+        config: RunConfig,
+        runtime: Runtime,
+        membership: Membership,
+        health: HealthMonitor,
+        retry: RetryPolicy,
     ) -> None:
         self._config = config
         self._runtime = runtime
+        self._membership = membership
         self._health = health
         self._retry = retry
 
-    async def collect(
-        self, col: Collection, healthy: list[ClientId], probes: list[ClientId]
-    ) -> None:
+    async def collect(self, col: Collection, probes: list[ClientId]) -> None:
         target = self._config.selection.clients_per_round
         goal = self._config.selection.dispatch_count
-        first = sample_clients(
-            healthy, goal, seed=self._config.seed, round_index=col.inputs.round_index,
-            stream="select",
+        first = sample_ranked(
+            col.index.healthy, goal, seed=self._config.seed,
+            round_index=col.inputs.round_index, stream="select",
         )  # fmt: skip
         col.record.probes = len(probes)
         for client in [*first, *probes]:
@@ -100,20 +125,27 @@ class Collector:
     def _dispatch(self, col: Collection, client: ClientId, attempt: int) -> None:
         now = self._runtime.clock.now()
         key = TaskKey(col.inputs.round_index, client, attempt)
+        deadline = min(now + self._config.deadlines.task_s, col.deadline)  # the engine's timer
         task = TrainTask(
-            key=key,
-            model_version=col.inputs.model_version,
-            params=col.inputs.params,
-            deadline=min(now + self._config.deadlines.task_s, col.deadline),
-            issued_at=now,
+            col.inputs.envelope, key, col.inputs.model, self._task_config(deadline - now)
         )
         col.active[key] = task
+        heapq.heappush(col.timers, (deadline, client, attempt, key))
         col.asked.add(client)
         if attempt == 1:
+            self._sync_asked_healthy(col, client)
             col.record.dispatched.append(client)
         else:
             col.record.retries += 1
         self._runtime.submit(task)
+
+    def _task_config(self, ttl_s: float) -> TaskConfig:
+        training, partial = self._config.training, self._config.partial_work
+        return TaskConfig(
+            local_epochs=training.local_epochs, batch_size=training.batch_size,
+            lr=training.lr, ttl_s=ttl_s,
+            partial=PartialWork(partial.enabled, partial.min_fraction),
+        )  # fmt: skip
 
     def _replace(self, col: Collection, goal: int) -> bool:
         """Ask one fresh healthy client if the round is short and time allows."""
@@ -123,37 +155,91 @@ class Collector:
             return False
         if col.deadline - now < config.min_remaining_s:
             return False
-        fresh = [c for c, h in col.health.items() if h.state is HealthState.HEALTHY]
-        fresh = [c for c in fresh if c not in col.asked]
-        choice = sample_clients(
-            fresh, 1, seed=self._config.seed, round_index=col.inputs.round_index,
-            stream=f"replace/{col.record.replacements}",
+        choice = sample_one_excluding(
+            col.index.healthy, self._asked_healthy(col), seed=self._config.seed,
+            round_index=col.inputs.round_index, stream=f"replace/{col.record.replacements}",
         )  # fmt: skip
-        if not choice:
+        if choice is None:
             return False
         col.record.replacements += 1
-        self._dispatch(col, choice[0], attempt=1)
+        self._dispatch(col, choice, attempt=1)
         return True
+
+    # -- health and membership --------------------------------------------------------
+
+    def set_health(self, col: Collection, client: ClientId, health: ClientHealth) -> None:
+        if col.index.set(client, health):
+            self._sync_asked_healthy(col, client)
+
+    @staticmethod
+    def _asked_healthy(col: Collection) -> SortedList:
+        if col.asked_healthy is None:
+            col.asked_healthy = SortedList(c for c in col.asked if col.index.is_healthy(c))
+        return col.asked_healthy
+
+    @staticmethod
+    def _sync_asked_healthy(col: Collection, client: ClientId) -> None:
+        excluded = col.asked_healthy
+        if excluded is None:
+            return
+        wanted = client in col.asked and col.index.is_healthy(client)
+        if wanted and client not in excluded:
+            excluded.add(client)
+        elif not wanted:
+            excluded.discard(client)
+
+    def apply_membership(self, col: Collection) -> None:
+        """Joins and leaves since the last look: a joiner becomes selectable, a leaver is
+        not, and its task in flight fails as a crash (not retried: it is gone)."""
+        changes = self._membership.changes()
+        if not changes:
+            return
+        left = col.index.apply(changes)
+        for change in changes:
+            self._sync_asked_healthy(col, change.client)
+        for client in left:
+            self._fail_leaver(col, client)
+
+    def _fail_leaver(self, col: Collection, client: ClientId) -> None:
+        for key in [k for k in col.active if k.client == client]:
+            self._runtime.cancel(key)
+            del col.active[key]
+            self._failed(col, key, FailureKind.CRASH, "the client left")
 
     # -- events and timers ------------------------------------------------------------
 
     def _next_timer(self, col: Collection) -> float:
-        timers = [task.deadline for task in col.active.values()]
+        timers = col.timers
+        while timers and timers[0][3] not in col.active:
+            heapq.heappop(timers)  # answered or cancelled since
+        soonest = col.deadline
+        if timers:
+            soonest = min(soonest, timers[0][0])
         if col.retries:
-            timers.append(col.retries[0][0])
-        return min([*timers, col.deadline])
+            soonest = min(soonest, col.retries[0][0])
+        return soonest
 
     def _fire_timers(self, col: Collection) -> None:
+        """Fail the tasks whose deadline has passed (in client order), then send the
+        retries that are due."""
         now = self._runtime.clock.now()
-        for key, task in sorted(col.active.items(), key=lambda kv: (kv[0].client, kv[0].attempt)):
-            if task.deadline <= now:
-                del col.active[key]
-                self._failed(col, key, FailureKind.TIMEOUT, f"no reply by t={task.deadline:.2f}")
+        expired: list[tuple[ClientId, int, float, TaskKey]] = []
+        while col.timers and col.timers[0][0] <= now:
+            deadline, client, attempt, key = heapq.heappop(col.timers)
+            if key in col.active:
+                expired.append((client, attempt, deadline, key))
+        for _, _, deadline, key in sorted(expired):
+            del col.active[key]
+            self._failed(col, key, FailureKind.TIMEOUT, f"no reply by t={deadline:.2f}")
         while col.retries and col.retries[0][0] <= now:
             _, client, attempt = heapq.heappop(col.retries)
-            self._dispatch(col, client, attempt)
+            if self._membership.is_live(client):
+                self._dispatch(col, client, attempt)
+            else:
+                self._replace(col, self._config.selection.dispatch_count)
 
     def _handle(self, col: Collection, event: ClientUpdate | TaskFailure | None, goal: int) -> None:
+        self.apply_membership(col)  # first: a reply from a client that has left is void
         if event is None:
             self._fire_timers(col)
         else:
@@ -167,14 +253,15 @@ class Collector:
             self._failed(col, event.key, event.kind, event.detail)
             return
         verdict = validate_update(
-            event, task, col.inputs.manifest, self._config.validation,
-            declared_examples=self._runtime.declared_examples(event.key.client),
+            event, task, col.inputs.params, col.inputs.manifest, self._config.validation,
+            declared_examples=self._membership.declared_examples(event.key.client),
         )  # fmt: skip
         if isinstance(verdict, Rejected):
             self.reject(col, event.key, verdict)
             self._replace(col, goal)
             return
-        col.health[event.key.client] = self._health.success(col.health[event.key.client])
+        client = event.key.client
+        self.set_health(col, client, self._health.success(col.index.table[client]))
         try:
             outliers = col.pool.add(verdict)
         except MemoryBudgetError as error:
@@ -190,18 +277,21 @@ class Collector:
                 key.client, key.attempt, FailureKind.REJECTED, now, verdict.detail, verdict.reason
             )
         )
-        col.health[key.client] = self._health.failure(col.health[key.client], key.round)
+        self.set_health(
+            col, key.client, self._health.failure(col.index.table[key.client], key.round)
+        )
 
     def _failed(self, col: Collection, key: TaskKey, kind: FailureKind, detail: str) -> None:
         now = self._runtime.clock.now()
         col.record.events.append(RoundEvent(key.client, key.attempt, kind, now, detail))
-        health = self._health.failure(col.health[key.client], key.round)
-        col.health[key.client] = health
+        health = self._health.failure(col.index.table[key.client], key.round)
+        self.set_health(col, key.client, health)
         when = self._retry.next_attempt_at(
             kind, round_index=key.round, client=key.client, attempt=key.attempt,
             now=now, round_deadline=col.deadline,
         )  # fmt: skip
-        if when is not None and health.state is not HealthState.SIDELINED:
+        live = self._membership.is_live(key.client)
+        if when is not None and live and health.state is not HealthState.SIDELINED:
             heapq.heappush(col.retries, (when, key.client, key.attempt + 1))
         else:
             self._replace(col, self._config.selection.dispatch_count)
@@ -226,4 +316,5 @@ class Collector:
             self._runtime.cancel(key)
         col.record.cancelled = len(col.active) + len(col.retries)
         col.active.clear()
+        col.timers.clear()
         col.retries.clear()

@@ -11,20 +11,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from phalanx.aggregation import Aggregator, RoundContext, StreamingAggregator, build_aggregator
 from phalanx.config import RunConfig
+from phalanx.core.messages import Envelope
+from phalanx.core.models import ModelBook
 from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest
 from phalanx.engine.collect import Collection, Collector, RoundInputs
 from phalanx.engine.health import HealthMonitor
+from phalanx.engine.health_index import HealthIndex
 from phalanx.engine.history import RoundRecord
+from phalanx.engine.membership import Membership
 from phalanx.engine.pool import UpdatePool, stack_bytes
 from phalanx.engine.ports import Runtime
 from phalanx.engine.retry import RetryPolicy
-from phalanx.engine.selection import sample_clients
+from phalanx.engine.selection import sample_ranked
 from phalanx.errors import AggregationError
 
 log = logging.getLogger("phalanx.engine")
@@ -33,6 +38,8 @@ Evaluate = Callable[[torch.Tensor], dict[str, float]]
 # An observer of committed rounds (progress, on_round): called by the run lifecycle after the
 # round is durable, with the state after it and its record.
 RoundHook = Callable[[ServerState, RoundRecord], None]
+# What a simulation injected into a round (fault plan, attacks), for ``RoundRecord.injected``.
+RoundFaults = Callable[[int], list[dict[str, Any]]]
 
 
 class Engine:
@@ -41,16 +48,27 @@ class Engine:
         config: RunConfig,
         runtime: Runtime,
         *,
+        membership: Membership,
         evaluate: Evaluate | None = None,
         aggregator: Aggregator | None = None,
+        models: ModelBook | None = None,
+        round_faults: RoundFaults | None = None,
+        run_id: str | None = None,
     ) -> None:
         self._config = config
         self._runtime = runtime
+        self._membership = membership
+        self._models = models  # each round's model is published here for the runtime
+        self._round_faults = round_faults
+        # Stamped on every message of the run (the run directory's run id); without one, the
+        # trajectory digest names the run.
+        self._run_id = run_id
+        self._index: HealthIndex | None = None
         self._evaluate = evaluate
         self._aggregator = aggregator or build_aggregator(config.aggregation)
         self._health = HealthMonitor(config.health)
         retry = RetryPolicy(config.retry, seed=config.seed)
-        self._collector = Collector(config, runtime, self._health, retry)
+        self._collector = Collector(config, runtime, membership, self._health, retry)
 
     def initial_state(self, params: torch.Tensor, manifest: Manifest) -> ServerState:
         return ServerState(
@@ -58,7 +76,7 @@ class Engine:
             model_version=0,
             params=params.detach().float().clone(),
             manifest=manifest,
-            health=self._health.new_table(self._runtime.client_ids()),
+            health=self._health.new_table(self._membership.registered()),
         )
 
     async def run_round(self, state: ServerState) -> tuple[ServerState, RoundRecord]:
@@ -68,13 +86,20 @@ class Engine:
         record = RoundRecord(
             round=state.round, model_version=state.model_version, started_at=clock.now()
         )
-        health = self._health.open_round(state.health, state.round)
-        healthy, probation = self._health.split(health)
+        index = await self._open_health(state, record)
+        healthy, probation = index.healthy, index.probation
+        record.sidelined = len(index.table) - len(healthy)
+        if self._models is None:  # a runtime that resolves no model needs no shared book
+            self._models = ModelBook(state.manifest)
+        inputs = RoundInputs(
+            state.round, state.model_version, state.params, state.manifest,
+            model=self._models.publish(state.model_version, state.params),
+            envelope=Envelope(run_id=self._run_id or state.config_digest),
+        )  # fmt: skip
         col = Collection(
-            RoundInputs(state.round, state.model_version, state.params, state.manifest),
+            inputs,
             deadline=clock.now() + self._config.deadlines.round_s,
-            health=health,
-            opening_health=dict(health),
+            index=index,
             record=record,
             pool=UpdatePool(
                 self._aggregator, self._config.validation, dim=state.manifest.dim,
@@ -82,7 +107,7 @@ class Engine:
                 prior_norms=state.extra.get("accepted_norms"),
             ),
         )  # fmt: skip
-        probes = sample_clients(
+        probes = sample_ranked(
             probation, self._config.health.max_probes_per_round,
             seed=self._config.seed, round_index=state.round, stream="probe",
         )  # fmt: skip
@@ -96,11 +121,32 @@ class Engine:
                 f"quorum needs {required}"
             )
         else:
-            await self._collector.collect(col, healthy, probes)
+            await self._collector.collect(col, probes)
         context = RoundContext(self._config.seed, state.round, state.tensors)
         new_params, carried = self._gate_and_aggregate(col, required, context)
-        record.injected = self._runtime.fault_log(state.round)
+        if self._round_faults is not None:
+            record.injected = self._round_faults(state.round)
         return self._finish(state, col, new_params, carried, wall_start)
+
+    async def _open_health(self, state: ServerState, record: RoundRecord) -> HealthIndex:
+        """The health index at this round's opening: built once from ``state.health`` (on
+        start or resume), after waiting, if need be, for enough live members."""
+        index = self._index
+        if index is None or not index.current_for(state.health, state.round):
+            index = HealthIndex(state.health, state.round, self._membership.is_live)
+            index.add_missing(self._membership.registered())
+            self._membership.changes()  # already reflected in registered()
+            self._index = index
+        needed = self._config.quorum.required(self._config.selection.clients_per_round)
+        wait_s = self._config.selection.member_wait_s
+        if self._membership.live_count() < needed and wait_s > 0:
+            clock = self._runtime.clock
+            start = clock.now()
+            await self._membership.wait_for(needed, wait_s)
+            record.member_wait_s = clock.now() - start
+        index.apply(self._membership.changes())
+        index.open_round(state.round)
+        return index
 
     def _memory_refusal(self, dim: int) -> str | None:
         """Refuse, before dispatching anything, a round whose stack cannot fit the budget."""
@@ -150,10 +196,10 @@ class Engine:
         col.record.flagged = sorted(flagged)
         if not self._config.aggregation.health_feedback:
             return
+        index, round_index = col.index, col.inputs.round_index
         for client in sorted(flagged):
-            col.health[client] = self._health.flag(
-                col.opening_health[client], col.health[client], col.inputs.round_index
-            )
+            health = self._health.flag(index.opening(client), index.table[client], round_index)
+            self._collector.set_health(col, client, health)
 
     def _finish(
         self,
@@ -178,7 +224,7 @@ class Engine:
             round=state.round + 1,
             model_version=version,
             params=params,
-            health=col.health,
+            health=col.index.table,
             last_record=record.to_json(),
             extra=(
                 {**state.extra, "accepted_norms": col.pool.accepted_norms()}
@@ -188,4 +234,5 @@ class Engine:
             clock=record.ended_at,
             tensors={**state.tensors, **carried} if record.committed else state.tensors,
         )
+        col.index.close_round()
         return new_state, record

@@ -1,10 +1,13 @@
 """Client health: an exponentially decayed success score. A client whose score falls below
 the threshold is sidelined for a cool-down, then put on probation (probed again); success on
-probation readmits it, failure sidelines it for twice as long (capped)."""
+probation readmits it, failure sidelines it for twice as long (capped).
+
+The monitor is the policy: pure transitions of one client's health. Which clients are in
+which state, round to round, is ``engine.health_index``'s."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 
 from phalanx.config import HealthConfig
@@ -19,26 +22,7 @@ class HealthMonitor:
         self._config = config
 
     def new_table(self, clients: Iterable[ClientId]) -> HealthTable:
-        return {client: ClientHealth() for client in clients}
-
-    def open_round(self, table: Mapping[ClientId, ClientHealth], round_index: int) -> HealthTable:
-        """Sidelined clients whose cool-down has passed move to probation."""
-        return {
-            client: (
-                replace(health, state=HealthState.PROBATION)
-                if health.state is HealthState.SIDELINED and round_index >= health.sidelined_until
-                else health
-            )
-            for client, health in table.items()
-        }
-
-    def split(
-        self, table: Mapping[ClientId, ClientHealth]
-    ) -> tuple[list[ClientId], list[ClientId]]:
-        """(healthy, on probation), each sorted."""
-        healthy = sorted(c for c, h in table.items() if h.state is HealthState.HEALTHY)
-        probation = sorted(c for c, h in table.items() if h.state is HealthState.PROBATION)
-        return healthy, probation
+        return dict.fromkeys(sorted(clients), ClientHealth())  # frozen: one shared value
 
     def success(self, health: ClientHealth) -> ClientHealth:
         config = self._config
@@ -50,7 +34,10 @@ class HealthMonitor:
                 score=max(score, config.readmit_score),
                 successes=health.successes + 1,
             )
-        return replace(health, score=score, successes=health.successes + 1)
+        return ClientHealth(  # not dataclasses.replace: this runs once per accepted update
+            score, health.state, health.sidelined_until, health.cooldown,
+            health.successes + 1, health.failures,
+        )  # fmt: skip
 
     def failure(self, health: ClientHealth, round_index: int) -> ClientHealth:
         config = self._config

@@ -49,6 +49,8 @@ class RoundRecord:
     retries: int = 0
     replacements: int = 0
     probes: int = 0
+    sidelined: int = 0  # clients out of normal selection as the round opened (incl. probation)
+    member_wait_s: float = 0.0  # waited for enough live members before selecting
     cancelled: int = 0  # over-selected tasks no longer needed
     partial: int = 0  # accepted updates with work_fraction < 1
     # What a robust aggregator made of the accepted updates: clients whose update had no

@@ -20,8 +20,10 @@ import torch
 
 from phalanx.aggregation.base import Aggregate, Aggregator, RoundContext, StreamingAggregator
 from phalanx.config import ValidationConfig
-from phalanx.engine.validation import Accepted, Rejected, relative_norm_violation
+from phalanx.engine.norms import NormReference
+from phalanx.engine.validation import Accepted, Rejected
 from phalanx.errors import AggregationError
+from phalanx.errors import MemoryBudgetError as MemoryBudgetError  # its old home
 from phalanx.types import ClientId
 
 Outliers = list[tuple[Accepted, Rejected]]
@@ -35,10 +37,6 @@ class Member:
     attempt: int
     weight: float
     work_fraction: float
-
-
-class MemoryBudgetError(AggregationError):
-    """Holding one more update would exceed ``aggregation.memory_budget_bytes``."""
 
 
 def stack_bytes(count: int, dim: int) -> int:
@@ -63,7 +61,7 @@ class UpdatePool:
         self._streaming = self._stream is not None
         self._held: dict[ClientId, Accepted] = {}
         self._members: dict[ClientId, Member] = {}
-        self._prior = list(prior_norms or [])
+        self._reference = NormReference(config, prior_norms or ())
         self._norms: list[float] = []  # of every update accepted this round, folded or held
         if self._stream is not None:
             self._stream.begin(dim)
@@ -133,10 +131,10 @@ class UpdatePool:
         return self._aggregator.aggregate(deltas, weights, context), order
 
     def _check_against_median(self, item: Accepted) -> Rejected | None:
-        return relative_norm_violation(item.norm, self._prior + self._norms, self._config)
+        return self._reference.violation(item.norm)
 
     def _reference_size(self) -> int:
-        return len(self._prior) + len(self._norms)
+        return len(self._reference)
 
     def _admit(self, item: Accepted) -> None:
         key = item.update.key
@@ -144,11 +142,13 @@ class UpdatePool:
             key.client, key.attempt, item.weight, item.update.work_fraction
         )
         self._norms.append(item.norm)
+        self._reference.add(item.norm)
 
     def _forget(self, client: ClientId) -> None:
         item = self._held.pop(client)
         del self._members[client]
         self._norms.remove(item.norm)
+        self._reference.remove(item.norm)
 
     def _fold_held(self) -> None:
         for client in sorted(self._held) if self._stream is not None else ():

@@ -102,7 +102,7 @@ class SignFlip(ModelAttack):
     """Sign flipping (Li et al., "RSA", AAAI 2019; Allen-Zhu et al., ICLR 2021)."""
 
     name: ClassVar[str] = "sign_flip"
-    scale: float = Field(1.0, gt=0)
+    scale: float = Field(1.0, gt=0, description="the flipped delta is multiplied by this")
 
     def craft(self, genuine: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return sign_flip(genuine, self.scale)
@@ -113,7 +113,7 @@ class Scaling(ModelAttack):
     2020): the delta scaled by ``factor`` = n/eta; 20 is n=20 clients at server rate 1."""
 
     name: ClassVar[str] = "scaling"
-    factor: float = 20.0
+    factor: float = Field(20.0, description="the delta is multiplied by this (n / server rate)")
 
     def craft(self, genuine: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return scale_update(genuine, self.factor)
@@ -123,7 +123,7 @@ class Gaussian(ModelAttack):
     """Gaussian noise as the update (Xie et al., "Generalized Byzantine-tolerant SGD", 2018)."""
 
     name: ClassVar[str] = "gaussian"
-    std: float = Field(1.0, gt=0)
+    std: float = Field(1.0, gt=0, description="std of the noise sent as the update")
 
     def craft(self, genuine: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return gaussian_noise(genuine.numel(), self.std, generator)
@@ -135,7 +135,9 @@ class Alie(ColludingAttack):
     kept in [1, floor(n/2)] where that formula is defined."""
 
     name: ClassVar[str] = "alie"
-    z: float | None = None
+    z: float | None = Field(
+        None, description="std multiples below the mean; null: Baruch's z from n, f"
+    )
 
     def collude(self, honest: torch.Tensor, *, n: int, f: int) -> torch.Tensor:
         z = self.z if self.z is not None else alie_z(n, min(max(f, 1), n // 2))
@@ -154,7 +156,7 @@ class Ipm(ColludingAttack):
     ``-epsilon * mean`` of the honest deltas."""
 
     name: ClassVar[str] = "ipm"
-    epsilon: float = Field(0.1, gt=0)
+    epsilon: float = Field(0.1, gt=0, description="the update is -epsilon x the honest mean")
 
     def collude(self, honest: torch.Tensor, *, n: int, f: int) -> torch.Tensor:
         return ipm(honest, self.epsilon)

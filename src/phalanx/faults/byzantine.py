@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from phalanx.config import ByzantineConfig
-from phalanx.core.named import lookup, parse_params
+from phalanx.core.named import Registry
 from phalanx.core.rng import numpy_rng
 from phalanx.errors import ConfigError
 from phalanx.faults.attacks import Alie, Attack, Gaussian, Ipm, Scaling, SignFlip
@@ -19,15 +19,30 @@ from phalanx.faults.poisoning import Backdoor, LabelFlip
 
 log = logging.getLogger("phalanx.faults")
 
-ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (SignFlip, Scaling, Gaussian, Alie, Ipm, LabelFlip, Backdoor)
-}
+
+def _own_model(cls: type[Attack]) -> type[Attack]:
+    return cls
+
+
+# An attack class is its own parameter model. User code adds one with
+# ``ATTACKS.register("my_attack", MyAttack)`` (a ``ModelAttack`` or ``ColludingAttack``
+# subclass with a ``name`` class attribute), then names it in ``faults.byzantine.attack``.
+ATTACKS: Registry[type[Attack], Attack] = Registry("attack", params_of=_own_model)
+for _cls, _text in (
+    (SignFlip, "send the update negated (times scale)"),
+    (Scaling, "send the update scaled by factor (model replacement)"),
+    (Gaussian, "send pure Gaussian noise"),
+    (Alie, "colluding: mean - z x std of the honest updates (a little is enough)"),
+    (Ipm, "colluding: -epsilon x the honest mean (inner-product manipulation)"),
+    (LabelFlip, "data poisoning: train on mirrored labels"),
+    (Backdoor, "data poisoning: stamp a trigger and relabel to the target class"),
+):
+    ATTACKS.register(_cls.name, _cls, description=_text)
 
 
 def build_attack(config: ByzantineConfig) -> Attack:
     """The attack ``config.attack`` with ``config.params`` checked against its parameters."""
-    cls = lookup("attack", config.attack, ATTACKS)
-    return parse_params("attack", config.attack, cls, config.params)
+    return ATTACKS.parse(config.attack, config.params)
 
 
 def byzantine_clients(config: ByzantineConfig, num_clients: int, seed: int) -> frozenset[int]:

@@ -103,11 +103,11 @@ class Backdoor(DataAttack):
     scales the Byzantine delta; 1.0 is pure data poisoning."""
 
     name: ClassVar[str] = "backdoor"
-    target: int = Field(0, ge=0)
-    poison_fraction: float = Field(0.5, gt=0, le=1)
-    trigger_size: int = Field(2, ge=1)
-    boost: float = Field(1.0, gt=0)
-    value: float | None = None
+    target: int = Field(0, ge=0, description="class the trigger maps to")
+    poison_fraction: float = Field(0.5, gt=0, le=1, description="share of examples poisoned")
+    trigger_size: int = Field(2, ge=1, description="side of the square trigger, pixels")
+    boost: float = Field(1.0, gt=0, description="Byzantine delta scaled by this")
+    value: float | None = Field(None, description="trigger pixel value; null: data max")
 
     def craft(self, genuine: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         return None if self.boost == 1.0 else genuine * self.boost

@@ -1,20 +1,31 @@
 """A run's output folder: ``summary.json``, ``history.jsonl`` and the two plots.
 
-``write_run_outputs`` writes the folder at the end of a run; ``redraw`` rebuilds the plots
-(and, if ``summary.json`` is missing, the summary) from ``history.jsonl`` alone, so a
-finished run can be re-plotted after the plotting code changes. OS and JSON errors are
-translated here into ``PhalanxError`` with a message naming the file.
+``history.jsonl`` is the run lifecycle's per-round log, appended as rounds commit;
+``write_run_outputs`` writes the rest at the end of a run, every file atomically and
+``summary.json`` last, so a summary on disk means the outputs are complete and its
+``wall_time_s`` covers them. ``redraw`` rebuilds the plots (and, if ``summary.json`` is
+missing, the summary) from ``history.jsonl`` alone, so a finished run can be re-plotted
+after the plotting code changes. A history whose last line was torn by a crash or a full
+disk is read without that line (with one warning); damage anywhere else is an error. OS
+and JSON errors are translated here into ``PhalanxError`` with a message naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from phalanx.errors import PhalanxError
+from phalanx.core.files import write_atomic
+from phalanx.errors import PhalanxError, StorageError
 from phalanx.observability.summary import History, summarize
+
+log = logging.getLogger("phalanx.observability")
 
 SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.jsonl"
@@ -22,20 +33,38 @@ ACCURACY_PLOT = "accuracy.png"
 FAULTS_PLOT = "faults.png"
 
 
+_IMPORTED = time.perf_counter()
+
+
+def process_wall_time_s() -> float:
+    """Seconds since this process started (interpreter start and imports included), as the
+    kernel recorded its start; where /proc is missing, since phalanx's outputs were imported."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(stat[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, boot clock
+        return max(time.clock_gettime(time.CLOCK_BOOTTIME) - started, 0.0)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _IMPORTED
+
+
 def write_run_outputs(
     out_dir: Path, history: History, summary: Mapping[str, Any], *, plots: bool = True
-) -> None:
-    """Write the summary and (unless ``plots`` is False) both plots into ``out_dir``.
+) -> dict[str, Any]:
+    """Write (unless ``plots`` is False) both plots into ``out_dir``, then ``summary.json``,
+    whose ``wall_time_s`` becomes this process's wall time so far (start to outputs
+    written). Returns the summary as written.
 
     ``history.jsonl`` is not written here: the run lifecycle appends it round by round."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(dict(summary), indent=2, sort_keys=True) + "\n"
-        (out_dir / SUMMARY_FILE).write_text(text, encoding="utf-8")
         if plots:
             _plot(out_dir, history)
+        written = {**summary, "wall_time_s": process_wall_time_s()}
+        text = json.dumps(written, indent=2, sort_keys=True) + "\n"
+        write_atomic(out_dir / SUMMARY_FILE, text.encode())
     except OSError as exc:
-        raise PhalanxError(f"cannot write run outputs to {out_dir}: {exc}") from exc
+        raise StorageError(f"cannot write run outputs to {out_dir}: {exc}") from exc
+    return written
 
 
 def redraw(out_dir: Path) -> dict[str, Any]:
@@ -53,22 +82,50 @@ def redraw(out_dir: Path) -> dict[str, Any]:
     try:
         _plot(out_dir, history)
     except OSError as exc:
-        raise PhalanxError(f"cannot redraw plots in {out_dir}: {exc}") from exc
+        raise StorageError(f"cannot redraw plots in {out_dir}: {exc}") from exc
     return summary
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    """The rounds of a ``history.jsonl`` file, one JSON object per non-blank line."""
-    text = _read(path)
-    return [
-        _load_object(path, line, line=number)
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip()
-    ]
+    """The rounds of a ``history.jsonl`` file, one JSON object per non-blank line. A last
+    line that does not parse was torn mid-append: it is skipped with a warning. A damaged
+    line anywhere else is an error naming it."""
+    numbered = [(n, line) for n, line in enumerate(_read(path).splitlines(), 1) if line.strip()]
+    try:
+        records = [_load_object(path, line, line=n) for n, line in numbered[:-1]]
+    except PhalanxError as exc:
+        raise PhalanxError(f"{exc}; the history is damaged before its last line") from None
+    if numbered:
+        number, last = numbered[-1]
+        try:
+            records.append(_load_object(path, last, line=number))
+        except PhalanxError as exc:
+            log.warning("%s; skipped: a torn last line (the run was cut off mid-write)", exc)
+    return records
+
+
+_prefetch: threading.Thread | None = None
+
+
+def prepare_plots() -> None:
+    """Import matplotlib (~0.35 s, most of what drawing costs) in a background thread while
+    the run trains, so the plots at the end wait only for the drawing. Torch releases the
+    GIL in its kernels, so on a second core the import costs the run almost no wall time.
+    Call it where a run that will draw starts; never where worker processes are forked."""
+    global _prefetch
+    if _prefetch is None:
+        _prefetch = threading.Thread(target=_import_plots, name="phalanx-plots-import", daemon=True)
+        _prefetch.start()
+
+
+def _import_plots() -> None:
+    import phalanx.observability.plots  # noqa: F401
 
 
 def _plot(out_dir: Path, history: History) -> None:
     # matplotlib costs ~0.35 s to import: only runs that draw pay for it.
+    if _prefetch is not None:
+        _prefetch.join()
     from phalanx.observability.plots import plot_accuracy, plot_faults
 
     plot_accuracy(history, out_dir / ACCURACY_PLOT)

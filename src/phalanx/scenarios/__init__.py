@@ -1,23 +1,48 @@
-"""Scenario files shipped with phalanx (TOML), found by name."""
+"""Scenario files shipped with phalanx (TOML), found by name through one ``Registry``.
+
+Each shipped file is registered under its stem; its description is the opening sentence of
+the comment block at its top. ``SCENARIOS.register(name, path)`` adds a file of one's own.
+"""
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
-from phalanx.errors import ConfigError
+from phalanx.core.named import Params, Registry, no_params
+
+SCENARIOS: Registry[Path, Params] = Registry("scenario", params_of=no_params)
+
+
+def header(text: str) -> str:
+    """The opening sentence of a TOML file's leading comment block, on one line."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    joined = " ".join(lines)
+    return re.split(r"(?<=[.:])\s", joined, maxsplit=1)[0].rstrip(".:")
+
+
+def _register_shipped() -> None:
+    for item in sorted(resources.files(__package__).iterdir(), key=lambda p: p.name):
+        if item.name.endswith(".toml"):
+            path = Path(str(item))
+            text = path.read_text(encoding="utf-8")
+            SCENARIOS.register(item.name.removesuffix(".toml"), path, description=header(text))
+
+
+_register_shipped()
 
 
 def available() -> list[str]:
-    return sorted(
-        p.name.removesuffix(".toml")
-        for p in resources.files(__package__).iterdir()
-        if p.name.endswith(".toml")
-    )
+    """Every scenario name, sorted."""
+    return SCENARIOS.names()
 
 
 def scenario_path(name: str) -> Path:
-    """The path of a shipped scenario by name (``seed``, ``digits``)."""
-    if name not in available():
-        raise ConfigError(f"unknown scenario {name!r}; shipped: {', '.join(available())}")
-    return Path(str(resources.files(__package__) / f"{name}.toml"))
+    """The path of a scenario by name (``seed``, ``digits``); an unknown name lists the
+    valid ones."""
+    return SCENARIOS.lookup(name)

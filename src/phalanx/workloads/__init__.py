@@ -1,4 +1,5 @@
-"""Built-in workloads, resolved by name through one explicit registry.
+"""Built-in workloads, resolved by name through one ``Registry``
+(``phalanx.core.named``).
 
 A workload is data plus a model factory (see ``base``); the engine and runtimes never know
 which one they run. An unknown name is a ``ConfigError`` listing the valid ones, raised
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from phalanx.config import WorkloadConfig
+from phalanx.core.named import Params, Registry, no_params
 from phalanx.errors import ConfigError
 from phalanx.workloads.base import ClientData, Workload
 from phalanx.workloads.digits import build_digits
@@ -23,21 +25,21 @@ from phalanx.workloads.synthetic import build_synthetic
 # pydantic discriminator guarantees the builder gets the model it expects.
 WorkloadBuilder = Callable[[Any, int], Workload]
 
-WORKLOADS: dict[str, WorkloadBuilder] = {
-    "digits": build_digits,
-    "fashion_mnist": build_fashion_mnist,
-    "seed": build_seed,
-    "synthetic": build_synthetic,
-}
+# Parameters are checked by the config's discriminated union, not here: a builder takes no
+# registry parameters.
+WORKLOADS: Registry[WorkloadBuilder, Params] = Registry("workload", params_of=no_params)
+for _name, _builder, _text in (
+    ("digits", build_digits, "scikit-learn's 8x8 digits, split by Dirichlet(alpha) labels"),
+    ("fashion_mnist", build_fashion_mnist, "Fashion-MNIST from Debian's IDX files"),
+    ("seed", build_seed, "the seed tutorial's synthetic task, MLP 32-64-10"),
+    ("synthetic", build_synthetic, "FedProx's Synthetic(alpha, beta), heterogeneous clients"),
+):
+    WORKLOADS.register(_name, _builder, description=_text)
 
 
 def workload_builder(name: str) -> WorkloadBuilder:
-    """The builder registered under ``name``."""
-    try:
-        return WORKLOADS[name]
-    except KeyError:
-        valid = ", ".join(sorted(WORKLOADS))
-        raise ConfigError(f"unknown workload {name!r}; valid: {valid}") from None
+    """The builder registered under ``name`` (``ConfigError`` listing the valid names)."""
+    return WORKLOADS.lookup(name)
 
 
 def build_workload(config: WorkloadConfig, seed: int) -> Workload:

@@ -19,7 +19,7 @@ from phalanx.core.rng import torch_rng
 
 
 class BucketingParams(Params):
-    size: int = Field(2, ge=1)
+    size: int = Field(2, ge=1, description="rows averaged per bucket")
 
 
 def bucket_matrix(order: list[int], size: int, n: int) -> torch.Tensor:

@@ -21,8 +21,10 @@ from phalanx.core.named import Params
 
 
 class ClippingParams(Params):
-    mode: Literal["static", "adaptive"] = "adaptive"
-    threshold: float | None = Field(None, gt=0)  # static mode's norm bound
+    mode: Literal["static", "adaptive"] = Field(
+        "adaptive", description="static: clip to threshold; adaptive: ARC, from n and f"
+    )
+    threshold: float | None = Field(None, gt=0, description="static mode's norm bound")
 
     @model_validator(mode="after")
     def _threshold_for_static(self) -> ClippingParams:

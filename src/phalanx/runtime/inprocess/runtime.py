@@ -1,35 +1,54 @@
 """The embedded simulation runtime: virtual clients on one machine, on a virtual clock.
 
 At submission each task's fate and timing are decided from the fault plan and the latency
-model; its reply (or failure) becomes an event at a virtual time. Training is lazy and
-batched: when the earliest pending reply is needed, it and the next few replies due are
-trained together, so over-selected tasks that the engine cancels cost nothing.
+model, and the client's partial-work decision (``client.partial``) fixes its steps; its
+reply (or failure) becomes an event at a virtual time. What the reply *is* comes from the
+client package: each delivery composes the task's client from an honest one and the fault
+wrappers its decision calls for (``client.faults``), and asks it to train.
 
-Byzantine clients (``adversary``) train like the others; their attack replaces what they
-send. A colluding attack needs the round's honest updates, so the first Byzantine delivery
-of a round trains every reply of the round still due (``_train_round``).
+Training is lazy and batched: when the earliest pending reply needs its honest weights, it
+and the next few replies due on the same model are trained together, so over-selected tasks
+that the engine cancels cost nothing. Tasks name their model by reference; the runtime
+resolves it in the ``ModelBook`` the engine publishes to.
+
+Byzantine clients train like the others; their attack replaces what they send. A colluding
+attack needs the round's honest updates, so the first Byzantine delivery of a round trains
+every reply of the round still due (``_train_round``).
 """
 
 from __future__ import annotations
 
 import heapq
-import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 import torch
 
+from phalanx.client import (
+    Adversary,
+    Byzantine,
+    Client,
+    ClientFault,
+    Corrupting,
+    Crashing,
+    Dropping,
+    Hanging,
+    HonestClient,
+    Observed,
+    Trained,
+    steps_to_do,
+)
 from phalanx.config import RunConfig
-from phalanx.core.messages import ClientUpdate, Event, TaskFailure, TaskKey, TrainTask
+from phalanx.core.messages import Event, ModelRef, TaskFailure, TaskKey, TrainTask
+from phalanx.core.models import ModelBook
 from phalanx.core.rng import torch_rng
-from phalanx.core.tensors import Manifest, payload_digest, unflatten
+from phalanx.core.tensors import Manifest
 from phalanx.engine.clock import VirtualClock
+from phalanx.engine.membership import Roster
 from phalanx.errors import RuntimeBackendError
-from phalanx.faults import FaultDecision, FaultPlan, corrupt_tensors, flip_bits
-from phalanx.runtime.inprocess.adversary import Adversary
+from phalanx.faults import FaultDecision, FaultPlan
 from phalanx.runtime.inprocess.latency import LatencyModel
-from phalanx.runtime.inprocess.trainers import LocalTrainer, TrainJob, TrainOutcome
-from phalanx.types import ClientId, Corruption, FailureKind, FaultKind
+from phalanx.runtime.inprocess.trainers import LocalTrainer, TrainJob
+from phalanx.types import FailureKind, FaultKind
 
 
 @dataclass
@@ -40,7 +59,7 @@ class _Pending:
     decision: FaultDecision | None
     steps: int
     total_steps: int
-    outcome: TrainOutcome | None = None
+    outcome: Trained | ClientFault | None = None  # the honest result, once trained
 
 
 class SimulationRuntime:
@@ -51,6 +70,7 @@ class SimulationRuntime:
         manifest: Manifest,
         *,
         num_clients: int,
+        models: ModelBook,
         clock: VirtualClock | None = None,
     ) -> None:
         self._config = config
@@ -58,27 +78,21 @@ class SimulationRuntime:
         self._manifest = manifest
         self._num_clients = num_clients
         self._clock = clock or VirtualClock()
+        self.models = models  # the engine publishes each round's model here; we resolve
         self._latency = LatencyModel(config.latency, seed=config.seed, num_clients=num_clients)
         self.plan = FaultPlan(config.faults, seed=config.seed)
         self.adversary = Adversary.of(config, manifest, num_clients)
         self._pending: dict[TaskKey, _Pending] = {}
         self._queue: list[tuple[float, int, TaskKey]] = []  # (due, submission order, key)
         self._submitted = 0
+        # A fixed population, live from the start; clients declare their example counts.
+        self.membership = Roster(range(num_clients), declared=trainer.num_examples)
 
     @property
     def clock(self) -> VirtualClock:
         return self._clock
 
-    def client_ids(self) -> list[ClientId]:
-        return list(range(self._num_clients))
-
-    def declared_examples(self, client: ClientId) -> int | None:
-        return self._trainer.num_examples(client)
-
-    def fault_log(self, round_index: int) -> list[dict[str, Any]]:
-        return self.plan.fired(round_index)
-
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 10.0) -> None:
         self._pending.clear()
         self._queue.clear()
 
@@ -93,22 +107,17 @@ class SimulationRuntime:
         if decision is not None:
             self.plan.record(key, decision)
         kind = decision.kind if decision else None
-        timing = self._latency.timing(key, straggling=kind is FaultKind.STRAGGLE)
-        total = self._trainer.total_steps(key.client)
-        steps = total
-        partial = self._config.partial_work
-        if partial.enabled and task.issued_at + timing.duration(total) > task.deadline:
-            fits = timing.steps_within(task.deadline - task.issued_at)
-            if fits >= math.ceil(partial.min_fraction * total):
-                steps = fits
-        due = task.issued_at + timing.duration(steps)
-        failure: FailureKind | None = None
         if kind is FaultKind.HANG:
             return  # never replies; the engine's deadline finds out
+        timing = self._latency.timing(key, straggling=kind is FaultKind.STRAGGLE)
+        total = self._trainer.total_steps(key.client)
+        steps = steps_to_do(total, task.config.ttl_s, timing, task.config.partial)
+        now = self._clock.now()
+        due = now + timing.duration(steps)
+        failure: FailureKind | None = None
         if kind is FaultKind.CRASH:
             fraction = decision.fraction if decision else 0.5
-            due = task.issued_at + fraction * timing.duration(steps)
-            due += self._config.latency.crash_detect_s
+            due = now + fraction * timing.duration(steps) + self._config.latency.crash_detect_s
             failure = FailureKind.CRASH
         elif kind is FaultKind.DROP:
             due += self._config.latency.crash_detect_s
@@ -129,81 +138,78 @@ class SimulationRuntime:
         return None
 
     def _deliver(self, pending: _Pending) -> Event:
-        key = pending.task.key
-        if pending.kind is not None:
-            return TaskFailure(key, pending.kind, f"injected {pending.kind.value}")
+        """Ask the task's client for its reply; the transport stamps who sent it."""
+        task = pending.task
+        reply = self._client(pending).train(task, self.models.get(task.model))
+        if isinstance(reply, ClientFault):
+            return TaskFailure(task.key, reply.kind, reply.detail)
+        if self.adversary is not None and self.adversary.is_byzantine(task.key.client):
+            self.plan.record_attack(task.key, self.adversary.attack.name)
+        return replace(reply, sender=task.key.client)
+
+    def _client(self, pending: _Pending) -> Client:
+        """The task's client: honest, seen or replaced by the adversary, then faulty as the
+        plan decided (a straggler is only slow: that is timing, not behaviour)."""
+        task, decision, adversary = pending.task, pending.decision, self.adversary
+        client: Client = HonestClient(task.key.client, lambda _t, _m: self._honest(pending))
+        if adversary is not None and adversary.is_byzantine(task.key.client):
+            client = Byzantine(client, adversary, lambda: self._train_round(task))
+        elif adversary is not None:
+            client = Observed(client, adversary)
+        kind = decision.kind if decision else None
+        if decision is None or kind is FaultKind.STRAGGLE:
+            return client
+        if kind is FaultKind.CRASH:
+            return Crashing(client, decision.fraction)
+        if kind is FaultKind.DROP:
+            return Dropping(client)
+        if kind is FaultKind.HANG:
+            return Hanging(client)
+        if decision.corruption is None:
+            return client
+        key, faults = task.key, self._config.faults
+        rng = torch_rng(self._config.seed, "corrupt", key.round, key.client, key.attempt)
+        return Corrupting(client, decision.corruption, rng, faults.noise_std, faults.scale)
+
+    def _honest(self, pending: _Pending) -> Trained | ClientFault:
+        """The honest client's training: its share of a batch, trained now if not yet."""
         if pending.outcome is None:
             self._train_due(pending)
-        outcome = pending.outcome
-        if outcome is None:
-            raise RuntimeBackendError(f"trainer returned no outcome for {key}")
-        if outcome.tensors is None:
-            error = outcome.error or "crash: no result"
-            kind = FailureKind.TIMEOUT if error.startswith("hang") else FailureKind.CRASH
-            return TaskFailure(key, kind, error)
-        return self._as_update(pending, outcome)
+        if pending.outcome is None:
+            raise RuntimeBackendError(f"trainer returned no outcome for {pending.task.key}")
+        return pending.outcome
 
-    def _due_updates(self, params: torch.Tensor) -> list[_Pending]:
-        """Pending replies on the model ``params`` that will be updates, in order due."""
+    def _due_updates(self, model: ModelRef) -> list[_Pending]:
+        """Pending replies on ``model`` that will be updates, in order due."""
         due = (self._pending.get(key) for _, _, key in sorted(self._queue))
-        return [p for p in due if p and p.kind is None and p.task.params is params]
+        return [p for p in due if p and p.kind is None and p.task.model == model]
 
     def _train_due(self, first: _Pending) -> None:
         """Train ``first`` together with the next replies due on the same model."""
         width = self._config.selection.clients_per_round
-        others = [p for p in self._due_updates(first.task.params) if p.outcome is None]
+        others = [p for p in self._due_updates(first.task.model) if p.outcome is None]
         self._train_batch([first, *others[: width - 1]])
 
     def _train_batch(self, batch: list[_Pending]) -> None:
         jobs = [TrainJob(p.task.key, p.steps) for p in batch]
-        params = batch[0].task.params
+        params = self.models.get(batch[0].task.model).params
         for pending, outcome in zip(batch, self._trainer.train(params, jobs), strict=True):
-            pending.outcome = outcome
+            if outcome.tensors is None:
+                error = outcome.error or "crash: no result"
+                kind = FailureKind.TIMEOUT if error.startswith("hang") else FailureKind.CRASH
+                pending.outcome = ClientFault(kind, error)
+            else:
+                pending.outcome = Trained(
+                    outcome.tensors, outcome.num_examples, pending.steps, pending.total_steps,
+                    outcome.metrics,
+                )  # fmt: skip
 
     def _train_round(self, task: TrainTask) -> list[tuple[TaskKey, dict[str, torch.Tensor]]]:
         """The genuine weights of every update still due on ``task``'s model, training the
         untrained ones now in batches of a round's width: what colluders get to see."""
-        due = self._due_updates(task.params)
+        due = self._due_updates(task.model)
         todo = [p for p in due if p.outcome is None]
         width = self._config.selection.clients_per_round
         for start in range(0, len(todo), width):
             self._train_batch(todo[start : start + width])
-        return [(p.task.key, p.outcome.tensors) for p in due if p.outcome and p.outcome.tensors]
-
-    def _as_update(self, pending: _Pending, outcome: TrainOutcome) -> ClientUpdate:
-        task, decision = pending.task, pending.decision
-        key = task.key
-        tensors = outcome.tensors or {}
-        if self.adversary is not None:
-            tensors = self.adversary.send(task, tensors, lambda: self._train_round(task))
-            if self.adversary.is_byzantine(key.client):
-                self.plan.record_attack(key, self.adversary.attack.name)
-        corruption = decision.corruption if decision else None
-        if corruption is None:
-            checksum = payload_digest(tensors)
-        else:
-            tensors, checksum = self._corrupt(task, tensors, corruption)
-        return ClientUpdate(
-            key=key,
-            model_version=task.model_version,
-            tensors=tensors,
-            num_examples=outcome.num_examples,
-            work_fraction=pending.steps / max(pending.total_steps, 1),
-            checksum=checksum,
-            metrics=outcome.metrics,
-        )
-
-    def _corrupt(
-        self, task: TrainTask, tensors: dict[str, torch.Tensor], corruption: Corruption
-    ) -> tuple[dict[str, torch.Tensor], str]:
-        """(damaged tensors, the checksum the client sends): a client that damages its own
-        update checksums the damage; a bit flip in transit happens after the checksum."""
-        key, faults = task.key, self._config.faults
-        rng = torch_rng(self._config.seed, "corrupt", key.round, key.client, key.attempt)
-        if corruption is Corruption.BITFLIP:
-            return flip_bits(tensors, generator=rng), payload_digest(tensors)
-        damaged = corrupt_tensors(
-            tensors, unflatten(task.params, self._manifest), corruption, generator=rng,
-            noise_std=faults.noise_std, scale=faults.scale,
-        )  # fmt: skip
-        return damaged, payload_digest(damaged)
+        return [(p.task.key, p.outcome.tensors) for p in due if isinstance(p.outcome, Trained)]

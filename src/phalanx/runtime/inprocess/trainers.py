@@ -14,16 +14,12 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from phalanx.client.sdk import UserTrainFn, preload_lazy_imports, total_steps
 from phalanx.config import RunConfig, TrainingConfig
 from phalanx.core.messages import TaskKey
 from phalanx.core.rng import torch_rng
 from phalanx.core.tensors import Manifest, unflatten
-from phalanx.runtime.inprocess.user_training import (
-    UserTrainFn,
-    preload_lazy_imports,
-    total_steps,
-    worker_train_fn,
-)
+from phalanx.runtime.inprocess.user_training import worker_train_fn
 from phalanx.runtime.inprocess.workers import WorkerJob, WorkerOutcome, WorkerPool
 from phalanx.training.batched import BatchedSGD, ClientBatch
 from phalanx.workloads.base import ClientData

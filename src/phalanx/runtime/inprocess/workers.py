@@ -2,7 +2,8 @@
 
 The simulation uses this pool for training it cannot batch. Workers are forked, so they inherit
 ``train_fn`` and all it closes over without pickling; parent and worker then exchange bytes
-only (4-byte length, JSON header, safetensors), and nothing that crossed is unpickled.
+only (frames of the one codec, ``core.codec``: 4-byte length, JSON header, safetensors),
+and nothing that crossed is unpickled.
 
 ``WorkerOutcome.error`` is None, ``"error: ..."`` (the function raised; the worker lives on),
 ``"crash: ..."`` (the worker died) or ``"hang: ..."`` (no reply within ``hang_guard_s``: the
@@ -22,31 +23,28 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import multiprocessing as mp
 import os
 import signal
-import struct
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkProcess
 from typing import Any
 
 import torch
-from safetensors.torch import load, save
 
 from phalanx.coordinator.signals import RunInterrupted, stop_requested
-from phalanx.errors import ConfigError, RuntimeBackendError
+from phalanx.core.codec import pack_frame, unpack_frame
+from phalanx.errors import ConfigError, ProtocolError, RuntimeBackendError
 
 log = logging.getLogger("phalanx.runtime.workers")
 
 Tensors = dict[str, torch.Tensor]
 TrainFn = Callable[[int, Tensors, dict[str, Any]], tuple[Tensors, dict[str, float]]]
-_LEN = struct.Struct("<I")
 _REAP_S = 5.0  # bound on waiting for a killed worker to be reaped
 _CLOSE_GRACE_S = 1.0  # idle workers exit on EOF; busy ones are killed after this
 _STOP_POLL_S = 0.1  # how often a running batch looks for a stop signal
@@ -72,33 +70,16 @@ class WorkerOutcome:
     wall_s: float
 
 
-def _pack(header: dict[str, Any], tensors: Mapping[str, torch.Tensor] | None) -> bytes:
-    """4-byte length, JSON header, then safetensors (own contiguous copies: views may share)."""
-    head = json.dumps(header).encode()
-    own = {
-        k: v.detach().clone(memory_format=torch.contiguous_format)
-        for k, v in (tensors or {}).items()
-    }
-    return _LEN.pack(len(head)) + head + (b"" if tensors is None else save(own))
-
-
-def _unpack(data: bytes) -> tuple[dict[str, Any], Tensors | None]:
-    (n,) = _LEN.unpack_from(data)
-    header: dict[str, Any] = json.loads(data[_LEN.size : _LEN.size + n])
-    body = data[_LEN.size + n :]
-    return header, (load(body) if body else None)
-
-
 def _answer(train_fn: TrainFn, request: bytes) -> bytes:
-    header, params = _unpack(request)
+    header, params = unpack_frame(request)
     reply: dict[str, Any] = {"job_id": header["job_id"], "metrics": {}, "error": None}
     try:
         tensors, metrics = train_fn(header["client_id"], params or {}, header["meta"])
         reply["metrics"] = {str(k): float(v) for k, v in metrics.items()}
-        return _pack(reply, tensors)
+        return pack_frame(reply, tensors)
     except Exception as exc:
         reply["metrics"], reply["error"] = {}, f"error: {type(exc).__name__}: {exc}"
-        return _pack(reply, None)
+        return pack_frame(reply, None)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -228,7 +209,7 @@ class WorkerPool:
             slot.job, slot.started, job = idx, time.monotonic(), jobs[idx]
             header = {"job_id": job.job_id, "client_id": job.client_id, "meta": job.meta}
             try:
-                slot.conn.send_bytes(_pack(header, job.params))
+                slot.conn.send_bytes(pack_frame(header, job.params))
             except OSError:
                 done[idx] = self._lost(i, slot, job, None)
 
@@ -251,10 +232,10 @@ class WorkerPool:
 
     def _receive(self, i: int, slot: _Slot, job: WorkerJob) -> WorkerOutcome:
         try:
-            header, tensors = _unpack(slot.conn.recv_bytes())
+            header, tensors = unpack_frame(slot.conn.recv_bytes())
         except (EOFError, OSError):
             return self._lost(i, slot, job, None)
-        except Exception as exc:  # a garbled reply: that worker is not to be trusted
+        except ProtocolError as exc:  # a garbled reply: that worker is not to be trusted
             return self._lost(i, slot, job, f"crash: unreadable reply ({exc})")
         slot.job = None
         wall = time.monotonic() - slot.started

@@ -1,4 +1,5 @@
-"""Run one child process and reduce its runs to numbers: wall time, peak RSS, medians.
+"""Run one child process and reduce its runs to numbers: wall time, peak RSS, medians;
+read its JSON report; say which machine measured it.
 
 Kept apart from the contenders so the measuring rules (temp files instead of pipes, rusage
 from ``os.wait4``, a timer that kills the child's own session) are in one short place.
@@ -7,7 +8,9 @@ from ``os.wait4``, a timer that kills the child's own session) are in one short 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import platform
 import signal
 import statistics
 import subprocess
@@ -15,9 +18,34 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Every measured child runs its math libraries on one thread; they read this when they load,
+# so it must be in the child's environment, not set by the child itself.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def last_json_line(stdout: str) -> dict[str, Any]:
+    """A child's report: the last stdout line that parses as a JSON object."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                return dict(json.loads(line))
+    raise ValueError("no JSON report on stdout")
+
+
+def machine_info(repeats: int) -> dict[str, Any]:
+    """Enough context to know whether two result files are comparable."""
+    return {
+        "python": platform.python_version(),
+        "torch": metadata.version("torch"),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "repeats": repeats,
+    }
 
 
 # --- running one child -------------------------------------------------------------------
@@ -47,7 +75,7 @@ def run_child(argv: list[str], timeout_s: float, cwd: Path) -> ChildRun:
     Output goes to temporary files rather than pipes, so the parent never has to read
     while it waits and no reader thread competes with the child for a core.
     """
-    env = {**os.environ, **CHILD_ENV}
+    env = {**os.environ, **ONE_THREAD}
     fired = threading.Event()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()

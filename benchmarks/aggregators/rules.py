@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from _peers import Loaded
+from benchmarks.aggregators.peers import Loaded
 from phalanx.config import AggregationConfig, StepConfig
 from phalanx.core.rng import numpy_rng
 

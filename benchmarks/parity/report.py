@@ -1,23 +1,21 @@
-"""Turn medians into verdicts and tables: the four targets, rich output, markdown.
+"""Turn medians into verdicts and tables: the five targets, rich output, markdown.
 
 The targets are the seed-parity milestone's: phalanx must beat the seed by 4x whole-process
 and 10x training-only, stay within 1.5x of the batched plain-PyTorch floor without faults,
-and lose no accuracy against the seed.
+and lose no accuracy against the seed; and (issue 9) the default ``phalanx run``, plots and
+progress included, must take at most 1.25x the floor's whole-process time.
 """
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from _measure import Measurement
+from benchmarks.common.measure import Measurement
 
 # --- verdicts ----------------------------------------------------------------------------
 
@@ -38,13 +36,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def checks(m: dict[str, Measurement]) -> list[Check]:
-    """The four targets of the seed-parity milestone."""
+    """The targets of the seed-parity milestone, and the default command against the floor."""
     none = Measurement()
     seed, on = m.get("seed", none), m.get("phalanx_on", none)
     off, floor = m.get("phalanx_off", none), m.get("plain_batched", none)
     whole = _ratio(seed.whole_s, on.whole_s)
     train = _ratio(seed.train_s, on.train_s)
     overhead = _ratio(off.train_s, floor.train_s)
+    typed = _ratio(m.get("phalanx_default", none).whole_s, floor.whole_s)
     gain = None
     if on.accuracy is not None and seed.accuracy is not None:
         gain = on.accuracy - seed.accuracy
@@ -67,6 +66,13 @@ def checks(m: dict[str, Measurement]) -> list[Check]:
             "x",
         ),
         Check("accuracy phalanx-on - seed", gain, ">= 0", verdict(gain, lambda v: v >= 0), "acc"),
+        Check(
+            "phalanx run as typed whole / batched-floor whole",
+            typed,
+            "<= 1.25x",
+            verdict(typed, lambda v: v <= 1.25),
+            "x",
+        ),
     ]
 
 
@@ -141,14 +147,3 @@ def to_markdown(
     ]
     machine = ", ".join(f"{k} {v}" for k, v in info.items())
     return "\n".join([*lines, "", f"_{machine}; threads pinned to 1; medians._", ""])
-
-
-def machine_info(repeats: int) -> dict[str, Any]:
-    """Enough context to know whether two result files are comparable."""
-    return {
-        "python": platform.python_version(),
-        "torch": metadata.version("torch"),
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "repeats": repeats,
-    }

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from _byzantine_grid import AGGREGATORS, ATTACKS, CLEAN, DEFAULT
+from benchmarks.byzantine.grid import AGGREGATORS, ATTACKS, CLEAN, DEFAULT
 
 Cells = dict[str, dict[str, Any]]
 Key = tuple[str, float, str, str]  # partition, fraction, attack, aggregator

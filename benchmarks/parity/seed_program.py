@@ -6,11 +6,10 @@ time into a temporary directory, run from there, and deleted afterwards
 (:func:`seed_workspace`).
 
 To time *training only* (not imports, not data generation), the child process does not
-call the seed's ``main()``. A tiny runner stub, also written into the temporary directory,
-calls :func:`run_extracted_seed`, which imports the extracted module and builds the same
+call the seed's ``main()``. It runs this module (``python -m benchmarks.parity.seed_program
+PATH``), whose :func:`run_extracted_seed` imports the extracted module and builds the same
 objects in the same order as its ``main()`` (same seeding, so the same random streams),
-then times ``server.train()`` alone. The logic lives here rather than in a string so that
-ruff and type hints cover it; only the stub and the seed itself are written at run time.
+then times ``server.train()`` alone. Only the seed itself is written at run time.
 """
 
 from __future__ import annotations
@@ -32,16 +31,7 @@ from typing import Any
 
 _FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _MODULE_NAME = "seed_program"
-
-# Written next to the extracted seed; it only puts benchmarks/ on the path and delegates.
-_RUNNER_STUB = """\
-import sys
-
-sys.path.insert(0, {bench_dir!r})
-from _seed_program import runner_main
-
-raise SystemExit(runner_main(sys.argv[1:]))
-"""
+RUNNER = "benchmarks.parity.seed_program"  # this module, as the child runs it
 
 
 class SeedNotFoundError(RuntimeError):
@@ -50,14 +40,13 @@ class SeedNotFoundError(RuntimeError):
 
 @dataclass(frozen=True)
 class SeedWorkspace:
-    """Paths of the run-time files: the extracted seed module and the runner stub."""
+    """Where the seed was extracted to, for the duration of the workspace."""
 
     module: Path
-    runner: Path
 
     def argv(self, python: str) -> list[str]:
-        """Command line that runs the seed contender in a fresh interpreter."""
-        return [python, str(self.runner), str(self.module)]
+        """Command line (run from the repository root) of the seed contender."""
+        return [python, "-m", RUNNER, str(self.module)]
 
 
 def find_seed_file(repo_root: Path) -> Path:
@@ -79,15 +68,12 @@ def extract_python_block(markdown: str) -> str:
 
 @contextmanager
 def seed_workspace(repo_root: Path) -> Iterator[SeedWorkspace]:
-    """Extract the seed and write the runner into a temporary directory, removed on exit."""
+    """Extract the seed into a temporary directory, removed on exit."""
     source = extract_python_block(find_seed_file(repo_root).read_text(encoding="utf-8"))
-    bench_dir = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory(prefix="phalanx-seed-") as tmp:
         module = Path(tmp) / f"{_MODULE_NAME}.py"
-        runner = Path(tmp) / "run_seed.py"
         module.write_text(source, encoding="utf-8")
-        runner.write_text(_RUNNER_STUB.format(bench_dir=str(bench_dir)), encoding="utf-8")
-        yield SeedWorkspace(module=module, runner=runner)
+        yield SeedWorkspace(module=module)
 
 
 def _import_module(path: Path) -> ModuleType:
@@ -148,9 +134,13 @@ def run_extracted_seed(module_path: Path) -> dict[str, float | int]:
 
 
 def runner_main(argv: list[str]) -> int:
-    """Entry point of the runner stub: print one JSON line with the seed's numbers."""
+    """The child's entry point: print one JSON line with the seed's numbers."""
     if len(argv) != 1:
-        print("usage: run_seed.py PATH_TO_EXTRACTED_SEED", file=sys.stderr)
+        print(f"usage: python -m {RUNNER} PATH_TO_EXTRACTED_SEED", file=sys.stderr)
         return 2
     print(json.dumps(run_extracted_seed(Path(argv[0]))), flush=True)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(runner_main(sys.argv[1:]))

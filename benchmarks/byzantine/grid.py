@@ -129,3 +129,8 @@ def run_cell(cell: Cell, overrides: list[str]) -> Outcome:
         discarded_honest=sum(1 for c in discarded if c not in bad),
         rounds_failed=sum(1 for record in result.history if not record["committed"]),
     )
+
+
+def run_job(cell: Cell, overrides: list[str]) -> tuple[Cell, Outcome]:
+    """``run_cell`` for a process pool: the cell travels back with its outcome."""
+    return cell, run_cell(cell, overrides)

@@ -18,7 +18,7 @@ Data follows the seed recipe: per client ``x ~ randn``, ``y ~ randint``, then
 (``train_s``) spans the first round to the last, evaluation after every round included
 (the seed evaluates every round too); data and model set-up are excluded.
 
-Run as a script (``python _plain_loops.py client|batched``) it prints one JSON line.
+Run as ``python -m benchmarks.parity.plain_loops client|batched`` it prints one JSON line.
 Nothing here imports phalanx, and phalanx must not import this.
 """
 
@@ -261,7 +261,9 @@ LOOPS: dict[str, Callable[[Recipe | None], LoopResult]] = {
 def main(argv: list[str]) -> int:
     """Script entry: pin threads to one, run the named loop, print one JSON line."""
     if len(argv) != 1 or argv[0] not in LOOPS:
-        print(f"usage: _plain_loops.py {{{'|'.join(LOOPS)}}}", file=sys.stderr)
+        print(
+            f"usage: python -m benchmarks.parity.plain_loops {{{'|'.join(LOOPS)}}}", file=sys.stderr
+        )
         return 2
     torch.set_num_threads(1)
     print(LOOPS[argv[0]](None).to_json(), flush=True)

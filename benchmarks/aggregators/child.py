@@ -1,4 +1,5 @@
-"""The measuring half of ``aggregator_speed.py``: run in a child process whose environment
+"""The measuring half of ``aggregator_speed.py``: run in a child process
+(``python -m benchmarks.aggregators.child``) whose environment
 pins OpenMP/MKL/OpenBLAS to one thread before numpy or torch load, it times every contender
 on every (n, d) and prints one JSON document on stdout (progress goes to stderr).
 
@@ -33,7 +34,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from _aggregator_rules import (
+from benchmarks.aggregators.peers import Loaded, load_byzfl, load_flower
+from benchmarks.aggregators.rules import (
     AGREE,
     Inputs,
     PeerCall,
@@ -44,8 +46,7 @@ from _aggregator_rules import (
     make_inputs,
     rules,
 )
-from _aggregator_rules import max_abs_difference as max_diff
-from _peers import Loaded, load_byzfl, load_flower
+from benchmarks.aggregators.rules import max_abs_difference as max_diff
 from phalanx.aggregation import build_aggregator
 from phalanx.errors import PhalanxError
 

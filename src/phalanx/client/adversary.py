@@ -1,15 +1,17 @@
-"""The Byzantine clients of a simulated run, at the message boundary.
+"""The Byzantine clients of a run, at the message boundary: one adversary behind them all.
 
-A Byzantine client trains like any other; when its update is delivered, ``Adversary.send``
-replaces the genuine weights with the attack's (global model + crafted delta). The client is
-the sender, so the runtime checksums what it sends and the update passes integrity checks.
+A Byzantine client trains like any other; when it replies, ``Adversary.send`` replaces the
+genuine weights with the attack's (global model + crafted delta), and the client seals that
+(``client.faults.Byzantine``), so the update passes integrity checks.
 
-Colluding attacks (ALIE, IPM) are omniscient: when the first Byzantine update of a round is
-delivered, the runtime trains every reply of that round still due (``RoundGenuine``), and
-the attack sees the genuine deltas of all the round's honest updates, those delivered before
-included. The crafted vector is computed once per (round, model version) and every Byzantine
-update of the round sends it. Everything is a function of the tasks the engine dispatched,
-which are deterministic in the seed, so a resumed round crafts the same vector.
+Colluding attacks (ALIE, IPM) are omniscient: the adversary sees (``observe``) the genuine
+weights of the round's honest clients, and when the first Byzantine update of a round is
+sent, a ``RoundGenuine`` callback gives it every reply of that round still due (the
+simulation trains them then), so the attack sees the genuine deltas of all the round's
+honest updates, those delivered before included. The crafted vector is computed once per
+(round, model version) and every Byzantine update of the round sends it. Everything is a
+function of the tasks the engine dispatched, which are deterministic in the seed, so a
+resumed round crafts the same vector.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from phalanx.config import RunConfig
 from phalanx.core.messages import TaskKey, TrainTask
+from phalanx.core.models import PublishedModel
 from phalanx.core.rng import torch_rng
 from phalanx.core.tensors import Manifest, flatten, unflatten
 from phalanx.faults.attacks import Attack, ColludingAttack
@@ -65,43 +68,51 @@ class Adversary:
         """Note a task sent: the colluders count how many of them a round has."""
         self._round(task).dispatched.add(task.key.client)
 
-    def send(self, task: TrainTask, genuine: Tensors, round_genuine: RoundGenuine) -> Tensors:
-        """What the client of ``task`` sends, given its genuine weights: those weights for an
-        honest client (noted, if colluders will need them), the attack's for a Byzantine."""
+    def observe(self, task: TrainTask, model: PublishedModel, genuine: Tensors) -> None:
+        """An honest client's genuine weights, noted while colluders may still need them."""
+        state = self._round(task)
+        if isinstance(self.attack, ColludingAttack) and state.crafted is None:
+            _keep(state.honest, task.key, self._delta(model, genuine))
+
+    def send(
+        self, task: TrainTask, model: PublishedModel, genuine: Tensors, due: RoundGenuine
+    ) -> Tensors:
+        """What the Byzantine client of ``task`` sends instead of its genuine weights."""
         state, attack = self._round(task), self.attack
-        if not self.is_byzantine(task.key.client):
-            if isinstance(attack, ColludingAttack) and state.crafted is None:
-                _keep(state.honest, task.key, self._delta(task, genuine))
-            return genuine
         if isinstance(attack, ColludingAttack):
             if state.crafted is None:
-                state.crafted = self._collude(attack, task, genuine, round_genuine)
+                state.crafted = self._collude(attack, task, model, genuine, due)
                 state.honest.clear()  # no longer needed: the vector is fixed for the round
             delta = state.crafted
         else:
             key = task.key
             rng = torch_rng(self._seed, "attack", key.round, key.client, key.attempt)
-            own = self._delta(task, genuine)
+            own = self._delta(model, genuine)
             delta = None if own is None else attack.craft(own, rng)
         if delta is None:
             return genuine  # nothing to attack with: a malformed genuine update goes as is
-        sent = unflatten(task.params + delta, self._manifest)
+        sent = unflatten(model.params + delta, self._manifest)
         return {name: sent[name].to(tensor.dtype) for name, tensor in genuine.items()}
 
     def _collude(
-        self, attack: ColludingAttack, task: TrainTask, genuine: Tensors, due: RoundGenuine
+        self,
+        attack: ColludingAttack,
+        task: TrainTask,
+        model: PublishedModel,
+        genuine: Tensors,
+        due: RoundGenuine,
     ) -> torch.Tensor | None:
         """The round's crafted vector from its honest deltas or, with none, from the
         colluders' own genuine deltas. f counts the Byzantine clients among the round's
         tasks dispatched so far (the colluders know who they are)."""
         state = self._round(task)
         own: dict[TaskKey, torch.Tensor] = {}
-        _keep(own, task.key, self._delta(task, genuine))
+        _keep(own, task.key, self._delta(model, genuine))
         for key, tensors in due():
             _keep(
                 own if self.is_byzantine(key.client) else state.honest,
                 key,
-                self._delta(task, tensors),
+                self._delta(model, tensors),
             )
         pool = state.honest or own
         if not pool:
@@ -110,17 +121,17 @@ class Adversary:
         f = len(state.dispatched & self.clients)
         return attack.collude(stack, n=self._n, f=f)
 
-    def _delta(self, task: TrainTask, tensors: Tensors) -> torch.Tensor | None:
+    def _delta(self, model: PublishedModel, tensors: Tensors) -> torch.Tensor | None:
         """Weights minus the global model, flat; None for weights that do not fit the model
         (validation will refuse those; they must not break the attack)."""
         if set(tensors) != set(self._manifest.names):
             return None
         flat = flatten(tensors, self._manifest)
-        return flat - task.params if flat.numel() == task.params.numel() else None
+        return flat - model.params if flat.numel() == model.params.numel() else None
 
     def _round(self, task: TrainTask) -> _Round:
         """State of the task's (round, model version); older rounds are forgotten."""
-        key = (task.key.round, task.model_version)
+        key = (task.key.round, task.model.version)
         if key not in self._rounds:
             self._rounds = {k: v for k, v in self._rounds.items() if k[0] >= key[0]}
             self._rounds[key] = _Round()

@@ -1,0 +1,1 @@
+"""Helpers shared by several benchmarks: running a measured child process, its numbers."""

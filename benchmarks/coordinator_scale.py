@@ -1,0 +1,336 @@
+"""Engine time per round against the registered population N and the clients per round k,
+today's engine (main at BASELINE_COMMIT) and this tree's side by side, on a scripted twin.
+
+    python -m benchmarks.coordinator_scale                       # the full grid
+    python -m benchmarks.coordinator_scale --n 10000 100000 --k 1000 --rounds 3
+
+Workload. N registered clients, k per round (over-selected 1.3x), a 16-float model, FedAvg.
+Each attempt's fate is drawn from (round, client, attempt): 10% crash after 0.5 s (retried
+with backoff), 5% drop after 0.5 s (retried), 5% silent (the 30 s task deadline fails it;
+then a replacement); the rest reply after 1-3 s. Failures feed the health monitor, so
+clients are sidelined, probed and readmitted over the rounds. No training runs: an update is
+the global model plus a small offset.
+
+How it measures. Each (engine, N, k) runs in its own process with one torch thread. The
+engine runs ``warmup`` rounds (building the health table for N clients, first-use costs),
+then ``rounds`` measured ones. *engine ms* is the round's wall time minus the time spent
+inside the runtime's own methods (the twin's bookkeeping and update making), i.e. the
+engine's share; *round ms* is the whole round. Medians over the measured rounds.
+
+Today's engine. ``git archive BASELINE_COMMIT src`` is extracted into a temporary
+directory and the child runs with ``PYTHONPATH=<tmp>/src``, so ``import phalanx`` is that
+commit's code. Its port differs (``client_ids``, ``declared_examples``, ``fault_log`` on the
+runtime), so the child drives it through ``LegacyTwin``, the same script behind that older
+port. This tree's engine runs on ``phalanx.testing.ScriptedRuntime``. A baseline child that
+exceeds ``--baseline-timeout`` seconds is reported as such.
+
+Only the standard library is imported here, before a child knows which phalanx to load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BASELINE_COMMIT = "98aaf37"
+ROOT = Path(__file__).resolve().parent.parent
+DIM = 16
+TASK_S = 30.0
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def fate(round_index: int, client: int, attempt: int) -> tuple[str, float]:
+    """(what the attempt does, after how many virtual seconds)."""
+    digest = hashlib.blake2b(f"{round_index}/{client}/{attempt}".encode(), digest_size=8)
+    u = int.from_bytes(digest.digest(), "little") / 2.0**64
+    if u < 0.10:
+        return "crash", 0.5
+    if u < 0.15:
+        return "drop", 0.5
+    if u < 0.20:
+        return "silent", 0.0
+    return "reply", 1.0 + 2.0 * (u - 0.2) / 0.8
+
+
+def config_tree(n: int, k: int) -> dict[str, Any]:
+    return {
+        "rounds": 10**6,
+        "workload": {"name": "custom", "num_clients": n},
+        "selection": {"clients_per_round": k, "over_selection": 1.3},
+        "deadlines": {"task_s": TASK_S, "round_s": 120.0},
+        "quorum": {"min_updates": 1},
+        "validation": {"max_update_bytes": 1 << 20},
+    }
+
+
+class Timed:
+    """Wraps a runtime, adding up the seconds spent inside its methods."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds = 0.0  # wall (perf_counter: a CPU-time clock here is a syscall per call)
+
+    @property
+    def clock(self) -> Any:
+        return self.inner.clock
+
+    def submit(self, task: Any) -> None:
+        start = time.perf_counter()
+        self.inner.submit(task)
+        self.seconds += time.perf_counter() - start
+
+    def cancel(self, key: Any) -> None:
+        start = time.perf_counter()
+        self.inner.cancel(key)
+        self.seconds += time.perf_counter() - start
+
+    async def next_event(self, until: float) -> Any:
+        start = time.perf_counter()
+        event = await self.inner.next_event(until)
+        self.seconds += time.perf_counter() - start
+        return event
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        await self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:  # the old port's extra methods
+        return getattr(self.inner, name)
+
+
+def legacy_twin(n: int) -> Any:
+    """The script behind the port of BASELINE_COMMIT (imports that commit's phalanx)."""
+    import heapq
+    import importlib
+
+    # That commit's API, not this tree's: looked up at run time, so type-checking this file
+    # against the current phalanx does not apply to it.
+    messages: Any = importlib.import_module("phalanx.core.messages")
+    ClientUpdate, TaskFailure = messages.ClientUpdate, messages.TaskFailure  # noqa: N806
+    payload_digest: Any = importlib.import_module("phalanx.core.tensors").payload_digest
+    from phalanx.engine.clock import VirtualClock
+    from phalanx.types import FailureKind
+
+    class LegacyTwin:
+        def __init__(self) -> None:
+            self.clock = VirtualClock()
+            self._queue: list[tuple[float, int, Any]] = []
+            self._pending: dict[Any, Any] = {}
+            self._seq = 0
+
+        def client_ids(self) -> list[int]:
+            return list(range(n))
+
+        def declared_examples(self, client: int) -> int | None:
+            return 10**6
+
+        def fault_log(self, round_index: int) -> list[dict[str, Any]]:
+            return []
+
+        def submit(self, task: Any) -> None:
+            kind, after = fate(task.key.round, task.key.client, task.key.attempt)
+            self._pending[task.key] = task
+            if kind != "silent":
+                self._seq += 1
+                heapq.heappush(self._queue, (self.clock.now() + after, self._seq, task.key))
+
+        def cancel(self, key: Any) -> None:
+            self._pending.pop(key, None)
+
+        async def close(self) -> None:
+            self._pending.clear()
+
+        async def next_event(self, until: float) -> Any:
+            while self._queue and self._queue[0][0] <= until:
+                when, _, key = heapq.heappop(self._queue)
+                task = self._pending.pop(key, None)
+                if task is None:
+                    continue
+                self.clock.advance_to(when)
+                kind, _ = fate(key.round, key.client, key.attempt)
+                if kind != "reply":
+                    return TaskFailure(key, FailureKind(kind), "scripted")
+                tensors = {"w": task.params + 0.01}
+                return ClientUpdate(
+                    key, task.model_version, tensors, 10, 1.0, payload_digest(tensors)
+                )
+            self.clock.advance_to(until)
+            return None
+
+    return LegacyTwin()
+
+
+def current_twin(n: int) -> tuple[Any, Any]:
+    from phalanx.testing import Reply, ScriptedRuntime
+    from phalanx.types import FailureKind
+
+    def script(key: Any) -> Reply:
+        kind, after = fate(key.round, key.client, key.attempt)
+        if kind == "silent":
+            return Reply(silent=True)
+        failure = None if kind == "reply" else FailureKind(kind)
+        return Reply(after_s=after, fail=failure)
+
+    import torch
+
+    from phalanx.core.tensors import Manifest
+
+    runtime = ScriptedRuntime(Manifest.of({"w": torch.zeros(DIM)}), n, script=script)
+    return runtime, runtime.membership
+
+
+def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int) -> Any:
+    import asyncio
+
+    import torch
+
+    from phalanx.config import build_config
+    from phalanx.core.tensors import Manifest
+    from phalanx.engine.engine import Engine
+
+    torch.set_num_threads(1)
+    config = build_config(config_tree(n, k))
+    manifest = Manifest.of({"w": torch.zeros(DIM)})
+    engine_class: Any = Engine  # the baseline's Engine takes the old port's arguments
+    if engine_kind == "baseline":
+        runtime = Timed(legacy_twin(n))
+        engine = engine_class(config, runtime)
+    else:
+        inner, membership = current_twin(n)
+        runtime = Timed(inner)
+        engine = engine_class(config, runtime, membership=membership, models=inner.models)
+    state = engine.initial_state(torch.zeros(DIM), manifest)
+    # One event loop for every round, as a coordinator runs: asyncio.run per round would
+    # also time the repr of the finished task's result (the whole ServerState) that
+    # asyncio builds while restoring the SIGINT handler.
+    return asyncio.run(measure(engine, runtime, state, warmup, rounds))
+
+
+async def measure(engine: Any, runtime: Timed, state: Any, warmup: int, rounds: int) -> Any:
+    rows = []
+    for index in range(warmup + rounds):
+        runtime.seconds = 0.0
+        start, cpu = time.perf_counter(), time.process_time()
+        result = await engine.run_round(state)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        if isinstance(result, tuple):  # this tree: (state, record), no history in the state
+            state, record = result[0], result[1].to_json()
+        else:  # the baseline: the state, its history grown by the round
+            record = result.history[-1]
+            state = result.with_changes(history=())  # grows per round; not ours to time
+        if index >= warmup:
+            rows.append(
+                {
+                    "round_s": wall,
+                    "engine_s": wall - runtime.seconds,
+                    "round_cpu_s": cpu,
+                    "accepted": len(record["accepted"]),
+                    "dispatched": len(record["dispatched"]),
+                    "retries": record["retries"],
+                    "replacements": record["replacements"],
+                    "failures": sum(record["failures"].values()),
+                }
+            )
+    return {"rounds": rows}
+
+
+def run_child(engine_kind: str, n: int, k: int, args: argparse.Namespace, src: Path) -> Any:
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [
+        sys.executable, __file__, "--child", engine_kind, str(n), str(k),
+        str(args.warmup), str(args.rounds),
+    ]  # fmt: skip
+    limit = args.baseline_timeout if engine_kind == "baseline" else args.timeout
+    try:
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=limit, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"> {limit:.0f} s"
+    if done.returncode != 0:
+        return f"failed: {done.stderr.strip().splitlines()[-1:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def extract_baseline(into: Path) -> Path:
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", BASELINE_COMMIT, "src"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
+
+
+def median_ms(result: Any, field: str) -> str:
+    if isinstance(result, str):
+        return result
+    return f"{1000 * statistics.median(r[field] for r in result['rounds']):.1f}"
+
+
+def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
+    lines = [
+        "| k per round | N registered | today engine ms | new engine ms | ratio | "
+        "today round CPU ms | new round CPU ms | retries | replacements | failures |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (n, k), pair in sorted(results.items(), key=lambda item: (item[0][1], item[0][0])):
+        old, new = pair["baseline"], pair["current"]
+        ratio = ""
+        if not isinstance(old, str) and not isinstance(new, str):
+            ratio = f"{float(median_ms(old, 'engine_s')) / float(median_ms(new, 'engine_s')):.1f}x"
+        rows = [] if isinstance(new, str) else new["rounds"]
+        stats = [f"{statistics.median(r[f] for r in rows):g}" if rows else "" for f in
+                 ("retries", "replacements", "failures")]  # fmt: skip
+        lines.append(
+            f"| {k:,} | {n:,} | {median_ms(old, 'engine_s')} | {median_ms(new, 'engine_s')} | "
+            f"{ratio} | {median_ms(old, 'round_cpu_s')} | {median_ms(new, 'round_cpu_s')} | "
+            f"{stats[0]} | {stats[1]} | {stats[2]} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, n, k, warmup, rounds = sys.argv[2], *map(int, sys.argv[3:7])
+        print(json.dumps(child(kind, n, k, warmup, rounds)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
+    parser.add_argument("--k", type=int, nargs="+", default=[100, 1000, 10_000])
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--baseline-timeout", type=float, default=120.0)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    args = parser.parse_args()
+    results: dict[tuple[int, int], dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="phalanx-baseline-") as tmp:
+        baseline_src = None if args.skip_baseline else extract_baseline(Path(tmp))
+        for k in args.k:
+            for n in args.n:
+                if n < 2 * k:
+                    continue  # not enough clients for k per round with failures
+                pair: dict[str, Any] = {"baseline": "skipped"}
+                if baseline_src is not None:
+                    pair["baseline"] = run_child("baseline", n, k, args, baseline_src)
+                pair["current"] = run_child("current", n, k, args, ROOT / "src")
+                results[n, k] = pair
+                print(f"N={n:,} k={k:,}: {pair}", file=sys.stderr, flush=True)
+    text = table(results)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
