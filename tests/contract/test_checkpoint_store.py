@@ -304,9 +304,11 @@ def test_an_unmarked_root_of_phalanx_checkpoints_is_adopted(harness: Harness) ->
     for fs, root in harness.roots:  # as a run from before markers existed left it
         fs.rm(f"{root}/.phalanx-store.json")
 
+    harness.plant("history.jsonl")  # the run's log, kept in the root with no run directory
+
     store = saved(harness, [2])
 
-    assert harness.exists(".phalanx-store.json")
+    assert harness.exists(".phalanx-store.json") and harness.exists("history.jsonl")
     assert [info.round for info in store.list()] == [1, 2]
 
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from phalanx.cli.app import app
 from phalanx.core.locks import DirectoryLock
+from phalanx.core.messages import Envelope
 from phalanx.errors import PhalanxError
 from tests.scenario.test_cli import TINY
 
@@ -118,18 +121,28 @@ def test_a_second_process_on_a_run_directory_is_refused(tmp_path: Path) -> None:
 
 
 def test_run_json_records_the_run_id_and_threads(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = finished(tmp_path)
     info = json.loads((out / "run.json").read_text())
     assert len(info["run_id"]) == 32 and info["threads"] == 1
-    result = invoke(
-        "--resume", str(out), "--quiet", "--no-plots", "--threads", "2", "--set", "rounds=4"
-    )
+    # As if the run began on 2 threads: resuming on 2 here would leave this test process's
+    # OpenMP pool multi-threaded, and a worker pool forked later in it would hang (libgomp).
+    (out / "run.json").write_text(json.dumps({**info, "threads": 2}))
+    stamped: list[str] = []  # the run id on each round's messages (Envelope.run_id)
+
+    def envelope(**fields: Any) -> Envelope:
+        stamped.append(fields["run_id"])
+        return Envelope(**fields)
+
+    monkeypatch.setattr("phalanx.engine.engine.Envelope", envelope)
+    result = invoke("--resume", str(out), "--quiet", "--no-plots", "--set", "rounds=4")
     assert code(result) == 0, result.output
-    assert "resumes with --threads 2" in caplog.text
-    sessions = json.loads((out / "run.json").read_text())["sessions"]
-    assert [s["threads"] for s in sessions] == [1, 2] and sessions[1]["resumed_at_round"] == 3
+    assert "began with --threads 2 and resumes with --threads 1" in caplog.text
+    resumed = json.loads((out / "run.json").read_text())
+    assert resumed["run_id"] == info["run_id"] and stamped == [info["run_id"]]
+    sessions = resumed["sessions"]
+    assert [s["threads"] for s in sessions] == [1, 1] and sessions[1]["resumed_at_round"] == 3
 
 
 @pytest.mark.parametrize(
@@ -193,3 +206,24 @@ def test_a_run_that_commits_nothing_exits_8_after_writing_its_outputs(tmp_path: 
     assert code(result) == 8 and "no round committed" in str(result.exception)
     assert json.loads((out / "summary.json").read_text())["rounds_committed"] == 0
     assert len((out / "history.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_replica_lost_for_good_is_resumed_with_a_lower_write_quorum(tmp_path: Path) -> None:
+    replica = tmp_path / "replica"
+    out = finished(tmp_path, "--set", f'checkpoint.stores=["{replica}"]')  # quorum: both stores
+    shutil.rmtree(replica)  # lost for good: no round reached the quorum any more
+    before = snapshot(out)
+
+    refused = invoke("--resume", str(out), "--quiet", "--no-plots", "--set", "rounds=5")
+    assert code(refused) == 5
+    assert "below the write quorum" in str(refused.exception)
+    assert "checkpoint.write_quorum" in str(refused.exception)
+    assert snapshot(out) == before  # nothing written before every check passed
+
+    lowered = ["--set", "rounds=5", "--set", "checkpoint.write_quorum=1"]
+    result = invoke("--resume", str(out), "--quiet", "--no-plots", *lowered)
+    assert code(result) == 0, result.output
+    assert json.loads((out / "config.json").read_text())["checkpoint"]["write_quorum"] == 1
+    lines = (out / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [0, 1, 2, 3, 4]
+    assert (replica / "round-00000005").is_dir()  # the replica is written again from round 4

@@ -16,11 +16,22 @@ from phalanx.errors import CheckpointError
 
 log = logging.getLogger("phalanx.coordinator.resume")
 
+BELOW_QUORUM = "below the write quorum"
+
 
 def resumable(info: CheckpointInfo) -> bool:
-    """A checkpoint that counts as a commit: verified (and, in a replicated store, one that
-    reached the write quorum once ``CheckpointInfo`` says so)."""
-    return info.valid
+    """A checkpoint that counts as a commit: verified and, in a replicated store, held by
+    ``write_quorum`` durable stores (a save that missed its quorum is no commit, whatever
+    store holds a copy)."""
+    return info.committed
+
+
+def why_not_committed(info: CheckpointInfo) -> str:
+    """Why a listed checkpoint is not a commit, in words."""
+    quorum = info.quorum
+    if info.valid and quorum is not None and not quorum.met:
+        return f"held by {quorum.copies} durable store(s), {BELOW_QUORUM} of {quorum.required}"
+    return info.problem or "not committed"
 
 
 def newest_of_config(
@@ -31,7 +42,7 @@ def newest_of_config(
     skipped: list[str] = []
     for info in sorted(store.list(), key=lambda i: i.round, reverse=True):
         if not resumable(info):
-            skipped.append(f"round {info.round}: {info.problem or 'not committed'}")
+            skipped.append(f"round {info.round}: {why_not_committed(info)}")
             continue
         if info.round > rounds:
             skipped.append(f"round {info.round}: past this run's last round {rounds}")
@@ -54,8 +65,14 @@ def no_checkpoint(
 ) -> CheckpointError:
     """The refusal when nothing of this configuration can be resumed."""
     found = f" (skipped {'; '.join(skipped)})" if skipped else " (it holds none)"
+    lost = (
+        "; if a checkpoint store is lost for good, resume with `--set "
+        "checkpoint.write_quorum=N`, N the durable stores that remain"
+        if any(BELOW_QUORUM in reason for reason in skipped)
+        else ""
+    )
     return CheckpointError(
         f"no valid checkpoint of this configuration (digest {digest}) in {store.location} "
-        f"to resume from{found}; to start over, `phalanx run --out {where} --force` deletes "
-        "what the directory holds"
+        f"to resume from{found}{lost}; to start over, `phalanx run --out {where} --force` "
+        "deletes what the directory holds"
     )
