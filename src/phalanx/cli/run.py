@@ -27,7 +27,7 @@ from phalanx.coordinator.rundir import (
     read_saved_config,
 )
 from phalanx.errors import ConfigError, NoProgressError
-from phalanx.observability.report import write_run_outputs
+from phalanx.observability.report import prepare_plots, write_run_outputs
 from phalanx.observability.summary import render_summary, summarize
 from phalanx.scenarios import available, scenario_path
 from phalanx.simulation import RunResult, Simulation
@@ -131,6 +131,8 @@ def _run(
         check_directory_argument(out, "--out")
     config = resolve_config(scenario, overrides, resume)
     simulation = Simulation(config)  # names (aggregator, attack) fail here, before any output
+    if plots:
+        prepare_plots()  # matplotlib imports in a background thread while the run trains
     directory = run_directory(config, out, resume, force=force, threads=threads)
     console = Console()
     if out is None and resume is None:
@@ -165,7 +167,8 @@ def finish(
         train_time_s=result.train_time_s,
         extra={"scenario": config.name, "seed": config.seed},
     )
-    write_run_outputs(out_dir, result.history, summary, plots=plots)
+    # The summary as written: its wall_time_s is the process's, up to the outputs written.
+    summary = write_run_outputs(out_dir, result.history, summary, plots=plots)
     console.print(render_summary(summary))
     drawn = ", accuracy.png, faults.png" if plots else ""
     console.print(f"outputs in {out_dir}/ (summary.json, history.jsonl{drawn})")
