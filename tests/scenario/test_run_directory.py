@@ -98,6 +98,10 @@ def test_resume_without_a_checkpoint_refuses_and_keeps_the_history(tmp_path: Pat
         result.exception
     )
     assert snapshot(out) == before
+    shutil.rmtree(out / "checkpoints")  # killed before its first checkpoint
+    result = invoke("--resume", str(out), "--quiet")
+    assert code(result) == 5 and "--force" in str(result.exception)
+    assert not (out / "checkpoints").exists()  # refused before the store was taken
 
 
 def test_a_refused_trajectory_change_names_the_keys_and_keeps_config_json(tmp_path: Path) -> None:

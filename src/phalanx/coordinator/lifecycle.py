@@ -51,15 +51,12 @@ class RunLifecycle:
     def start(self, initial: ServerState, *, resume: bool, where: str = "DIR") -> ServerState:
         """The state the run continues from; the history log cut back to match it.
 
-        The store is taken first (``acquire``: every local root locked and marked) and held
-        until ``close``, the same store object for every save; so the history log, which may
-        live in a store root, is only written once the root is known to be phalanx's.
         Resuming without a checkpoint of this configuration is refused
-        (``CheckpointError``): silently starting over would overwrite what the directory
-        holds."""
-        if self.store is not None:
-            self.store.acquire()
-            self._held = True
+        (``CheckpointError``) before anything is written: silently starting over would
+        overwrite what the directory holds. Then the store is taken (``acquire``: every
+        local root locked and marked) and held until ``close``, the same store object for
+        every save; the history log, which may live in a store root, is written only once
+        the root is known to be phalanx's."""
         if resume:
             if self.store is None:
                 raise CheckpointError("resume needs a checkpoint directory")
@@ -69,6 +66,9 @@ class RunLifecycle:
             state = found
         else:
             state = initial.with_changes(config_digest=self.digest, last_record=None)
+        if self.store is not None:
+            self.store.acquire()
+            self._held = True
         self.history.start(state.round, state.last_record)
         self.state = state
         return state
