@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/phalanx run --out runs/seed
+run: $(STAMP)  # a fresh runs/seed*/ each time: a finished run is never overwritten
+	$(BIN)/phalanx run
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks examples

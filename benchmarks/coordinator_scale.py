@@ -220,9 +220,13 @@ async def measure(engine: Any, runtime: Timed, state: Any, warmup: int, rounds: 
     for index in range(warmup + rounds):
         runtime.seconds = 0.0
         start, cpu = time.perf_counter(), time.process_time()
-        state = await engine.run_round(state)
+        result = await engine.run_round(state)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        record = state.history[-1]
+        if isinstance(result, tuple):  # this tree: (state, record), no history in the state
+            state, record = result[0], result[1].to_json()
+        else:  # the baseline: the state, its history grown by the round
+            record = result.history[-1]
+            state = result.with_changes(history=())  # grows per round; not ours to time
         if index >= warmup:
             rows.append(
                 {
@@ -236,7 +240,6 @@ async def measure(engine: Any, runtime: Timed, state: Any, warmup: int, rounds: 
                     "failures": sum(record["failures"].values()),
                 }
             )
-        state = state.with_changes(history=())  # history grows per round; not ours to time
     return {"rounds": rows}
 
 

@@ -129,13 +129,13 @@ def aggregation_child(updates: int, dim: int, reference_updates: int) -> dict[st
         idle = _status("VmRSS")
         _reset_peak()
         start = time.perf_counter()
-        state = asyncio.run(engine.run_round(state))
+        state, record = asyncio.run(engine.run_round(state))
         rounds.append(
             {
                 "peak_above_idle": _status("VmHWM") - idle,
                 "seconds": time.perf_counter() - start,
-                "committed": state.history[-1]["committed"],
-                "accepted": len(state.history[-1]["accepted"]),
+                "committed": record.committed,
+                "accepted": len(record.accepted),
             }
         )
     return {"model_bytes": 4 * dim, "rounds": rounds}

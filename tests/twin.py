@@ -34,5 +34,5 @@ def one_round(
     """Run one round; the new state and the round's record (as JSON)."""
     engine = Engine(config, runtime, membership=membership, models=getattr(runtime, "models", None))
     state = state or engine.initial_state(torch.zeros(MANIFEST.dim), MANIFEST)
-    new_state = asyncio.run(engine.run_round(state))
-    return new_state, new_state.history[-1]
+    new_state, record = asyncio.run(engine.run_round(state))
+    return new_state, record.to_json()

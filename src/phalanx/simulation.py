@@ -20,17 +20,24 @@ from torch import nn
 
 from phalanx.aggregation import build_aggregator
 from phalanx.checkpoint import CheckpointStore, build_store
-from phalanx.checkpoint.crashpoints import crash_point
+from phalanx.checkpoint.layout import HISTORY_FILE
 from phalanx.client.sdk import UserTrainFn
 from phalanx.config import RunConfig
+from phalanx.coordinator import (
+    History,
+    HistoryLog,
+    MemoryHistory,
+    RunDirectory,
+    RunInterrupted,
+    RunLifecycle,
+    StopSignals,
+)
 from phalanx.core.models import ModelBook
 from phalanx.core.rng import derive_seed
 from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest, flatten
-from phalanx.engine.clock import VirtualClock
-from phalanx.engine.engine import Engine, Evaluate, RoundHook, config_digest
-from phalanx.engine.history import RoundRecord
-from phalanx.errors import CheckpointError, ConfigError
+from phalanx.engine.engine import Engine, Evaluate, RoundHook
+from phalanx.errors import ConfigError, WorkloadError
 from phalanx.evaluation import backdoor_evaluator, classification_evaluator, combine_evaluators
 from phalanx.faults.byzantine import build_attack, byzantine_clients
 from phalanx.faults.poisoning import Backdoor, DataAttack, infer_data_shape, poison_clients
@@ -55,6 +62,13 @@ class RunResult:
     @property
     def params(self) -> torch.Tensor:
         return self.state.params
+
+
+def _out_of_memory(exc: BaseException) -> WorkloadError:
+    return WorkloadError(
+        f"out of memory: the model or data do not fit in memory ({str(exc).strip()}); shrink "
+        "the workload (e.g. workload.hidden, workload.num_clients)"
+    )
 
 
 def initial_model(make_model: ModelFactory, seed: int) -> nn.Module:
@@ -101,15 +115,22 @@ class Simulation:
                 "give trainer (a LocalTrainer factory) or train (a function), not both"
             )
         shape: tuple[int, tuple[int, int] | None] | None = None  # (classes, image shape)
-        if model is None or clients is None:
-            workload = build_workload(config.workload, config.seed)
-            model, clients, test = workload.make_model, workload.clients, workload.test
-            shape = (workload.num_classes, workload.image_shape)
-        else:
-            config = config.for_clients(len(clients))
-        self.config = config
-        self._aggregator = build_aggregator(config.aggregation)  # bad names fail here, early
-        self.model = initial_model(model, config.seed)
+        try:
+            if model is None or clients is None:
+                workload = build_workload(config.workload, config.seed)
+                model, clients, test = workload.make_model, workload.clients, workload.test
+                shape = (workload.num_classes, workload.image_shape)
+            else:
+                config = config.for_clients(len(clients))
+            self.config = config
+            self._aggregator = build_aggregator(config.aggregation)  # bad names fail early
+            self.model = initial_model(model, config.seed)
+        except MemoryError as exc:
+            raise _out_of_memory(exc) from None
+        except RuntimeError as exc:  # torch's allocator failing is a RuntimeError
+            if "alloc" not in str(exc):
+                raise
+            raise _out_of_memory(exc) from None
         if train is not None:
             # The template is what the server evaluates: dropout off, deterministic. Each
             # worker trains a copy that it switches back to training mode.
@@ -185,75 +206,133 @@ class Simulation:
     def run(
         self,
         *,
+        run_dir: Path | RunDirectory | None = None,
         checkpoint_dir: Path | None = None,
         resume: bool = False,
         on_round: Sequence[RoundHook] = (),
     ) -> RunResult:
-        return asyncio.run(
-            self.run_async(checkpoint_dir=checkpoint_dir, resume=resume, on_round=on_round)
-        )
+        """Run to the configured last round; see ``run_async``.
+
+        SIGINT or SIGTERM (in the main thread) stops the run: the round in flight is
+        abandoned, everything is closed, and ``RunInterrupted`` (a ``KeyboardInterrupt``
+        whose ``result`` holds what committed) is raised. A second signal stops at once.
+        """
+        with StopSignals() as signals:
+            return asyncio.run(
+                self.run_async(
+                    run_dir=run_dir,
+                    checkpoint_dir=checkpoint_dir,
+                    resume=resume,
+                    on_round=on_round,
+                    signals=signals,
+                )
+            )
 
     async def run_async(
         self,
         *,
+        run_dir: Path | RunDirectory | None = None,
         checkpoint_dir: Path | None = None,
         resume: bool = False,
         on_round: Sequence[RoundHook] = (),
+        signals: StopSignals | None = None,
     ) -> RunResult:
-        store = self._store(checkpoint_dir)
-        state = self._resume_state(store) if resume and store else None
-        clock = VirtualClock(state.clock if state else 0.0)
+        """Run the rounds, committing each before ``on_round`` hears of it.
+
+        ``run_dir`` is a run directory (locked; checkpoints in ``run_dir/checkpoints``,
+        history in ``run_dir/history.jsonl``; a new run refuses one that holds a run).
+        ``checkpoint_dir`` alone is a checkpoint store root that also keeps the history log.
+        ``resume`` continues from the newest checkpoint of this configuration, and refuses
+        (``CheckpointError``) when there is none.
+        """
+        if run_dir is not None and checkpoint_dir is not None:
+            raise ConfigError("give run_dir or checkpoint_dir, not both")
+        directory = run_dir if isinstance(run_dir, RunDirectory) else None
+        if isinstance(run_dir, Path):
+            directory = RunDirectory(
+                run_dir, mode="resume" if resume else "new", threads=torch.get_num_threads()
+            )
+        try:
+            if directory is not None:
+                directory.acquire()
+            return await self._run(directory, checkpoint_dir, resume, on_round, signals)
+        finally:
+            if directory is not None:
+                directory.release()
+            self.close()
+
+    async def _run(
+        self,
+        directory: RunDirectory | None,
+        checkpoint_dir: Path | None,
+        resume: bool,
+        on_round: Sequence[RoundHook],
+        signals: StopSignals | None,
+    ) -> RunResult:
+        root = directory.checkpoints if directory else checkpoint_dir
+        history = self._history(directory, checkpoint_dir)
+        # Relative replica paths made absolute once, here, so that config.json names the
+        # stores a resume from another directory must reach (outside the trajectory digest).
+        config = self.config.model_copy(
+            update={"checkpoint": self.config.checkpoint.resolved(Path.cwd())}
+        )
+        lifecycle = RunLifecycle(
+            config, store=self._store(config, root), history=history, observers=on_round
+        )
         models = ModelBook(self.manifest)  # the engine publishes, the runtime resolves
         runtime = SimulationRuntime(
             self.config, self._trainer, self.manifest,
-            num_clients=len(self.clients), clock=clock, models=models,
+            num_clients=len(self.clients), models=models,
         )  # fmt: skip
-        hooks = [*on_round, *([self._checkpoint_hook(store)] if store else [])]
         engine = Engine(
             self.config, runtime, membership=runtime.membership, aggregator=self._aggregator,
-            evaluate=self._evaluate, on_round=hooks, models=models,
-            round_faults=runtime.plan.fired,
+            evaluate=self._evaluate, models=models, round_faults=runtime.plan.fired,
+            run_id=directory.run_id if directory is not None else None,
         )  # fmt: skip
-        state = state or engine.initial_state(self.initial_params, self.manifest)
-        start = time.perf_counter()
+        where = str(directory.path if directory else root)
         try:
-            state = await engine.run(state)
+            initial = engine.initial_state(self.initial_params, self.manifest)
+            state = lifecycle.start(initial, resume=resume, where=where)
+            if directory is not None:
+                directory.begin(config, resumed_at=state.round if resume else None)
+            runtime.clock.advance_to(state.clock)
+            start = time.perf_counter()
+            task = asyncio.current_task()
+            if signals is not None and task is not None:
+                signals.attach(task)
+            try:
+                state = await lifecycle.run(engine.run_round, state)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                if signals is None or signals.signum is None or signals.forced:
+                    raise
+                committed = lifecycle.state or state
+                result = self._result(committed, history, runtime, time.perf_counter() - start)
+                raise RunInterrupted(signals.signum, result) from None
+            return self._result(state, history, runtime, time.perf_counter() - start)
         finally:
             await runtime.close()
-            self.close()
-        elapsed = time.perf_counter() - start
-        return RunResult(
-            state, list(state.history), elapsed, dict(runtime.plan.counts), runtime.training
-        )
+            lifecycle.close()
 
-    def _store(self, checkpoint_dir: Path | None) -> CheckpointStore | None:
-        if checkpoint_dir is None or self.config.checkpoint.every == 0:
+    @staticmethod
+    def _result(
+        state: ServerState, history: History, runtime: SimulationRuntime, elapsed: float
+    ) -> RunResult:
+        counts = dict(runtime.plan.counts)
+        return RunResult(state, history.records(), elapsed, counts, runtime.training)
+
+    @staticmethod
+    def _history(directory: RunDirectory | None, checkpoint_dir: Path | None) -> History:
+        if directory is not None:
+            return HistoryLog(directory.history)
+        if checkpoint_dir is not None:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            return HistoryLog(checkpoint_dir / HISTORY_FILE)
+        return MemoryHistory()
+
+    @staticmethod
+    def _store(config: RunConfig, root: Path | None) -> CheckpointStore | None:
+        if root is None or config.checkpoint.every == 0:
             return None
-        # A save that misses its write quorum raises out of the round hook, so the run
+        # A save that misses its write quorum raises out of the commit step, so the run
         # stops loudly and never reports that round as committed.
-        return build_store(self.config.checkpoint, checkpoint_dir)
-
-    def _resume_state(self, store: CheckpointStore) -> ServerState | None:
-        state = store.latest_valid()
-        if state is None:
-            log.info("no checkpoint to resume from; starting at round 0")
-            return None
-        if state.config_digest != config_digest(self.config):
-            raise CheckpointError(
-                f"checkpoint at round {state.round} was made with another configuration "
-                f"(digest {state.config_digest}, now {config_digest(self.config)}); "
-                "resume with the same scenario and overrides"
-            )
-        log.info("resuming at round %s (model version %s)", state.round, state.model_version)
-        return state
-
-    def _checkpoint_hook(self, store: CheckpointStore) -> RoundHook:
-        every = self.config.checkpoint.every
-        last = self.config.rounds
-
-        def save(state: ServerState, record: RoundRecord) -> None:
-            if state.round % every == 0 or state.round == last:
-                crash_point("engine.before_checkpoint")
-                store.save(state)
-
-        return save
+        return build_store(config.checkpoint, root)

@@ -42,7 +42,7 @@ def make_state(round_: int) -> ServerState:
         params=torch.linspace(-1.0, 1.0, 6) * (round_ + 0.1),
         manifest=Manifest.of({"w": torch.zeros(2, 3)}),
         health={2: ClientHealth(0.5, HealthState.SIDELINED, sidelined_until=round_ + 2)},
-        history=({"round": round_ - 1, "committed": True},),
+        last_record={"round": round_ - 1, "committed": True},
         clock=0.25 * round_,
         config_digest="digest",
     )
@@ -304,9 +304,11 @@ def test_an_unmarked_root_of_phalanx_checkpoints_is_adopted(harness: Harness) ->
     for fs, root in harness.roots:  # as a run from before markers existed left it
         fs.rm(f"{root}/.phalanx-store.json")
 
+    harness.plant("history.jsonl")  # the run's log, kept in the root with no run directory
+
     store = saved(harness, [2])
 
-    assert harness.exists(".phalanx-store.json")
+    assert harness.exists(".phalanx-store.json") and harness.exists("history.jsonl")
     assert [info.round for info in store.list()] == [1, 2]
 
 

@@ -24,6 +24,7 @@ plan fits a fast machine and a loaded one alike.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -44,6 +45,7 @@ from phalanx.core.state import ServerState
 CRASH_POINTS = (*CHECKPOINT_POINTS, *ENGINE_POINTS)
 HISTORY_KEYS = ("round", "committed", "model_version", "accepted", "accepted_attempts", "metrics")
 KILLED = -signal.SIGKILL  # Popen.returncode of a process that died of SIGKILL
+REFUSED = (2, 5)  # a directory without this run's checkpoint (5), or without/with a run (2)
 POLL_S = 0.002
 
 KillKind = Literal["training", "start-up", "crash point"]
@@ -54,6 +56,7 @@ def scenario(rounds: int) -> list[str]:
     checkpoint writes (one per round); 40% of tasks fail and quorum is 5 of 6, so some
     rounds are discarded and resume must redo the right ones."""
     return [
+        "seed=42",  # explicit: a resume names the configuration it asks for, seed included
         f"rounds={rounds}",
         "workload.num_clients=12",
         "selection.clients_per_round=6",
@@ -93,6 +96,8 @@ class Attempt:
     resume: bool
     returncode: int
     round_after: int  # the newest checkpoint directory's round once the process is gone
+    refused: int | None = None  # exit code of a refused first try (then it ran with --force)
+    exact: bool | None = None  # exit 0: whether the directory's model is the reference's
 
     @property
     def landed(self) -> bool:
@@ -105,6 +110,8 @@ class KillReport:
     reference: ServerState
     final: ServerState
     wall_s: float
+    reference_history: list[dict[str, Any]]
+    final_history: list[dict[str, Any]]
 
     @property
     def kills(self) -> list[Attempt]:
@@ -118,6 +125,15 @@ class KillReport:
         return sum(a.landed for a in self.kills if a.kill and a.kill.kind == kind)
 
     @property
+    def wrong_exits(self) -> int:
+        """Processes that exited 0 with a model other than the uninterrupted run's."""
+        return sum(a.exact is False for a in self.attempts)
+
+    @property
+    def refusals(self) -> int:
+        return sum(a.refused is not None for a in self.attempts)
+
+    @property
     def resumes(self) -> int:
         return sum(a.resume for a in self.attempts)
 
@@ -127,21 +143,27 @@ class KillReport:
 
     @property
     def identical_history(self) -> bool:
-        return committed_history(self.final) == committed_history(self.reference)
+        return committed_history(self.final_history) == committed_history(self.reference_history)
 
     @property
     def identical_records(self) -> bool:
         """Stronger: every field of every round record but its wall-clock duration."""
-        return _without_wall(self.final) == _without_wall(self.reference)
+        return _without_wall(self.final_history) == _without_wall(self.reference_history)
 
 
-def committed_history(state: ServerState) -> list[dict[str, Any]]:
+def committed_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What resume must reproduce, round by round (wall-clock fields excluded)."""
-    return [{key: record[key] for key in HISTORY_KEYS} for record in state.history]
+    return [{key: record[key] for key in HISTORY_KEYS} for record in history]
 
 
-def _without_wall(state: ServerState) -> list[dict[str, Any]]:
-    return [{k: v for k, v in record.items() if k != "wall_s"} for record in state.history]
+def _without_wall(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in record.items() if k != "wall_s"} for record in history]
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's per-round log, as the coordinator left it."""
+    path = run_dir / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def newest_round(run_dir: Path) -> int:
@@ -170,22 +192,46 @@ class KillResumeDriver:
         self._runs = 0
         self._log = workdir / "logs" / "none.log"
 
-    def run(self, kills: int, *, cover: float = 0.7, max_final_resumes: int = 5) -> KillReport:
+    def run(
+        self,
+        kills: int,
+        *,
+        cover: float = 0.7,
+        max_final_resumes: int = 5,
+        reuse_seed: int | None = None,
+    ) -> KillReport:
         """``kills`` kills, then plain resumes until the run finishes; compare with the
         reference. The training kills together are planned to cover about ``cover`` of the
-        rounds, so that the last kills still find rounds to interrupt."""
+        rounds, so that the last kills still find rounds to interrupt. ``reuse_seed``: the
+        run directory first holds a finished, longer run of that seed (which ``--out``
+        must refuse, and ``--force`` clear)."""
         start = time.perf_counter()
         reference, timeline = self._reference()
         run_dir = self.workdir / "killed"
+        if reuse_seed is not None:
+            self._earlier_run(run_dir, reuse_seed)
         plan = self.plan(kills, timeline, cover=cover)
-        attempts = [self._attempt(run_dir, kill, resume=i > 0) for i, kill in enumerate(plan)]
+        attempts = [
+            self._attempt(run_dir, kill, resume=i > 0, expected=reference)
+            for i, kill in enumerate(plan)
+        ]
         for _ in range(max_final_resumes):
-            attempts.append(self._attempt(run_dir, None, resume=bool(attempts)))
+            attempts.append(self._attempt(run_dir, None, resume=bool(attempts), expected=reference))
             if attempts[-1].returncode == 0:
                 break
         else:
             raise KillDriverError(f"run not finished after {max_final_resumes} plain resumes")
-        return KillReport(attempts, reference, latest(run_dir), time.perf_counter() - start)
+        return KillReport(
+            attempts, reference, latest(run_dir), time.perf_counter() - start,
+            read_history(self.workdir / "reference"), read_history(run_dir),
+        )  # fmt: skip
+
+    def _earlier_run(self, run_dir: Path, seed: int) -> None:
+        """A finished run of another seed, 20 rounds longer, left in ``run_dir``."""
+        longer = [*self.overrides, f"seed={seed}", f"rounds={self.rounds + 20}"]
+        process = self._start(run_dir, ["--out", str(run_dir)], crash_at=None, overrides=longer)
+        self._wait(process, self.timeout_s)
+        self._check(process.returncode, allowed=(0,))
 
     def plan(self, kills: int, timeline: Timeline, *, cover: float) -> list[Kill]:
         """Every third kill at a crash point (the points in a shuffled cycle, hit 1 to 3);
@@ -210,7 +256,7 @@ class KillResumeDriver:
         """An uninterrupted run, watched for the moment its first checkpoint appears."""
         run_dir = self.workdir / "reference"
         start = time.perf_counter()
-        process = self._start(run_dir, resume=False, crash_at=None)
+        process = self._start(run_dir, ["--out", str(run_dir)], crash_at=None)
         self._await_checkpoint(process, run_dir, -1)
         first = time.perf_counter() - start
         self._wait(process, self.timeout_s)
@@ -218,14 +264,43 @@ class KillResumeDriver:
         end = time.perf_counter() - start
         return latest(run_dir), Timeline(first, end - first, self.rounds)
 
-    def _attempt(self, run_dir: Path, kill: Kill | None, *, resume: bool) -> Attempt:
-        before = newest_round(run_dir)
-        process = self._start(run_dir, resume=resume, crash_at=kill.crash_at if kill else None)
+    def _attempt(
+        self, run_dir: Path, kill: Kill | None, *, resume: bool, expected: ServerState
+    ) -> Attempt:
+        """What a supervisor does: ``--resume`` (``--out`` the first time); if that is
+        refused (no checkpoint of this run yet, or the directory holds another run), start
+        over with ``--out --force``. The kill is aimed at whichever process runs."""
+        where = ["--resume", str(run_dir)] if resume else ["--out", str(run_dir)]
+        returncode = self._process(run_dir, where, kill)
+        refused = None
+        if returncode in REFUSED:
+            refused = returncode
+            self._check_refusal(returncode)
+            returncode = self._process(run_dir, ["--out", str(run_dir), "--force"], kill)
+        self._check(returncode, allowed=(0, KILLED) if kill else (0,))
+        exact = None
+        if returncode == 0:  # a kill that came too late: the run must be the right one
+            exact = torch.equal(latest(run_dir).params, expected.params)
+        return Attempt(kill, resume, returncode, newest_round(run_dir), refused, exact)
+
+    def _process(self, run_dir: Path, where: list[str], kill: Kill | None) -> int:
+        forced = "--force" in where
+        before = -1 if forced else newest_round(run_dir)
+        process = self._start(run_dir, where, crash_at=kill.crash_at if kill else None)
         if kill is not None and kill.kind != "crash point":
             self._timed_kill(process, run_dir, kill, before=before)
         self._wait(process, self.timeout_s)
-        self._check(process.returncode, allowed=(0, KILLED) if kill else (0,))
-        return Attempt(kill, resume, process.returncode, newest_round(run_dir))
+        return process.returncode
+
+    def _check_refusal(self, returncode: int) -> None:
+        """A refusal must be one of the two documented ones, never a traceback."""
+        text = " ".join(self._log.read_text(errors="replace").split())  # unwrapped
+        expected = (
+            "no valid checkpoint", "no config.json", "already holds a run",
+            "would change the trajectory",
+        )  # fmt: skip
+        if "Traceback" in text or not any(phrase in text for phrase in expected):
+            raise KillDriverError(f"unexpected refusal {returncode} (see {self._log}):\n{text}")
 
     def _await_checkpoint(
         self, process: subprocess.Popen[bytes], run_dir: Path, after: int
@@ -262,14 +337,20 @@ class KillResumeDriver:
             raise KillDriverError(f"run exceeded {timeout_s} s (see {self._log})") from None
 
     def _start(
-        self, run_dir: Path, *, resume: bool, crash_at: str | None
+        self,
+        run_dir: Path,
+        where: list[str],
+        *,
+        crash_at: str | None,
+        overrides: list[str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """One coordinator in its own session, so a kill takes anything it spawned too."""
+        """One coordinator in its own session, so a kill takes anything it spawned too.
+        A resume gets the same ``--set`` overrides as a new run: they name the configuration
+        asked for, and a directory that holds another run's refuses them."""
         env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
         if crash_at:
             env[ENV_VAR] = crash_at
-        where = ["--resume", str(run_dir)] if resume else ["--out", str(run_dir)]
-        sets = [arg for override in self.overrides for arg in ("--set", override)]
+        sets = [arg for override in overrides or self.overrides for arg in ("--set", override)]
         command = [sys.executable, "-m", "phalanx", "run", *where, "--quiet", "--no-plots", *sets]
         self._runs += 1
         self._log = self.workdir / "logs" / f"{self._runs:04d}.log"

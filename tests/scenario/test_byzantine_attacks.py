@@ -15,6 +15,7 @@ from torch import nn
 
 from phalanx.client import TrainContext
 from phalanx.config import RunConfig
+from phalanx.coordinator import MemoryHistory, RunLifecycle
 from phalanx.core.messages import ClientUpdate, Event, TaskKey
 from phalanx.core.models import ModelBook
 from phalanx.core.tensors import flatten
@@ -88,7 +89,11 @@ def sent_updates(config: RunConfig) -> tuple[list[ClientUpdate], Simulation]:
     spy = Spy(runtime)
     runtime.next_event = spy  # type: ignore[method-assign]
     engine = Engine(config, runtime, membership=runtime.membership, models=models)
-    asyncio.run(engine.run(engine.initial_state(sim.initial_params, sim.manifest)))
+    asyncio.run(
+        RunLifecycle(config, store=None, history=MemoryHistory()).run(
+            engine.run_round, engine.initial_state(sim.initial_params, sim.manifest)
+        )
+    )
     return spy.updates, sim
 
 

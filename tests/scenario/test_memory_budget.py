@@ -28,8 +28,10 @@ def test_stacking_aggregator_over_budget_discards_the_round_without_asking_anyon
     engine = Engine(
         config, runtime, membership=runtime.membership, aggregator=StackingMean(), models=models
     )
-    state = asyncio.run(engine.run(engine.initial_state(sim.initial_params, sim.manifest)))
-    record = state.history[0]
+    state, round_record = asyncio.run(
+        engine.run_round(engine.initial_state(sim.initial_params, sim.manifest))
+    )
+    record = round_record.to_json()
     assert not record["committed"] and record["dispatched"] == []
     assert "exceeds aggregation.memory_budget_bytes = 1000" in record["reasons"][0]
     assert torch.equal(state.params, sim.initial_params)

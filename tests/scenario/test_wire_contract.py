@@ -12,11 +12,12 @@ import asyncio
 
 import torch
 
+from phalanx.coordinator import MemoryHistory, RunLifecycle
 from phalanx.core.codec import decode_as, encode
 from phalanx.core.messages import ClientUpdate, Event, TrainTask
 from phalanx.core.models import ModelBook
 from phalanx.core.tensors import payload_digest, unflatten
-from phalanx.engine.engine import Engine, config_digest
+from phalanx.engine.engine import Engine
 from phalanx.runtime.inprocess.runtime import SimulationRuntime
 from phalanx.simulation import Simulation
 from tests.scenario.conftest import tiny_config
@@ -45,13 +46,17 @@ def test_tasks_carry_a_reference_a_ttl_and_the_training_config() -> None:
 
     runtime.submit = spy_submit  # type: ignore[method-assign]
     runtime.next_event = spy_next  # type: ignore[method-assign]
-    engine = Engine(config, runtime, membership=runtime.membership, models=models)
-    state = asyncio.run(engine.run(engine.initial_state(sim.initial_params, sim.manifest)))
+    engine = Engine(
+        config, runtime, membership=runtime.membership, models=models, run_id="run-7f3a"
+    )
+    lifecycle = RunLifecycle(config, store=None, history=MemoryHistory())
+    initial = engine.initial_state(sim.initial_params, sim.manifest)
+    state = asyncio.run(lifecycle.run(engine.run_round, lifecycle.start(initial, resume=False)))
 
     first = [t for t in tasks if t.key.round == 0]
     assert first and all(t.model.version == 0 for t in first)
     assert first[0].model.sha256 == payload_digest(unflatten(sim.initial_params, sim.manifest))
-    assert {t.envelope.run_id for t in tasks} == {config_digest(config)}
+    assert {t.envelope.run_id for t in tasks} == {"run-7f3a"}  # the run's id (run.json)
     assert all(t.envelope.epoch == 0 for t in tasks)
     for task in tasks:
         assert 0 < task.config.ttl_s <= config.deadlines.task_s

@@ -31,7 +31,7 @@ def make_state(round_: int) -> ServerState:
             0: ClientHealth(),
             3: ClientHealth(0.25, HealthState.SIDELINED, sidelined_until=7, cooldown=2),
         },
-        history=({"round": round_ - 1, "committed": True},),
+        last_record={"round": round_ - 1, "committed": True},
         clock=12.5,
         config_digest="abc",
         extra={"note": "x"},
@@ -67,7 +67,7 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     assert loaded.params.dtype == torch.float32
     assert loaded.manifest == state.manifest
     assert loaded.health == state.health
-    assert loaded.history == state.history
+    assert loaded.last_record == state.last_record
     assert loaded.metadata_json() == state.metadata_json()
 
 

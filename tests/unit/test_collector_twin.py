@@ -177,7 +177,7 @@ def test_a_round_from_a_superseded_state_is_refused_not_silently_mixed() -> None
     first = engine.initial_state(torch.zeros(MANIFEST.dim), MANIFEST)
 
     async def rounds() -> None:
-        second = await engine.run_round(first)
+        second, _ = await engine.run_round(first)
         await engine.run_round(second)  # from the state the last round returned: fine
         await engine.run_round(first)  # the initial table was copied: re-indexed, fine
         with pytest.raises(StaleStateError, match="round 1 started from a state"):

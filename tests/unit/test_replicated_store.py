@@ -49,7 +49,7 @@ def replicated_config(root: Path, **checkpoint: Any) -> RunConfig:
 
 
 def stop_after_round_1(state: ServerState, record: RoundRecord) -> None:
-    if record.round == 2:  # round 2 finished; its checkpoint is not yet written
+    if record.round == 1:  # observers hear of round 1 after its checkpoint (round-2) is durable
         raise RunInterruptedError
 
 
@@ -187,7 +187,18 @@ def test_a_simulation_stops_when_its_checkpoint_misses_the_quorum(tmp_path: Path
             checkpoint_dir=tmp_path / "a", on_round=[lambda s, r: committed.append(r.round)]
         )
 
-    assert committed == [0]  # the first round's checkpoint failed: the run went no further
+    assert committed == []  # the first round's checkpoint failed: no observer heard of it
+
+
+def test_a_run_starts_with_a_replica_unreachable_while_the_quorum_holds(tmp_path: Path) -> None:
+    (tmp_path / "c").write_text("not a directory")  # one replica of three gone; quorum 2
+
+    result = Simulation(replicated_config(tmp_path)).run(checkpoint_dir=tmp_path / "a")
+
+    assert result.state.round == 4
+    for name in ("a", "b"):  # each save reached the two stores that remain
+        assert (tmp_path / name / "round-00000004").is_dir()
+    assert (tmp_path / "a" / "history.jsonl").is_file()  # beside the checkpoints, adopted
 
 
 def test_phalanx_run_fails_loudly_without_a_summary(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ the same three files. A checkpoint directory ``round-00000042/`` holds::
 
     params.safetensors   tensor "params", the flat float32 model, and "state/<key>" for
                          each aggregator state tensor (ServerState.tensors)
-    state.json           ServerState.metadata_json(), keys sorted
+    state.json           ServerState.metadata_json(), keys sorted (constant size: the
+                         run's history is a log beside the checkpoints, not in the state)
     MANIFEST.json        {"format": 1, "round": 42, "files": {name: sha256}, "sizes": {name: n}}
 
 Decoding checks each payload's size and sha256 against the manifest before parsing it, and

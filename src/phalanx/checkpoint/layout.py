@@ -8,6 +8,9 @@ atomically when a store first takes the root. Beside it, phalanx writes only:
     .tmp-old-round-NNNNNNNN-<8 hex>/     a replaced checkpoint on its way out
     ..phalanx-store.json.<8 hex>.tmp     the marker being written (``write_atomic``)
     .phalanx.lock                        the store's ``DirectoryLock``
+    history.jsonl                        the run's history log, when the store root is
+                                         the run's only directory (``Simulation.run(
+                                         checkpoint_dir=...)``); no store touches it
 
 Cleanup removes only names that match these patterns exactly, and retention prunes only
 round directories that are phalanx checkpoints (a MANIFEST.json, or nothing but checkpoint
@@ -33,6 +36,7 @@ MARKER_FILE = ".phalanx-store.json"
 MARKER_FORMAT = 1
 MARKER_KIND = "phalanx checkpoint store"
 CHECKPOINT_FILES = frozenset({*PAYLOAD_FILES, MANIFEST_FILE})
+HISTORY_FILE = "history.jsonl"  # the run lifecycle's log (phalanx.coordinator.history_log)
 
 Entries = Iterable[tuple[str, Iterable[str] | None]]
 """A root's entries: each name with its children (a directory) or None (a file)."""
@@ -83,6 +87,8 @@ def foreign_entries(entries: Entries) -> list[str]:
     foreign = []
     for name, children in entries:
         if name in (LOCK_FILE, MARKER_FILE) or is_temp(name):
+            continue
+        if name == HISTORY_FILE and children is None:
             continue
         if children is None or not is_checkpoint_dir(name, children):
             foreign.append(name if children is None else f"{name}/")

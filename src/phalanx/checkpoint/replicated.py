@@ -81,12 +81,30 @@ class ReplicatedCheckpointStore:
         return True  # a save succeeds only once W durable stores hold it
 
     def acquire(self) -> None:
-        """Acquire every member, or none: a refusal releases those already taken."""
+        """Acquire every member that can be reached; a member that cannot (its disk gone) is
+        logged and skipped, as a save skips it, as long as ``write_quorum`` durable members
+        remain. A refusal (another process's lock, a directory that is not phalanx's, or too
+        few members for the quorum) releases those already taken."""
         taken: builtins.list[CheckpointStore] = []
+        failures: builtins.list[str] = []
         try:
             for store in self.stores:
-                store.acquire()
+                try:
+                    store.acquire()
+                except _STORE_ERRORS as exc:
+                    logger.warning("checkpoint store %s unavailable: %s", store.location, exc)
+                    failures.append(f"{store.location}: {exc}")
+                    continue
                 taken.append(store)
+            reachable = sum(store.durable for store in taken)
+            if reachable < self.write_quorum:
+                raise CheckpointError(
+                    f"{reachable} of {len(self.stores)} checkpoint stores can be reached, "
+                    f"below the write quorum of {self.write_quorum}; failed: "
+                    + ("; ".join(failures) or "none (the others are not durable)")
+                    + "; if a store is lost for good, run with checkpoint.write_quorum set to "
+                    "the durable stores that remain"
+                )
         except BaseException:
             for store in taken:
                 store.release()

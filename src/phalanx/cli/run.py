@@ -1,8 +1,13 @@
-"""``phalanx run``: run a scenario in the embedded simulation and write its outputs."""
+"""``phalanx run``: run a scenario in the embedded simulation and write its outputs.
+
+The run directory is ``--out DIR`` (refused if it holds a run, unless ``--force``), a fresh
+``runs/NAME``, ``runs/NAME-2``, ... when ``--out`` is not given, or ``--resume DIR``. The
+first SIGINT/SIGTERM abandons the round in flight, writes the outputs of what committed and
+exits 130/143; a second one exits at once.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -11,38 +16,77 @@ import torch
 import typer
 from rich.console import Console
 
+from phalanx.checkpoint.format import parse_dir_name
 from phalanx.cli.progress import round_progress
 from phalanx.config import RunConfig, build_config, load_config
-from phalanx.core.files import write_atomic
-from phalanx.errors import ConfigError
-from phalanx.observability.report import write_run_outputs
+from phalanx.coordinator import RunDirectory, RunInterrupted, trajectory_changes
+from phalanx.coordinator.rundir import (
+    CONFIG_FILE,
+    check_directory_argument,
+    fresh_directory,
+    read_saved_config,
+)
+from phalanx.errors import ConfigError, NoProgressError
+from phalanx.observability.report import prepare_plots, write_run_outputs
 from phalanx.observability.summary import render_summary, summarize
-from phalanx.scenarios import scenario_path
-from phalanx.simulation import Simulation
+from phalanx.scenarios import available, scenario_path
+from phalanx.simulation import RunResult, Simulation
 
-CONFIG_FILE = "config.json"
+__all__ = ["CONFIG_FILE", "run"]  # CONFIG_FILE: `phalanx checkpoints` reads it too
+
+
+def scenario_file(scenario: str | None) -> Path:
+    """A shipped name wins over a directory of that name; a path wins only if it is a file."""
+    if scenario is None:
+        return scenario_path("seed")
+    path = Path(scenario)
+    if path.is_file():
+        return path
+    if scenario in available():
+        return scenario_path(scenario)
+    if path.is_dir():
+        raise ConfigError(
+            f"scenario {scenario!r} is a directory, not a TOML file; "
+            f"shipped scenarios: {', '.join(available())}"
+        )
+    if scenario.endswith(".toml") or "/" in scenario:
+        raise ConfigError(f"scenario file {scenario!r} does not exist")
+    return scenario_path(scenario)  # an unknown name: the error lists the shipped ones
 
 
 def resolve_config(scenario: str | None, overrides: list[str], resume: Path | None) -> RunConfig:
-    """A resumed run uses the configuration saved in its directory; otherwise the scenario
-    (a TOML path or a shipped name; the seed scenario by default) with overrides."""
-    if resume is not None and (resume / CONFIG_FILE).exists():
-        if scenario is not None:
-            raise ConfigError(
-                "--resume uses the configuration saved in its directory; drop SCENARIO"
-            )
-        try:
-            saved = json.loads((resume / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"{resume / CONFIG_FILE}: cannot read ({error})") from None
-        return build_config(saved, overrides)
-    if scenario is None:
-        path = scenario_path("seed")
-    elif scenario.endswith(".toml") or Path(scenario).exists():
-        path = Path(scenario)
-    else:
-        path = scenario_path(scenario)
-    return load_config(path, overrides)
+    """A resumed run uses the configuration saved in its directory, with overrides that
+    leave its trajectory alone (more rounds, another checkpoint policy); otherwise the
+    scenario (a TOML file or a shipped name; the seed scenario by default) with overrides."""
+    if resume is None:
+        return load_config(scenario_file(scenario), overrides)
+    if scenario is not None:
+        raise ConfigError("--resume uses the configuration saved in its directory; drop SCENARIO")
+    saved = read_saved_config(resume)
+    config = build_config(saved, overrides)
+    changes = trajectory_changes(build_config(saved, []), config)
+    if changes:
+        raise ConfigError(
+            f"--set would change the trajectory of the run in {resume}, which its checkpoints "
+            f"cannot continue: {'; '.join(changes)}. Only rounds and checkpoint.* may change "
+            "on resume; start a new run (--out) for the rest. Nothing was written."
+        )
+    return config
+
+
+def run_directory(
+    config: RunConfig, out: Path | None, resume: Path | None, *, force: bool, threads: int
+) -> RunDirectory:
+    if resume is not None:
+        if out is not None or force:
+            raise ConfigError("--resume continues a run in place: drop --out and --force")
+        return RunDirectory(resume, mode="resume", threads=threads)
+    if out is None:
+        return RunDirectory(
+            fresh_directory(Path("runs") / config.name), mode="new", threads=threads
+        )
+    check_directory_argument(out, "--out")
+    return RunDirectory(out, mode="force" if force else "new", threads=threads)
 
 
 def run(
@@ -53,7 +97,13 @@ def run(
         list[str] | None,
         typer.Option("--set", help="Override a key, e.g. --set selection.clients_per_round=5"),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Output directory (default runs/NAME).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Run directory (default: a fresh runs/NAME, runs/NAME-2, ...)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="With --out: delete the run that directory holds, start over.")
+    ] = False,
     resume: Annotated[
         Path | None,
         typer.Option(help="Continue the run in this directory from its last checkpoint."),
@@ -63,18 +113,54 @@ def run(
     plots: Annotated[bool, typer.Option(help="Draw accuracy.png and faults.png.")] = True,
 ) -> None:
     """Run a scenario (the seed scenario by default) and write summary, history and plots."""
+    try:
+        _run(scenario, overrides or [], out, force, resume, threads, quiet, plots)
+    except KeyboardInterrupt:  # a signal before the run started, or a second one
+        raise typer.Exit(130) from None
+
+
+def _run(
+    scenario: str | None, overrides: list[str], out: Path | None, force: bool,
+    resume: Path | None, threads: int, quiet: bool, plots: bool,
+) -> None:  # fmt: skip
     wall_start = time.perf_counter()
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1; got {threads}")
     torch.set_num_threads(threads)
-    config = resolve_config(scenario, overrides or [], resume)
+    if out is not None:
+        check_directory_argument(out, "--out")
+    config = resolve_config(scenario, overrides, resume)
     simulation = Simulation(config)  # names (aggregator, attack) fail here, before any output
-    out_dir = resume or out or Path("runs") / config.name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / CONFIG_FILE, config.model_dump_json(indent=2).encode())
+    if plots:
+        prepare_plots()  # matplotlib imports in a background thread while the run trains
+    directory = run_directory(config, out, resume, force=force, threads=threads)
     console = Console()
+    if out is None and resume is None:
+        console.print(f"run directory: {directory.path}", soft_wrap=True, highlight=False)
+    code = 0
     with round_progress(console, name=config.name, rounds=config.rounds, enabled=not quiet) as hook:
-        result = simulation.run(
-            checkpoint_dir=out_dir / "checkpoints", resume=resume is not None, on_round=[hook]
+        try:
+            result = simulation.run(run_dir=directory, resume=resume is not None, on_round=[hook])
+        except RunInterrupted as stop:
+            if not isinstance(stop.result, RunResult):
+                raise typer.Exit(stop.exit_code) from None
+            result, code = stop.result, stop.exit_code
+    finish(console, directory.path, config, result, wall_start, plots=plots)
+    if code:
+        console.print(stopped(directory.path, result, code), soft_wrap=True, highlight=False)
+        raise typer.Exit(code)
+    if result.state.model_version == 0 and config.rounds > 0:
+        reasons = result.history[-1]["reasons"] if result.history else []
+        raise NoProgressError(
+            f"no round committed in {result.state.round} rounds; the last was discarded "
+            f"because: {'; '.join(reasons) or 'unknown'} (outputs in {directory.path})"
         )
+
+
+def finish(
+    console: Console, out_dir: Path, config: RunConfig, result: RunResult, wall_start: float,
+    *, plots: bool,
+) -> None:  # fmt: skip
     summary = summarize(
         result.history,
         wall_time_s=time.perf_counter() - wall_start,
@@ -86,7 +172,23 @@ def run(
             "trained_thrown_away": result.training.thrown_away,
         },
     )
-    write_run_outputs(out_dir, result.history, summary, plots=plots)
+    # The summary as written: its wall_time_s is the process's, up to the outputs written.
+    summary = write_run_outputs(out_dir, result.history, summary, plots=plots)
     console.print(render_summary(summary))
     drawn = ", accuracy.png, faults.png" if plots else ""
     console.print(f"outputs in {out_dir}/ (summary.json, history.jsonl{drawn})")
+
+
+def stopped(out_dir: Path, result: RunResult, code: int) -> str:
+    """What a stopped run says: where it got to and how to go on."""
+    root = out_dir / "checkpoints"
+    saved = root.is_dir() and any(parse_dir_name(p.name) is not None for p in root.iterdir())
+    how = (
+        f"continue with: phalanx run --resume {out_dir}"
+        if saved
+        else f"no checkpoint yet; start again with: phalanx run --out {out_dir} --force"
+    )
+    return (
+        f"stopped by signal {code - 128} after {result.state.round} finished rounds "
+        f"(the round in flight was abandoned); {how}"
+    )

@@ -39,7 +39,10 @@ class ServerState:
     params: torch.Tensor  # flat float32 global model
     manifest: Manifest
     health: dict[ClientId, ClientHealth]
-    history: tuple[dict[str, Any], ...] = ()  # one RoundRecord.to_json() per finished round
+    # The record of the round that produced this state (RoundRecord.to_json()): a checkpoint
+    # carries it so that a crash between the checkpoint and the history log's append loses
+    # nothing. The whole history is a log beside the checkpoints, never part of the state.
+    last_record: dict[str, Any] | None = None
     clock: float = 0.0  # engine clock at the end of the last round
     config_digest: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -57,7 +60,7 @@ class ServerState:
             "model_version": self.model_version,
             "manifest": self.manifest.to_json(),
             "health": {str(c): h.to_json() for c, h in sorted(self.health.items())},
-            "history": list(self.history),
+            "last_record": self.last_record,
             "clock": self.clock,
             "config_digest": self.config_digest,
             "extra": self.extra,
@@ -76,9 +79,19 @@ class ServerState:
             params=params,
             manifest=Manifest.from_json(meta["manifest"]),
             health={int(c): ClientHealth.from_json(h) for c, h in meta["health"].items()},
-            history=tuple(meta["history"]),
+            last_record=_last_record(meta),
             clock=float(meta["clock"]),
             config_digest=str(meta["config_digest"]),
             extra=dict(meta.get("extra", {})),
             tensors=dict(tensors or {}),
         )
+
+
+def _last_record(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's own last record; checkpoints written before history left the state
+    carry the whole history instead, of which the last entry is that record."""
+    if "last_record" in meta:
+        record = meta["last_record"]
+        return None if record is None else dict(record)
+    history = meta.get("history") or []
+    return dict(history[-1]) if history else None

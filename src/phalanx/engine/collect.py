@@ -7,6 +7,7 @@ has been accepted, when nothing more can arrive, or at the round deadline.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from dataclasses import dataclass, field
 
@@ -115,6 +116,7 @@ class Collector:
             # No local name keeps the update alive while the next one arrives: a round holds
             # one message at a time.
             self._handle(col, await self._runtime.next_event(until=self._next_timer(col)), goal)
+            await asyncio.sleep(0)  # a runtime that never suspends must still let a stop land
         self._drop_outliers(col, goal)
         self._cancel_rest(col)
 

@@ -1,16 +1,16 @@
-"""The round loop: select -> collect -> validate -> aggregate -> gate -> commit -> evaluate.
+"""One round: select -> collect -> validate -> aggregate -> gate -> evaluate.
 
 Errors during a round are latched, not raised; one gate at the end decides whether the round
 commits. A discarded round leaves the global model exactly as it was (never an older one).
+``run_round`` returns the next state and the round's record; making it durable (checkpoint,
+history log) and telling observers is the run lifecycle's (``phalanx.coordinator``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,16 +35,11 @@ from phalanx.errors import AggregationError
 log = logging.getLogger("phalanx.engine")
 
 Evaluate = Callable[[torch.Tensor], dict[str, float]]
+# An observer of committed rounds (progress, on_round): called by the run lifecycle after the
+# round is durable, with the state after it and its record.
 RoundHook = Callable[[ServerState, RoundRecord], None]
 # What a simulation injected into a round (fault plan, attacks), for ``RoundRecord.injected``.
 RoundFaults = Callable[[int], list[dict[str, Any]]]
-
-
-def config_digest(config: RunConfig) -> str:
-    """Identifies the training trajectory: everything but the run's length and the
-    checkpoint policy, so a finished run can be resumed to continue for more rounds."""
-    relevant = config.model_dump(mode="json", exclude={"rounds", "checkpoint"})
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Engine:
@@ -56,19 +51,21 @@ class Engine:
         membership: Membership,
         evaluate: Evaluate | None = None,
         aggregator: Aggregator | None = None,
-        on_round: Sequence[RoundHook] = (),
         models: ModelBook | None = None,
         round_faults: RoundFaults | None = None,
+        run_id: str | None = None,
     ) -> None:
         self._config = config
         self._runtime = runtime
         self._membership = membership
         self._models = models  # each round's model is published here for the runtime
         self._round_faults = round_faults
+        # Stamped on every message of the run (the run directory's run id); without one, the
+        # trajectory digest names the run.
+        self._run_id = run_id
         self._index: HealthIndex | None = None
         self._evaluate = evaluate
         self._aggregator = aggregator or build_aggregator(config.aggregation)
-        self._on_round = tuple(on_round)
         self._health = HealthMonitor(config.health)
         retry = RetryPolicy(config.retry, seed=config.seed)
         self._collector = Collector(config, runtime, membership, self._health, retry)
@@ -80,15 +77,10 @@ class Engine:
             params=params.detach().float().clone(),
             manifest=manifest,
             health=self._health.new_table(self._membership.registered()),
-            config_digest=config_digest(self._config),
         )
 
-    async def run(self, state: ServerState) -> ServerState:
-        while state.round < self._config.rounds:
-            state = await self.run_round(state)
-        return state
-
-    async def run_round(self, state: ServerState) -> ServerState:
+    async def run_round(self, state: ServerState) -> tuple[ServerState, RoundRecord]:
+        """Run round ``state.round``; return the state after it and what happened."""
         wall_start = time.perf_counter()
         clock = self._runtime.clock
         record = RoundRecord(
@@ -102,7 +94,7 @@ class Engine:
         inputs = RoundInputs(
             state.round, state.model_version, state.params, state.manifest,
             model=self._models.publish(state.model_version, state.params),
-            envelope=Envelope(run_id=state.config_digest),
+            envelope=Envelope(run_id=self._run_id or state.config_digest),
         )  # fmt: skip
         col = Collection(
             inputs,
@@ -216,7 +208,7 @@ class Engine:
         new_params: torch.Tensor | None,
         carried: dict[str, torch.Tensor],
         wall_start: float,
-    ) -> ServerState:
+    ) -> tuple[ServerState, RoundRecord]:
         record = col.record
         record.committed = new_params is not None
         params = new_params if new_params is not None else state.params
@@ -233,7 +225,7 @@ class Engine:
             model_version=version,
             params=params,
             health=col.index.table,
-            history=(*state.history, record.to_json()),
+            last_record=record.to_json(),
             extra=(
                 {**state.extra, "accepted_norms": col.pool.accepted_norms()}
                 if record.committed
@@ -243,6 +235,4 @@ class Engine:
             tensors={**state.tensors, **carried} if record.committed else state.tensors,
         )
         col.index.close_round()
-        for hook in self._on_round:
-            hook(new_state, record)
-        return new_state
+        return new_state, record

@@ -1,7 +1,8 @@
 """What happened in a round, as plain data: the source of summaries, plots and reports.
 
 Each finished round becomes one ``RoundRecord``; ``to_json`` is one line of
-``history.jsonl`` and one entry of ``ServerState.history``.
+``history.jsonl`` (the run lifecycle's per-round log) and, for the round that produced it,
+``ServerState.last_record``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A run's output folder: ``summary.json``, ``history.jsonl`` and the two plots.
 
-``write_run_outputs`` writes the folder at the end of a run, every file atomically and
+``history.jsonl`` is the run lifecycle's per-round log, appended as rounds commit;
+``write_run_outputs`` writes the rest at the end of a run, every file atomically and
 ``summary.json`` last, so a summary on disk means the outputs are complete and its
 ``wall_time_s`` covers them. ``redraw`` rebuilds the plots (and, if ``summary.json`` is
 missing, the summary) from ``history.jsonl`` alone, so a finished run can be re-plotted
@@ -49,13 +50,13 @@ def process_wall_time_s() -> float:
 def write_run_outputs(
     out_dir: Path, history: History, summary: Mapping[str, Any], *, plots: bool = True
 ) -> dict[str, Any]:
-    """Write history and (unless ``plots`` is False) both plots into ``out_dir``, then
-    ``summary.json``, whose ``wall_time_s`` becomes this process's wall time so far (start
-    to outputs written). Returns the summary as written."""
+    """Write (unless ``plots`` is False) both plots into ``out_dir``, then ``summary.json``,
+    whose ``wall_time_s`` becomes this process's wall time so far (start to outputs
+    written). Returns the summary as written.
+
+    ``history.jsonl`` is not written here: the run lifecycle appends it round by round."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        lines = "".join(json.dumps(dict(record)) + "\n" for record in history)
-        write_atomic(out_dir / HISTORY_FILE, lines.encode())
         if plots:
             _plot(out_dir, history)
         written = {**summary, "wall_time_s": process_wall_time_s()}

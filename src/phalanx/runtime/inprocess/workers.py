@@ -15,16 +15,24 @@ reply and a request in flight at once, so a large model cannot fill both pipes a
 ``WorkerOutcome.error`` is None, ``"error: ..."`` (the function raised; the worker lives on),
 ``"crash: ..."`` (the worker died) or ``"hang: ..."`` (no reply within ``hang_guard_s``: the
 worker is SIGKILLed). Dead workers are replaced when next needed. Workers are daemonic (a
-user's function cannot start processes). libgomp is not fork-safe: a worker forked from a
-parent that ran torch on several threads hangs in its first multi-threaded kernel, so workers
-get ``threads_per_worker`` threads only while the parent's torch runs on one.
+user's function cannot start processes), and die with the coordinator however it ends,
+SIGKILL included: each asks the kernel for SIGKILL when its parent dies (Linux
+``PR_SET_PDEATHSIG``) and exits at once if the parent is already gone. While a batch runs,
+a stop signal to the coordinator (``phalanx.coordinator.stop_requested``) ends it within
+``_STOP_POLL_S``: the workers are killed and ``RunInterrupted`` is raised.
+
+libgomp is not fork-safe: a worker forked from a parent that ran torch on several threads
+hangs in its first multi-threaded kernel, so workers get ``threads_per_worker`` threads only
+while the parent's torch runs on one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
+import os
 import signal
 import time
 from collections import deque
@@ -36,6 +44,7 @@ from typing import Any
 
 import torch
 
+from phalanx.coordinator.signals import RunInterrupted, stop_requested
 from phalanx.core.codec import pack_frame, unpack_frame
 from phalanx.errors import ConfigError, ProtocolError, RuntimeBackendError
 
@@ -45,6 +54,8 @@ Tensors = dict[str, torch.Tensor]
 TrainFn = Callable[[int, Tensors, dict[str, Any]], tuple[Tensors, dict[str, float]]]
 _REAP_S = 5.0  # bound on waiting for a killed worker to be reaped
 _CLOSE_GRACE_S = 1.0  # idle workers exit on EOF; busy ones are killed after this
+_STOP_POLL_S = 0.1  # how often a running batch looks for a stop signal
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -84,9 +95,22 @@ def _answer_all(train_fn: TrainFn, request: bytes) -> Iterator[bytes]:
         yield _answer(train_fn, job, params or {})
 
 
-def _serve(conn: Connection, train_fn: TrainFn, threads: int, inherited: list[Connection]) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this worker when its parent dies; if the parent died before
+    that took effect, exit now. A no-op where prctl does not exist (not Linux)."""
+    with contextlib.suppress(AttributeError, OSError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _serve(
+    conn: Connection, train_fn: TrainFn, threads: int, inherited: list[Connection], parent: int
+) -> None:
     """A worker's life: answer each request's jobs, one reply per job, until the parent
     closes the pipe."""
+    _die_with_parent(parent)
     for other in inherited:  # the parent's ends: holding them would hide the parent's EOF
         other.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -204,6 +228,9 @@ class WorkerPool:
     def _pump(self) -> None:
         self._dispatch()
         self._collect()
+        signum = stop_requested()  # a waiting batch still hears the coordinator's stop
+        if signum is not None:
+            raise RunInterrupted(signum)
 
     def _spawn(self) -> _Slot:
         parent, child = self._ctx.Pipe()
@@ -211,7 +238,7 @@ class WorkerPool:
         threads = self._threads if torch.get_num_threads() == 1 else 1  # libgomp: see above
         if threads < self._threads:
             log.warning("multi-threaded parent: workers get 1 thread, not %s", self._threads)
-        args = (child, self._train_fn, threads, inherited)
+        args = (child, self._train_fn, threads, inherited, os.getpid())
         proc = self._ctx.Process(target=_serve, args=args, daemon=True)
         proc.start()
         child.close()
@@ -259,7 +286,7 @@ class WorkerPool:
             return
         timeout = min(s.started for _, s in busy) + self._guard - time.monotonic()
         objs = [o for _, s in busy for o in (s.conn, s.proc.sentinel)]
-        ready = set(wait(objs, max(0.0, timeout)))
+        ready = set(wait(objs, min(max(0.0, timeout), _STOP_POLL_S)))
         for i, slot in busy:
             if slot.conn in ready:
                 self._receive(i, slot)

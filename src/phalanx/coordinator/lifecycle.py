@@ -1,0 +1,97 @@
+"""``RunLifecycle``: one run from its first state to its last committed round.
+
+The engine computes rounds; the lifecycle decides where a run starts (a fresh initial state,
+or the newest committed checkpoint of this configuration), makes each round durable through
+its commit step, and only then tells the observers. It belongs to no runtime: the embedded
+simulation uses it, and so will the networked coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from phalanx.checkpoint import CheckpointStore
+from phalanx.config import RunConfig
+from phalanx.coordinator.commit import CheckpointCommit, CommitStep
+from phalanx.coordinator.digest import config_digest
+from phalanx.coordinator.history_log import History
+from phalanx.coordinator.resume import newest_of_config, no_checkpoint
+from phalanx.core.state import ServerState
+from phalanx.engine.engine import RoundHook
+from phalanx.engine.history import RoundRecord
+from phalanx.errors import CheckpointError
+
+RunRound = Callable[[ServerState], Awaitable[tuple[ServerState, RoundRecord]]]
+
+
+class RunLifecycle:
+    """Start, run and commit the rounds of one run (see the package docstring)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        store: CheckpointStore | None,
+        history: History,
+        observers: Sequence[RoundHook] = (),
+        commit: CommitStep | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.history = history
+        self.observers = tuple(observers)
+        self.commit = commit or CheckpointCommit(
+            store, history, every=config.checkpoint.every, last_round=config.rounds
+        )
+        self.digest = config_digest(config)
+        self.state: ServerState | None = None  # the last committed state
+        self._held = False
+
+    def start(self, initial: ServerState, *, resume: bool, where: str = "DIR") -> ServerState:
+        """The state the run continues from; the history log cut back to match it.
+
+        Resuming without a checkpoint of this configuration is refused
+        (``CheckpointError``) before anything is written: silently starting over would
+        overwrite what the directory holds. Then the store is taken (``acquire``: every
+        local root locked and marked) and held until ``close``, the same store object for
+        every save; the history log, which may live in a store root, is written only once
+        the root is known to be phalanx's."""
+        if resume:
+            if self.store is None:
+                raise CheckpointError("resume needs a checkpoint directory")
+            found, skipped = newest_of_config(self.store, self.digest, rounds=self.config.rounds)
+            if found is None:
+                raise no_checkpoint(self.store, self.digest, skipped, where)
+            state = found
+        else:
+            state = initial.with_changes(config_digest=self.digest, last_record=None)
+        if self.store is not None:
+            self.store.acquire()
+            self._held = True
+        self.history.start(state.round, state.last_record)
+        self.state = state
+        return state
+
+    async def run(self, run_round: RunRound, state: ServerState) -> ServerState:
+        """Run rounds until the configured last one; each is committed before observers
+        hear of it. Cancellation abandons the round in flight; ``self.state`` stays the last
+        committed state."""
+        while state.round < self.config.rounds:
+            state, record = await run_round(state)
+            self.commit.commit(state)
+            self.state = state
+            for observe in self.observers:
+                observe(state, record)
+            await asyncio.sleep(0)  # a stop signal lands here at the latest
+        return state
+
+    def close(self) -> None:
+        """Close the history log and give the store back (safe to call more than once, and
+        after a ``start`` that failed)."""
+        try:
+            self.history.close()
+        finally:
+            if self._held and self.store is not None:
+                self._held = False
+                self.store.release()
