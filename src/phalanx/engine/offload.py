@@ -1,0 +1,102 @@
+"""CPU-heavy and blocking work off the event loop, so the loop keeps answering.
+
+The coordinator's event loop will be shared with a server whose heartbeats must be answered
+on time: a heartbeat missed while the loop hashes a 100 MB update or runs Bulyan for 1.5 s
+reads as a client failure. The engine therefore hands such work to threads (hashlib and
+torch release the GIL for their heavy parts) and awaits it. It awaits each piece of work
+before it takes the next event, so the order of folds stays the order of arrival and a run
+stays as deterministic as before.
+
+A hand-off costs tens of microseconds; work below ``inline_bytes`` (an update of the
+16-float benchmark model, the seed MLP) runs inline, where it takes less than that
+(``benchmarks/coordinator_scale.py --handoff`` measures the threshold).
+
+Two bounded pools, both owned here and shut down by ``close``: one thread for the engine's
+own CPU work (it does one thing at a time; more threads would only compete for the cores),
+and a few for blocking I/O with a timeout (checkpoint stores). They are separate so that a
+store call that hangs past its timeout, and so keeps its thread, cannot starve the engine's
+CPU work. A thread cannot be killed: a timed-out call still runs to its end in the
+background, and ``close`` does not wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+from phalanx.errors import PhalanxError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+INLINE_BYTES = 256 * 1024
+"""Work on fewer bytes than this runs on the loop: it takes about as long as a hand-off
+(about 0.1 ms for validating and folding 256 KiB on the development machine)."""
+
+IO_THREADS = 4
+
+
+class Offloader:
+    """``enabled=False`` runs all CPU work inline (no threads): what a caller without a
+    shared loop may choose, and the contrast in the responsiveness test."""
+
+    def __init__(
+        self,
+        *,
+        inline_bytes: int = INLINE_BYTES,
+        io_threads: int = IO_THREADS,
+        enabled: bool = True,
+    ) -> None:
+        if io_threads < 1:
+            raise ValueError(f"io_threads must be >= 1, got {io_threads}")
+        self.inline_bytes = inline_bytes
+        self.enabled = enabled
+        self._cpu = ThreadPoolExecutor(1, thread_name_prefix="phalanx-cpu")
+        self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="phalanx-io")
+        self._closed = False
+        # Threads are released also when an engine is dropped without close().
+        weakref.finalize(self, _shutdown, self._cpu, self._io)
+
+    async def cpu(
+        self, size: int | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``fn(*args, **kwargs)`` on the CPU thread, or inline when ``size`` (the bytes it
+        works on; None: unknown, always off the loop) is below ``inline_bytes``."""
+        inline = size is not None and size < self.inline_bytes
+        if inline or not self.enabled or self._closed:
+            return fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._cpu, functools.partial(fn, *args, **kwargs))
+
+    async def run_blocking(
+        self,
+        fn: Callable[[], T],
+        *,
+        timeout_s: float,
+        what: str,
+        error: type[PhalanxError] = PhalanxError,
+    ) -> T:
+        """``fn()`` on an I/O thread; ``error`` naming ``what`` if it takes over ``timeout_s``
+        (the call itself runs on to its end: a thread cannot be stopped)."""
+        if self._closed:
+            raise error(f"{what}: the coordinator's executor is closed")
+        future = asyncio.get_running_loop().run_in_executor(self._io, fn)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise error(f"{what} did not finish within {timeout_s:g} s") from None
+
+    def close(self) -> None:
+        """Stop taking work and release the threads (idempotent; does not wait for a call
+        that timed out and still runs)."""
+        self._closed = True
+        _shutdown(self._cpu, self._io)
+
+
+def _shutdown(*pools: ThreadPoolExecutor) -> None:
+    for pool in pools:
+        pool.shutdown(wait=False, cancel_futures=True)
