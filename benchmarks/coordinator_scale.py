@@ -74,30 +74,41 @@ def config_tree(n: int, k: int) -> dict[str, Any]:
 
 
 class Timed:
-    """Wraps a runtime, adding up the seconds spent inside its methods."""
+    """Wraps a runtime, adding up the seconds (wall and CPU) spent inside its methods.
+
+    The CPU clock (``thread_time``) is a system call per reading, about 1 us: some of that
+    lands on each side, so the engine's CPU share is approximate to a few ms per round."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.seconds = 0.0  # wall (perf_counter: a CPU-time clock here is a syscall per call)
+        self.seconds = 0.0
+        self.cpu = 0.0
+
+    def _start(self) -> tuple[float, float]:
+        return time.perf_counter(), time.thread_time()
+
+    def _stop(self, start: tuple[float, float]) -> None:
+        self.seconds += time.perf_counter() - start[0]
+        self.cpu += time.thread_time() - start[1]
 
     @property
     def clock(self) -> Any:
         return self.inner.clock
 
     def submit(self, task: Any) -> None:
-        start = time.perf_counter()
+        start = self._start()
         self.inner.submit(task)
-        self.seconds += time.perf_counter() - start
+        self._stop(start)
 
     def cancel(self, key: Any) -> None:
-        start = time.perf_counter()
+        start = self._start()
         self.inner.cancel(key)
-        self.seconds += time.perf_counter() - start
+        self._stop(start)
 
     async def next_event(self, until: float) -> Any:
-        start = time.perf_counter()
+        start = self._start()
         event = await self.inner.next_event(until)
-        self.seconds += time.perf_counter() - start
+        self._stop(start)
         return event
 
     async def close(self, timeout_s: float = 10.0) -> None:
@@ -218,17 +229,17 @@ def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int) -> Any:
 async def measure(engine: Any, runtime: Timed, state: Any, warmup: int, rounds: int) -> Any:
     rows = []
     for index in range(warmup + rounds):
-        runtime.seconds = 0.0
+        runtime.seconds = runtime.cpu = 0.0
         start, cpu = time.perf_counter(), time.process_time()
-        state = await engine.run_round(state)
+        state, record = round_result(await engine.run_round(state))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        record = state.history[-1]
         if index >= warmup:
             rows.append(
                 {
                     "round_s": wall,
                     "engine_s": wall - runtime.seconds,
                     "round_cpu_s": cpu,
+                    "engine_cpu_s": cpu - runtime.cpu,
                     "accepted": len(record["accepted"]),
                     "dispatched": len(record["dispatched"]),
                     "retries": record["retries"],
@@ -236,8 +247,16 @@ async def measure(engine: Any, runtime: Timed, state: Any, warmup: int, rounds: 
                     "failures": sum(record["failures"].values()),
                 }
             )
-        state = state.with_changes(history=())  # history grows per round; not ours to time
     return {"rounds": rows}
+
+
+def round_result(result: Any) -> tuple[Any, dict[str, Any]]:
+    """(state, record as JSON) from ``run_round``: a state whose history holds the record
+    (then emptied: it grows per round and is not ours to time), or a (state, record) pair."""
+    if isinstance(result, tuple):
+        state, record = result
+        return state, record if isinstance(record, dict) else record.to_json()
+    return result.with_changes(history=()), result.history[-1]
 
 
 def run_child(engine_kind: str, n: int, k: int, args: argparse.Namespace, src: Path) -> Any:

@@ -46,7 +46,7 @@ class FedAvg:
             if offset < 0 or end > dim:
                 raise AggregationError(f"part [{offset}, {end}) outside 0..{dim}")
             window = total if offset == 0 and end == dim else total[offset:end]
-            window.add_(piece.reshape(-1), alpha=weight)
+            window.add_(piece if piece.dim() == 1 else piece.reshape(-1), alpha=weight)
         self._total += weight
 
     def finish(self) -> torch.Tensor:

@@ -102,6 +102,7 @@ class Collector:
         # Validation and folding of a large update run off the loop, one at a time and
         # awaited before the next event is taken: folds stay in arrival order.
         self._offload = offload or Offloader(enabled=False)  # None: all inline
+        self._last_task_config: TaskConfig | None = None
 
     async def collect(self, col: Collection, probes: list[ClientId]) -> None:
         target = self._config.selection.clients_per_round
@@ -151,12 +152,18 @@ class Collector:
         self._runtime.submit(task)
 
     def _task_config(self, ttl_s: float) -> TaskConfig:
+        """The task's configuration; reused while the time-to-live stays the same (every
+        task of a round's first wave): it is frozen, and a round sends thousands."""
+        last = self._last_task_config
+        if last is not None and last.ttl_s == ttl_s:
+            return last
         training, partial = self._config.training, self._config.partial_work
-        return TaskConfig(
+        self._last_task_config = TaskConfig(
             local_epochs=training.local_epochs, batch_size=training.batch_size,
             lr=training.lr, ttl_s=ttl_s,
             partial=PartialWork(partial.enabled, partial.min_fraction),
         )  # fmt: skip
+        return self._last_task_config
 
     def _replace(self, col: Collection, goal: int) -> bool:
         """Ask one fresh healthy client if the round is short and time allows."""

@@ -50,6 +50,9 @@ class Accepted:
         or pieces made on demand. Pieces are the same either way (one per tensor and chunk),
         so a fold adds the same numbers at the same offsets."""
         kept = self.kept
+        if kept is not None and len(self.manifest.specs) == 1 and kept.numel() <= CHUNK:
+            yield 0, kept  # one tensor, one piece: the common small model
+            return
         if kept is not None:
             for begin, end in _spans(self.manifest):
                 yield begin, _window(kept, begin, end)
@@ -105,12 +108,11 @@ def delta_and_norm(
     """The delta's L2 norm (NaN or Inf anywhere in the update makes it non-finite: the
     global model is finite) and the flat delta itself when it fits one chunk. One pass:
     each piece is subtracted once; its norm is taken in float64."""
-    dim = manifest.dim
-    kept = (
-        torch.empty(dim, dtype=params.dtype)
-        if 0 < dim <= CHUNK and len(manifest.specs) > 1
-        else None
-    )
+    dim = params.numel()
+    if len(manifest.specs) == 1 and 0 < dim <= CHUNK:  # the common small model: no pieces
+        delta = tensors[manifest.specs[0].name].reshape(-1) - params
+        return math.hypot(float(torch.linalg.vector_norm(delta, dtype=torch.float64))), delta
+    kept = torch.empty(dim, dtype=params.dtype) if 0 < dim <= CHUNK else None
     norms: list[float] = []
     for begin, piece in _pieces(tensors, manifest):
         end = begin + piece.numel()
@@ -118,8 +120,6 @@ def delta_and_norm(
             delta = torch.sub(piece, params[begin:end], out=kept[begin:end])
         else:
             delta = piece - _window(params, begin, end)
-            if end - begin == dim and dim <= CHUNK:
-                kept = delta  # a one-tensor model: its delta is already whole
         norms.append(float(torch.linalg.vector_norm(delta, dtype=torch.float64)))
     return math.hypot(*norms), kept
 
