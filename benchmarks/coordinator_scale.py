@@ -15,14 +15,18 @@ How it measures. Each (engine, N, k) runs in its own process with one torch thre
 engine runs ``warmup`` rounds (building the health table for N clients, first-use costs),
 then ``rounds`` measured ones. *engine ms* is the round's wall time minus the time spent
 inside the runtime's own methods (the twin's bookkeeping and update making), i.e. the
-engine's share; *round ms* is the whole round. Medians over the measured rounds.
+engine's share; *round ms* is the whole round. *engine CPU ms* is the round's process CPU
+time minus the CPU time (``thread_time``) inside the runtime's methods: a busy machine
+inflates wall time far more than CPU time. Medians over the measured rounds.
 
 Today's engine. ``git archive BASELINE_COMMIT src`` is extracted into a temporary
 directory and the child runs with ``PYTHONPATH=<tmp>/src``, so ``import phalanx`` is that
 commit's code. Its port differs (``client_ids``, ``declared_examples``, ``fault_log`` on the
 runtime), so the child drives it through ``LegacyTwin``, the same script behind that older
-port. This tree's engine runs on ``phalanx.testing.ScriptedRuntime``. A baseline child that
-exceeds ``--baseline-timeout`` seconds is reported as such.
+port. This tree's engine runs on ``phalanx.testing.ScriptedRuntime``, and so does a
+``--baseline`` commit that already has it (``--baseline c5c06cc``: before the per-update
+work of issue 10 item 4). A baseline child that exceeds ``--baseline-timeout`` seconds is
+reported as such.
 
 Only the standard library is imported here, before a child knows which phalanx to load.
 """
@@ -200,7 +204,10 @@ def current_twin(n: int) -> tuple[Any, Any]:
 
 
 def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int) -> Any:
+    """Runs in its own process; ``import phalanx`` is the tree under test. A baseline
+    older than the narrow port (no ``phalanx.testing``) is driven through ``LegacyTwin``."""
     import asyncio
+    import importlib.util
 
     import torch
 
@@ -212,7 +219,7 @@ def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int) -> Any:
     config = build_config(config_tree(n, k))
     manifest = Manifest.of({"w": torch.zeros(DIM)})
     engine_class: Any = Engine  # the baseline's Engine takes the old port's arguments
-    if engine_kind == "baseline":
+    if engine_kind == "baseline" and importlib.util.find_spec("phalanx.testing") is None:
         runtime = Timed(legacy_twin(n))
         engine = engine_class(config, runtime)
     else:
@@ -277,9 +284,9 @@ def run_child(engine_kind: str, n: int, k: int, args: argparse.Namespace, src: P
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def extract_baseline(into: Path) -> Path:
+def extract_baseline(into: Path, commit: str) -> Path:
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", BASELINE_COMMIT, "src"],
+        ["git", "-C", str(ROOT), "archive", commit, "src"],
         capture_output=True, check=True,
     )  # fmt: skip
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
@@ -295,8 +302,9 @@ def median_ms(result: Any, field: str) -> str:
 def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
     lines = [
         "| k per round | N registered | today engine ms | new engine ms | ratio | "
-        "today round CPU ms | new round CPU ms | retries | replacements | failures |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "today engine CPU ms | new engine CPU ms | today round CPU ms | new round CPU ms | "
+        "retries | replacements | failures |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (n, k), pair in sorted(results.items(), key=lambda item: (item[0][1], item[0][0])):
         old, new = pair["baseline"], pair["current"]
@@ -308,7 +316,8 @@ def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
                  ("retries", "replacements", "failures")]  # fmt: skip
         lines.append(
             f"| {k:,} | {n:,} | {median_ms(old, 'engine_s')} | {median_ms(new, 'engine_s')} | "
-            f"{ratio} | {median_ms(old, 'round_cpu_s')} | {median_ms(new, 'round_cpu_s')} | "
+            f"{ratio} | {median_ms(old, 'engine_cpu_s')} | {median_ms(new, 'engine_cpu_s')} | "
+            f"{median_ms(old, 'round_cpu_s')} | {median_ms(new, 'round_cpu_s')} | "
             f"{stats[0]} | {stats[1]} | {stats[2]} |"
         )
     return "\n".join(lines)
@@ -327,11 +336,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--baseline-timeout", type=float, default=120.0)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare with")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args()
     results: dict[tuple[int, int], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="phalanx-baseline-") as tmp:
-        baseline_src = None if args.skip_baseline else extract_baseline(Path(tmp))
+        baseline_src = None if args.skip_baseline else extract_baseline(Path(tmp), args.baseline)
         for k in args.k:
             for n in args.n:
                 if n < 2 * k:
