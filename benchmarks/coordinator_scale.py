@@ -17,7 +17,9 @@ then ``rounds`` measured ones. *engine ms* is the round's wall time minus the ti
 inside the runtime's own methods (the twin's bookkeeping and update making), i.e. the
 engine's share; *round ms* is the whole round. *engine CPU ms* is the round's process CPU
 time minus the CPU time (``thread_time``) inside the runtime's methods: a busy machine
-inflates wall time far more than CPU time. Medians over the measured rounds.
+inflates wall time far more than CPU time. Medians over the measured rounds. With
+``--gc-freeze`` each child calls ``gc.freeze()`` after its warm-up, as a coordinator process
+may once it is set up: Python's periodic full collection then skips the objects built so far.
 
 Today's engine. ``git archive BASELINE_COMMIT src`` is extracted into a temporary
 directory and the child runs with ``PYTHONPATH=<tmp>/src``, so ``import phalanx`` is that
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import hashlib
 import json
 import os
@@ -203,7 +206,7 @@ def current_twin(n: int) -> tuple[Any, Any]:
     return runtime, runtime.membership
 
 
-def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int) -> Any:
+def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int, freeze: bool) -> Any:
     """Runs in its own process; ``import phalanx`` is the tree under test. A baseline
     older than the narrow port (no ``phalanx.testing``) is driven through ``LegacyTwin``."""
     import asyncio
@@ -230,12 +233,19 @@ def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int) -> Any:
     # One event loop for every round, as a coordinator runs: asyncio.run per round would
     # also time the repr of the finished task's result (the whole ServerState) that
     # asyncio builds while restoring the SIGINT handler.
-    return asyncio.run(measure(engine, runtime, state, warmup, rounds))
+    return asyncio.run(measure(engine, runtime, state, (warmup, rounds), freeze=freeze))
 
 
-async def measure(engine: Any, runtime: Timed, state: Any, warmup: int, rounds: int) -> Any:
+async def measure(
+    engine: Any, runtime: Timed, state: Any, counts: tuple[int, int], *, freeze: bool
+) -> Any:
+    """Rows of the measured rounds; with ``freeze``, ``gc.freeze()`` after the warm-up, as a
+    coordinator process may do once set up (full collections then skip what it built)."""
+    warmup, rounds = counts
     rows = []
     for index in range(warmup + rounds):
+        if freeze and index == warmup:
+            gc.freeze()
         runtime.seconds = runtime.cpu = 0.0
         start, cpu = time.perf_counter(), time.process_time()
         state, record = round_result(await engine.run_round(state))
@@ -270,7 +280,7 @@ def run_child(engine_kind: str, n: int, k: int, args: argparse.Namespace, src: P
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [
         sys.executable, __file__, "--child", engine_kind, str(n), str(k),
-        str(args.warmup), str(args.rounds),
+        str(args.warmup), str(args.rounds), str(int(args.gc_freeze)),
     ]  # fmt: skip
     limit = args.baseline_timeout if engine_kind == "baseline" else args.timeout
     try:
@@ -325,8 +335,8 @@ def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        kind, n, k, warmup, rounds = sys.argv[2], *map(int, sys.argv[3:7])
-        print(json.dumps(child(kind, n, k, warmup, rounds)))
+        kind, n, k, warmup, rounds, freeze = sys.argv[2], *map(int, sys.argv[3:8])
+        print(json.dumps(child(kind, n, k, warmup, rounds, bool(freeze))))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
@@ -336,6 +346,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--baseline-timeout", type=float, default=120.0)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after warm-up")
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare with")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args()
