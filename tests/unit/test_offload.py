@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 import torch
@@ -40,20 +41,41 @@ def test_small_work_runs_inline_and_large_work_on_the_executor_thread() -> None:
     assert where(None, offloader) == loop_thread  # closed: what is left runs inline
 
 
+async def eventually(call: Callable[[], Awaitable[int]]) -> int:
+    """``call()``'s result once it stops being refused (within 2 s)."""
+    for _ in range(200):
+        try:
+            return await call()
+        except PhalanxError:
+            await asyncio.sleep(0.01)
+    raise AssertionError("still refused after 2 s")
+
+
 def test_a_blocking_call_past_its_timeout_raises_the_callers_error() -> None:
-    offloader = Offloader()
+    offloader = Offloader(io_threads=1)
     release = threading.Event()
+
+    def broken() -> int:
+        raise OSError("disk gone")
 
     async def calls() -> None:
         assert await offloader.run_blocking(lambda: 7, timeout_s=5, what="load") == 7
+        with pytest.raises(OSError, match="disk gone"):  # the call's own error, as is
+            await offloader.run_blocking(broken, timeout_s=5, what="load")
         with pytest.raises(CheckpointError, match=r"checkpoint save did not finish within 0.05 s"):
             await offloader.run_blocking(
                 lambda: release.wait(10), timeout_s=0.05, what="checkpoint save",
                 error=CheckpointError,
             )  # fmt: skip
+        # The hung call keeps its thread: with io_threads=1 the next one is refused at once.
+        with pytest.raises(PhalanxError, match="earlier blocking calls still hang"):
+            await offloader.run_blocking(lambda: 1, timeout_s=5, what="save")
+        release.set()  # its thread ends, and gives its slot back
+        assert (
+            await eventually(lambda: offloader.run_blocking(lambda: 2, timeout_s=5, what="s")) == 2
+        )
 
     asyncio.run(calls())
-    release.set()
     offloader.close()
     with pytest.raises(PhalanxError, match="executor is closed"):
         asyncio.run(offloader.run_blocking(lambda: 1, timeout_s=1, what="save"))

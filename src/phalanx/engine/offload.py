@@ -2,7 +2,7 @@
 
 The coordinator's event loop will be shared with a server whose heartbeats must be answered
 on time: a heartbeat missed while the loop hashes a 100 MB update or runs Bulyan for 1.5 s
-reads as a client failure. The engine therefore hands such work to threads (hashlib and
+reads as a client failure. The engine therefore hands such work to a thread (hashlib and
 torch release the GIL for their heavy parts) and awaits it. It awaits each piece of work
 before it takes the next event, so the order of folds stays the order of arrival and a run
 stays as deterministic as before.
@@ -12,18 +12,20 @@ A hand-off costs about 0.1 ms (a thread switch each way); work on fewer than
 where it takes about as long as the hand-off would (``python -m benchmarks.offload_threshold``
 measures it).
 
-Two bounded pools, both owned here and shut down by ``close``: one thread for the engine's
-own CPU work (it does one thing at a time; more threads would only compete for the cores),
-and a few for blocking I/O with a timeout (checkpoint stores). They are separate so that a
-store call that hangs past its timeout, and so keeps its thread, cannot starve the engine's
-CPU work. A thread cannot be killed: a timed-out call still runs to its end in the
-background, and ``close`` does not wait for it.
+CPU work goes to one thread (the engine does one thing at a time; more threads would only
+compete for the cores), a pool owned here and shut down by ``close``. A blocking call with a
+timeout (a checkpoint store's save) runs on a daemon thread of its own, at most
+``io_threads`` at once: a thread cannot be killed, so a call that hangs past its timeout
+keeps its thread, and it must neither starve the engine's CPU work nor keep the process from
+exiting. Once ``io_threads`` calls hang, further ones are refused at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,10 +61,10 @@ class Offloader:
         self.inline_bytes = inline_bytes
         self.enabled = enabled
         self._cpu = ThreadPoolExecutor(1, thread_name_prefix="phalanx-cpu")
-        self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="phalanx-io")
+        self._io_slots = threading.BoundedSemaphore(io_threads)
         self._closed = False
-        # Threads are released also when an engine is dropped without close().
-        weakref.finalize(self, _shutdown, self._cpu, self._io)
+        # The thread is released also when an engine is dropped without close().
+        weakref.finalize(self, self._cpu.shutdown, wait=False, cancel_futures=True)
 
     async def cpu(
         self, size: int | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
@@ -83,23 +85,47 @@ class Offloader:
         what: str,
         error: type[PhalanxError] = PhalanxError,
     ) -> T:
-        """``fn()`` on an I/O thread; ``error`` naming ``what`` if it takes over ``timeout_s``
-        (the call itself runs on to its end: a thread cannot be stopped)."""
+        """``fn()`` on a daemon thread; ``error`` naming ``what`` if it takes over
+        ``timeout_s`` (the call itself runs on to its end: a thread cannot be stopped)."""
         if self._closed:
             raise error(f"{what}: the coordinator's executor is closed")
-        future = asyncio.get_running_loop().run_in_executor(self._io, fn)
+        if not self._io_slots.acquire(blocking=False):
+            raise error(f"{what}: earlier blocking calls still hang; not starting another")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        thread = threading.Thread(
+            target=self._call, args=(fn, loop, future), name="phalanx-io", daemon=True
+        )
+        thread.start()
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            return await asyncio.wait_for(future, timeout_s)  # cancels it on timeout
         except TimeoutError:
             raise error(f"{what} did not finish within {timeout_s:g} s") from None
 
+    def _call(
+        self, fn: Callable[[], T], loop: asyncio.AbstractEventLoop, future: asyncio.Future[T]
+    ) -> None:
+        try:
+            outcome: tuple[bool, object] = (True, fn())
+        except BaseException as exc:  # handed to the awaiting task, which re-raises it
+            outcome = (False, exc)
+        finally:
+            self._io_slots.release()
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, future, outcome)
+
     def close(self) -> None:
-        """Stop taking work and release the threads (idempotent; does not wait for a call
-        that timed out and still runs)."""
+        """Stop taking work and release the CPU thread (idempotent). Blocking calls that
+        timed out and still run are daemon threads: they do not delay the process's exit."""
         self._closed = True
-        _shutdown(self._cpu, self._io)
+        self._cpu.shutdown(wait=False, cancel_futures=True)
 
 
-def _shutdown(*pools: ThreadPoolExecutor) -> None:
-    for pool in pools:
-        pool.shutdown(wait=False, cancel_futures=True)
+def _settle(future: asyncio.Future[T], outcome: tuple[bool, object]) -> None:
+    if future.done():
+        return  # cancelled: its caller timed out
+    ok, value = outcome
+    if ok:
+        future.set_result(value)  # type: ignore[arg-type]
+    else:
+        future.set_exception(value)  # type: ignore[arg-type]
