@@ -153,7 +153,9 @@ class Engine:
     async def _evaluated(
         self, state: ServerState, new_params: torch.Tensor | None, record: RoundRecord
     ) -> None:
-        """Evaluate the round's model (off the loop) when the cadence says so."""
+        """Evaluate the round's model when the cadence says so, on the executor's thread:
+        thread-local torch state (grad mode) is that thread's, so an evaluator sets its own
+        (the built-in ones run under ``torch.no_grad``)."""
         if self._evaluate is not None and (state.round + 1) % self._config.eval_every == 0:
             params = new_params if new_params is not None else state.params
             record.metrics = await self.offload.cpu(None, self._evaluate, params)
