@@ -15,14 +15,20 @@ How it measures. Each (engine, N, k) runs in its own process with one torch thre
 engine runs ``warmup`` rounds (building the health table for N clients, first-use costs),
 then ``rounds`` measured ones. *engine ms* is the round's wall time minus the time spent
 inside the runtime's own methods (the twin's bookkeeping and update making), i.e. the
-engine's share; *round ms* is the whole round. Medians over the measured rounds.
+engine's share; *round ms* is the whole round. *engine CPU ms* is the round's process CPU
+time minus the CPU time (``thread_time``) inside the runtime's methods: a busy machine
+inflates wall time far more than CPU time. Medians over the measured rounds. With
+``--gc-freeze`` each child calls ``gc.freeze()`` after its warm-up, as a coordinator process
+may once it is set up: Python's periodic full collection then skips the objects built so far.
 
 Today's engine. ``git archive BASELINE_COMMIT src`` is extracted into a temporary
 directory and the child runs with ``PYTHONPATH=<tmp>/src``, so ``import phalanx`` is that
 commit's code. Its port differs (``client_ids``, ``declared_examples``, ``fault_log`` on the
 runtime), so the child drives it through ``LegacyTwin``, the same script behind that older
-port. This tree's engine runs on ``phalanx.testing.ScriptedRuntime``. A baseline child that
-exceeds ``--baseline-timeout`` seconds is reported as such.
+port. This tree's engine runs on ``phalanx.testing.ScriptedRuntime``, and so does a
+``--baseline`` commit that already has it (``--baseline c5c06cc``: before the per-update
+work of issue 10 item 4). A baseline child that exceeds ``--baseline-timeout`` seconds is
+reported as such.
 
 Only the standard library is imported here, before a child knows which phalanx to load.
 """
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import hashlib
 import json
 import os
@@ -74,30 +81,41 @@ def config_tree(n: int, k: int) -> dict[str, Any]:
 
 
 class Timed:
-    """Wraps a runtime, adding up the seconds spent inside its methods."""
+    """Wraps a runtime, adding up the seconds (wall and CPU) spent inside its methods.
+
+    The CPU clock (``thread_time``) is a system call per reading, about 1 us: some of that
+    lands on each side, so the engine's CPU share is approximate to a few ms per round."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.seconds = 0.0  # wall (perf_counter: a CPU-time clock here is a syscall per call)
+        self.seconds = 0.0
+        self.cpu = 0.0
+
+    def _start(self) -> tuple[float, float]:
+        return time.perf_counter(), time.thread_time()
+
+    def _stop(self, start: tuple[float, float]) -> None:
+        self.seconds += time.perf_counter() - start[0]
+        self.cpu += time.thread_time() - start[1]
 
     @property
     def clock(self) -> Any:
         return self.inner.clock
 
     def submit(self, task: Any) -> None:
-        start = time.perf_counter()
+        start = self._start()
         self.inner.submit(task)
-        self.seconds += time.perf_counter() - start
+        self._stop(start)
 
     def cancel(self, key: Any) -> None:
-        start = time.perf_counter()
+        start = self._start()
         self.inner.cancel(key)
-        self.seconds += time.perf_counter() - start
+        self._stop(start)
 
     async def next_event(self, until: float) -> Any:
-        start = time.perf_counter()
+        start = self._start()
         event = await self.inner.next_event(until)
-        self.seconds += time.perf_counter() - start
+        self._stop(start)
         return event
 
     async def close(self, timeout_s: float = 10.0) -> None:
@@ -188,8 +206,11 @@ def current_twin(n: int) -> tuple[Any, Any]:
     return runtime, runtime.membership
 
 
-def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int) -> Any:
+def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int, freeze: bool) -> Any:
+    """Runs in its own process; ``import phalanx`` is the tree under test. A baseline
+    older than the narrow port (no ``phalanx.testing``) is driven through ``LegacyTwin``."""
     import asyncio
+    import importlib.util
 
     import torch
 
@@ -201,7 +222,7 @@ def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int) -> Any:
     config = build_config(config_tree(n, k))
     manifest = Manifest.of({"w": torch.zeros(DIM)})
     engine_class: Any = Engine  # the baseline's Engine takes the old port's arguments
-    if engine_kind == "baseline":
+    if engine_kind == "baseline" and importlib.util.find_spec("phalanx.testing") is None:
         runtime = Timed(legacy_twin(n))
         engine = engine_class(config, runtime)
     else:
@@ -212,27 +233,30 @@ def child(engine_kind: str, n: int, k: int, warmup: int, rounds: int) -> Any:
     # One event loop for every round, as a coordinator runs: asyncio.run per round would
     # also time the repr of the finished task's result (the whole ServerState) that
     # asyncio builds while restoring the SIGINT handler.
-    return asyncio.run(measure(engine, runtime, state, warmup, rounds))
+    return asyncio.run(measure(engine, runtime, state, (warmup, rounds), freeze=freeze))
 
 
-async def measure(engine: Any, runtime: Timed, state: Any, warmup: int, rounds: int) -> Any:
+async def measure(
+    engine: Any, runtime: Timed, state: Any, counts: tuple[int, int], *, freeze: bool
+) -> Any:
+    """Rows of the measured rounds; with ``freeze``, ``gc.freeze()`` after the warm-up, as a
+    coordinator process may do once set up (full collections then skip what it built)."""
+    warmup, rounds = counts
     rows = []
     for index in range(warmup + rounds):
-        runtime.seconds = 0.0
+        if freeze and index == warmup:
+            gc.freeze()
+        runtime.seconds = runtime.cpu = 0.0
         start, cpu = time.perf_counter(), time.process_time()
-        result = await engine.run_round(state)
+        state, record = round_result(await engine.run_round(state))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        if isinstance(result, tuple):  # this tree: (state, record), no history in the state
-            state, record = result[0], result[1].to_json()
-        else:  # the baseline: the state, its history grown by the round
-            record = result.history[-1]
-            state = result.with_changes(history=())  # grows per round; not ours to time
         if index >= warmup:
             rows.append(
                 {
                     "round_s": wall,
                     "engine_s": wall - runtime.seconds,
                     "round_cpu_s": cpu,
+                    "engine_cpu_s": cpu - runtime.cpu,
                     "accepted": len(record["accepted"]),
                     "dispatched": len(record["dispatched"]),
                     "retries": record["retries"],
@@ -243,11 +267,20 @@ async def measure(engine: Any, runtime: Timed, state: Any, warmup: int, rounds: 
     return {"rounds": rows}
 
 
+def round_result(result: Any) -> tuple[Any, dict[str, Any]]:
+    """(state, record as JSON) from ``run_round``: a state whose history holds the record
+    (then emptied: it grows per round and is not ours to time), or a (state, record) pair."""
+    if isinstance(result, tuple):
+        state, record = result
+        return state, record if isinstance(record, dict) else record.to_json()
+    return result.with_changes(history=()), result.history[-1]
+
+
 def run_child(engine_kind: str, n: int, k: int, args: argparse.Namespace, src: Path) -> Any:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [
         sys.executable, __file__, "--child", engine_kind, str(n), str(k),
-        str(args.warmup), str(args.rounds),
+        str(args.warmup), str(args.rounds), str(int(args.gc_freeze)),
     ]  # fmt: skip
     limit = args.baseline_timeout if engine_kind == "baseline" else args.timeout
     try:
@@ -261,9 +294,9 @@ def run_child(engine_kind: str, n: int, k: int, args: argparse.Namespace, src: P
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def extract_baseline(into: Path) -> Path:
+def extract_baseline(into: Path, commit: str) -> Path:
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", BASELINE_COMMIT, "src"],
+        ["git", "-C", str(ROOT), "archive", commit, "src"],
         capture_output=True, check=True,
     )  # fmt: skip
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
@@ -279,8 +312,9 @@ def median_ms(result: Any, field: str) -> str:
 def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
     lines = [
         "| k per round | N registered | today engine ms | new engine ms | ratio | "
-        "today round CPU ms | new round CPU ms | retries | replacements | failures |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "today engine CPU ms | new engine CPU ms | today round CPU ms | new round CPU ms | "
+        "retries | replacements | failures |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (n, k), pair in sorted(results.items(), key=lambda item: (item[0][1], item[0][0])):
         old, new = pair["baseline"], pair["current"]
@@ -292,7 +326,8 @@ def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
                  ("retries", "replacements", "failures")]  # fmt: skip
         lines.append(
             f"| {k:,} | {n:,} | {median_ms(old, 'engine_s')} | {median_ms(new, 'engine_s')} | "
-            f"{ratio} | {median_ms(old, 'round_cpu_s')} | {median_ms(new, 'round_cpu_s')} | "
+            f"{ratio} | {median_ms(old, 'engine_cpu_s')} | {median_ms(new, 'engine_cpu_s')} | "
+            f"{median_ms(old, 'round_cpu_s')} | {median_ms(new, 'round_cpu_s')} | "
             f"{stats[0]} | {stats[1]} | {stats[2]} |"
         )
     return "\n".join(lines)
@@ -300,8 +335,8 @@ def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        kind, n, k, warmup, rounds = sys.argv[2], *map(int, sys.argv[3:7])
-        print(json.dumps(child(kind, n, k, warmup, rounds)))
+        kind, n, k, warmup, rounds, freeze = sys.argv[2], *map(int, sys.argv[3:8])
+        print(json.dumps(child(kind, n, k, warmup, rounds, bool(freeze))))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
@@ -311,11 +346,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--baseline-timeout", type=float, default=120.0)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after warm-up")
+    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare with")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args()
     results: dict[tuple[int, int], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="phalanx-baseline-") as tmp:
-        baseline_src = None if args.skip_baseline else extract_baseline(Path(tmp))
+        baseline_src = None if args.skip_baseline else extract_baseline(Path(tmp), args.baseline)
         for k in args.k:
             for n in args.n:
                 if n < 2 * k:

@@ -311,6 +311,7 @@ class Simulation:
             return self._result(state, history, runtime, time.perf_counter() - start)
         finally:
             await runtime.close()
+            engine.close()
             lifecycle.close()
 
     @staticmethod

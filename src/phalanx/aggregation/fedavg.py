@@ -40,12 +40,13 @@ class FedAvg:
             raise AggregationError("FedAvg.add called before begin()")
         if weight < 0:
             raise AggregationError(f"weight must be non-negative, got {weight}")
+        dim = total.numel()
         for offset, piece in parts:
-            if offset < 0 or offset + piece.numel() > total.numel():
-                raise AggregationError(
-                    f"part [{offset}, {offset + piece.numel()}) outside 0..{total.numel()}"
-                )
-            total[offset : offset + piece.numel()].add_(piece.reshape(-1), alpha=weight)
+            end = offset + piece.numel()
+            if offset < 0 or end > dim:
+                raise AggregationError(f"part [{offset}, {end}) outside 0..{dim}")
+            window = total if offset == 0 and end == dim else total[offset:end]
+            window.add_(piece if piece.dim() == 1 else piece.reshape(-1), alpha=weight)
         self._total += weight
 
     def finish(self) -> torch.Tensor:

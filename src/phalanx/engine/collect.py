@@ -31,6 +31,7 @@ from phalanx.engine.health import HealthMonitor
 from phalanx.engine.health_index import HealthIndex
 from phalanx.engine.history import RoundEvent, RoundRecord
 from phalanx.engine.membership import Membership
+from phalanx.engine.offload import Offloader
 from phalanx.engine.pool import MemoryBudgetError, UpdatePool
 from phalanx.engine.ports import Runtime
 from phalanx.engine.retry import RetryPolicy
@@ -51,6 +52,11 @@ class RoundInputs:
     manifest: Manifest
     model: ModelRef  # ``params`` as published to the runtime: what tasks refer to
     envelope: Envelope = field(default_factory=Envelope)
+
+    @property
+    def update_bytes(self) -> int:
+        """The size of one update: what validating or folding one works through."""
+        return 4 * self.params.numel()
 
 
 @dataclass
@@ -86,12 +92,18 @@ class Collector:
         membership: Membership,
         health: HealthMonitor,
         retry: RetryPolicy,
+        *,
+        offload: Offloader | None = None,
     ) -> None:
         self._config = config
         self._runtime = runtime
         self._membership = membership
         self._health = health
         self._retry = retry
+        # Validation and folding of a large update run off the loop, one at a time and
+        # awaited before the next event is taken: folds stay in arrival order.
+        self._offload = offload or Offloader(enabled=False)  # None: all inline
+        self._last_task_config: TaskConfig | None = None
 
     async def collect(self, col: Collection, probes: list[ClientId]) -> None:
         target = self._config.selection.clients_per_round
@@ -115,7 +127,9 @@ class Collector:
                 break
             # No local name keeps the update alive while the next one arrives: a round holds
             # one message at a time.
-            self._handle(col, await self._runtime.next_event(until=self._next_timer(col)), goal)
+            await self._handle(
+                col, await self._runtime.next_event(until=self._next_timer(col)), goal
+            )
             await asyncio.sleep(0)  # a runtime that never suspends must still let a stop land
         self._drop_outliers(col, goal)
         self._cancel_rest(col)
@@ -140,12 +154,18 @@ class Collector:
         self._runtime.submit(task)
 
     def _task_config(self, ttl_s: float) -> TaskConfig:
+        """The task's configuration; reused while the time-to-live stays the same (every
+        task of a round's first wave): it is frozen, and a round sends thousands."""
+        last = self._last_task_config
+        if last is not None and last.ttl_s == ttl_s:
+            return last
         training, partial = self._config.training, self._config.partial_work
-        return TaskConfig(
+        self._last_task_config = TaskConfig(
             local_epochs=training.local_epochs, batch_size=training.batch_size,
             lr=training.lr, ttl_s=ttl_s,
             partial=PartialWork(partial.enabled, partial.min_fraction),
         )  # fmt: skip
+        return self._last_task_config
 
     def _replace(self, col: Collection, goal: int) -> bool:
         """Ask one fresh healthy client if the round is short and time allows."""
@@ -238,22 +258,28 @@ class Collector:
             else:
                 self._replace(col, self._config.selection.dispatch_count)
 
-    def _handle(self, col: Collection, event: ClientUpdate | TaskFailure | None, goal: int) -> None:
+    async def _handle(
+        self, col: Collection, event: ClientUpdate | TaskFailure | None, goal: int
+    ) -> None:
         self.apply_membership(col)  # first: a reply from a client that has left is void
         if event is None:
             self._fire_timers(col)
         else:
-            self._on_event(col, event, goal)
+            await self._on_event(col, event, goal)
 
-    def _on_event(self, col: Collection, event: ClientUpdate | TaskFailure, goal: int) -> None:
+    async def _on_event(
+        self, col: Collection, event: ClientUpdate | TaskFailure, goal: int
+    ) -> None:
         task = col.active.pop(event.key, None)
         if task is None:
             return  # late, duplicate or cancelled: submissions are idempotent by key
         if isinstance(event, TaskFailure):
             self._failed(col, event.key, event.kind, event.detail)
             return
-        verdict = validate_update(
-            event, task, col.inputs.params, col.inputs.manifest, self._config.validation,
+        inputs, size = col.inputs, col.inputs.update_bytes  # the work scales with the model
+        verdict = await self._offload.cpu(
+            size, validate_update, event, task, inputs.params, inputs.manifest,
+            self._config.validation,
             declared_examples=self._membership.declared_examples(event.key.client),
         )  # fmt: skip
         if isinstance(verdict, Rejected):
@@ -263,7 +289,7 @@ class Collector:
         client = event.key.client
         self.set_health(col, client, self._health.success(col.index.table[client]))
         try:
-            outliers = col.pool.add(verdict)
+            outliers = await self._offload.cpu(size, col.pool.add, verdict)
         except MemoryBudgetError as error:
             col.record.reasons.append(str(error))
             return

@@ -26,6 +26,7 @@ from phalanx.engine.health import HealthMonitor
 from phalanx.engine.health_index import HealthIndex
 from phalanx.engine.history import RoundRecord
 from phalanx.engine.membership import Membership
+from phalanx.engine.offload import Offloader
 from phalanx.engine.pool import UpdatePool, stack_bytes
 from phalanx.engine.ports import Runtime
 from phalanx.engine.retry import RetryPolicy
@@ -54,6 +55,7 @@ class Engine:
         models: ModelBook | None = None,
         round_faults: RoundFaults | None = None,
         run_id: str | None = None,
+        offload: Offloader | None = None,
     ) -> None:
         self._config = config
         self._runtime = runtime
@@ -68,7 +70,18 @@ class Engine:
         self._aggregator = aggregator or build_aggregator(config.aggregation)
         self._health = HealthMonitor(config.health)
         retry = RetryPolicy(config.retry, seed=config.seed)
-        self._collector = Collector(config, runtime, membership, self._health, retry)
+        # CPU work (validation, stacking aggregation, evaluation) runs off the event loop;
+        # the engine owns the executor unless it was given one (close() releases it).
+        self._owns_offload = offload is None
+        self.offload = offload or Offloader()
+        self._collector = Collector(
+            config, runtime, membership, self._health, retry, offload=self.offload
+        )
+
+    def close(self) -> None:
+        """Release the engine's executor threads (idempotent)."""
+        if self._owns_offload:
+            self.offload.close()
 
     def initial_state(self, params: torch.Tensor, manifest: Manifest) -> ServerState:
         return ServerState(
@@ -123,10 +136,21 @@ class Engine:
         else:
             await self._collector.collect(col, probes)
         context = RoundContext(self._config.seed, state.round, state.tensors)
-        new_params, carried = self._gate_and_aggregate(col, required, context)
+        new_params, carried = await self._gate_and_aggregate(col, required, context)
         if self._round_faults is not None:
             record.injected = self._round_faults(state.round)
+        await self._evaluated(state, new_params, record)
         return self._finish(state, col, new_params, carried, wall_start)
+
+    async def _evaluated(
+        self, state: ServerState, new_params: torch.Tensor | None, record: RoundRecord
+    ) -> None:
+        """Evaluate the round's model when the cadence says so, on the executor's thread:
+        thread-local torch state (grad mode) is that thread's, so an evaluator sets its own
+        (the built-in ones run under ``torch.no_grad``)."""
+        if self._evaluate is not None and (state.round + 1) % self._config.eval_every == 0:
+            params = new_params if new_params is not None else state.params
+            record.metrics = await self.offload.cpu(None, self._evaluate, params)
 
     async def _open_health(self, state: ServerState, record: RoundRecord) -> HealthIndex:
         """The health index at this round's opening: built once from ``state.health`` (on
@@ -163,7 +187,7 @@ class Engine:
             f"aggregation.memory_budget_bytes = {budget}"
         )
 
-    def _gate_and_aggregate(
+    async def _gate_and_aggregate(
         self, col: Collection, required: int, context: RoundContext
     ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """The new global model (None: the round is discarded) and the aggregator state to
@@ -179,7 +203,8 @@ class Engine:
             record.reasons.append(f"quorum not met: {len(chosen)} accepted updates < {required}")
             return None, {}
         try:
-            result, clients = col.pool.aggregate(context)
+            size = col.pool.held_bytes() + col.inputs.update_bytes
+            result, clients = await self.offload.cpu(size, col.pool.aggregate, context)
         except AggregationError as error:  # latched: the round is discarded, not the run
             record.reasons.append(f"aggregation failed: {error}")
             return None, {}
@@ -214,8 +239,6 @@ class Engine:
         params = new_params if new_params is not None else state.params
         version = state.model_version + (1 if record.committed else 0)
         record.model_version = version
-        if self._evaluate is not None and (state.round + 1) % self._config.eval_every == 0:
-            record.metrics = self._evaluate(params)
         record.ended_at = self._runtime.clock.now()
         record.wall_s = time.perf_counter() - wall_start
         if not record.committed:

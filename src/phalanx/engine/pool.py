@@ -98,7 +98,7 @@ class UpdatePool:
                 f"aggregation.memory_budget_bytes = {self._budget}"
             )
         self._admit(item)
-        self._held[item.update.key.client] = item
+        self._held[item.update.key.client] = item.lean()
         if self._streaming and self._reference_size() >= self._config.reference_updates:
             return self.review(fold=True)
         return []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -41,21 +41,87 @@ class Accepted:
     manifest: Manifest
     norm: float  # of the update: client weights minus ``params``
     weight: float  # examples x work fraction
+    # The flat delta as validation computed it, kept when the model fits in one chunk
+    # (memory stays O(CHUNK)), so folding or stacking does not compute it again.
+    kept: torch.Tensor | None = None
 
     def delta_parts(self) -> Iterator[tuple[int, torch.Tensor]]:
-        """(offset, piece of the flat delta), one chunk at a time, made on demand."""
-        offset = 0
-        for spec in self.manifest.specs:
-            flat = self.update.tensors[spec.name].reshape(-1)
-            for start in range(0, spec.numel, CHUNK):
-                piece = flat[start : start + CHUNK]
-                begin = offset + start
-                yield begin, piece - self.params[begin : begin + piece.numel()]
-            offset += spec.numel
+        """(offset, piece of the flat delta), one chunk at a time: the kept delta's pieces,
+        or pieces made on demand. Pieces are the same either way (one per tensor and chunk),
+        so a fold adds the same numbers at the same offsets."""
+        kept = self.kept
+        if kept is not None and len(self.manifest.specs) == 1 and kept.numel() <= CHUNK:
+            yield 0, kept  # one tensor, one piece: the common small model
+            return
+        if kept is not None:
+            for begin, end in _spans(self.manifest):
+                yield begin, _window(kept, begin, end)
+            return
+        for begin, piece in _pieces(self.update.tensors, self.manifest):
+            yield begin, piece - _window(self.params, begin, begin + piece.numel())
 
     def delta(self) -> torch.Tensor:
         """The whole flat delta (d floats): for aggregators that need the stack."""
+        if self.kept is not None:
+            return self.kept
         return flatten(self.update.tensors, self.manifest) - self.params
+
+    def lean(self) -> Accepted:
+        """This update without the client's tensors when its delta is kept: what the pool
+        holds, so a held update costs one model, not two."""
+        if self.kept is None or not self.update.tensors:
+            return self
+        return replace(self, update=replace(self.update, tensors={}))
+
+
+def _spans(manifest: Manifest) -> Iterator[tuple[int, int]]:
+    """[begin, end) in the flat model of each piece: one per tensor, split every CHUNK."""
+    offset = 0
+    for spec in manifest.specs:
+        for start in range(0, spec.numel, CHUNK):
+            yield offset + start, offset + min(start + CHUNK, spec.numel)
+        offset += spec.numel
+
+
+def _pieces(
+    tensors: dict[str, torch.Tensor], manifest: Manifest
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(offset in the flat model, flat piece of a tensor of at most CHUNK elements)."""
+    offset = 0
+    for spec in manifest.specs:
+        flat = tensors[spec.name].reshape(-1)
+        if 0 < spec.numel <= CHUNK:
+            yield offset, flat
+        else:
+            for start in range(0, spec.numel, CHUNK):
+                yield offset + start, flat[start : start + CHUNK]
+        offset += spec.numel
+
+
+def _window(vector: torch.Tensor, begin: int, end: int) -> torch.Tensor:
+    return vector if begin == 0 and end == vector.numel() else vector[begin:end]
+
+
+def delta_and_norm(
+    tensors: dict[str, torch.Tensor], params: torch.Tensor, manifest: Manifest
+) -> tuple[float, torch.Tensor | None]:
+    """The delta's L2 norm (NaN or Inf anywhere in the update makes it non-finite: the
+    global model is finite) and the flat delta itself when it fits one chunk. One pass:
+    each piece is subtracted once; its norm is taken in float64."""
+    dim = params.numel()
+    if len(manifest.specs) == 1 and 0 < dim <= CHUNK:  # the common small model: no pieces
+        delta = tensors[manifest.specs[0].name].reshape(-1) - params
+        return math.hypot(float(torch.linalg.vector_norm(delta, dtype=torch.float64))), delta
+    kept = torch.empty(dim, dtype=params.dtype) if 0 < dim <= CHUNK else None
+    norms: list[float] = []
+    for begin, piece in _pieces(tensors, manifest):
+        end = begin + piece.numel()
+        if kept is not None:
+            delta = torch.sub(piece, params[begin:end], out=kept[begin:end])
+        else:
+            delta = piece - _window(params, begin, end)
+        norms.append(float(torch.linalg.vector_norm(delta, dtype=torch.float64)))
+    return math.hypot(*norms), kept
 
 
 @dataclass(frozen=True)
@@ -136,15 +202,9 @@ def validate_update(
     if payload_digest(update.tensors) != update.digest:
         return Rejected(RejectReason.CHECKSUM, "payload does not match its sha256")
     weight = float(update.num_examples * update.work_fraction)
-    provisional = Accepted(update, params, manifest, 0.0, weight)
-    norm = math.hypot(
-        *(
-            float(torch.linalg.vector_norm(piece, dtype=torch.float64))
-            for _, piece in provisional.delta_parts()
-        )
-    )  # NaN or Inf anywhere (the global model is finite) makes the norm non-finite
+    norm, kept = delta_and_norm(update.tensors, params, manifest)
     if not math.isfinite(norm):
         return Rejected(RejectReason.NON_FINITE, "NaN or Inf in the update")
     if norm > config.max_norm:
         return Rejected(RejectReason.NORM_ABSOLUTE, f"norm {norm:.4g} > {config.max_norm:.4g}")
-    return Accepted(update, params, manifest, norm, weight)
+    return Accepted(update, params, manifest, norm, weight, kept)
