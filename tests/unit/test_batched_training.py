@@ -163,3 +163,16 @@ def test_the_batch_width_follows_the_memory_budget() -> None:
     assert seed_like_trainer(max_batch_bytes=1).max_batch == 1  # never below one client
     assert seed_like_trainer(max_batch_bytes=100 * share).max_batch == 5
     assert seed_like_trainer(batched=False, max_batch_bytes=100 * share).max_batch == 1
+
+
+def test_activations_are_counted_for_any_module_without_moving_its_statistics() -> None:
+    """The vmap path's models (here a conv net with batch norm) are measured by one forward
+    pass in eval mode: every leaf module's output for one example, running stats untouched."""
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
+    manifest = Manifest.of({n: p.detach() for n, p in model.named_parameters()})
+    before = model[1].running_mean.clone()
+    floats = StackedModel(model, manifest).activation_floats(torch.randn(1, 8, 8))
+    assert floats == 3 * (4 * 6 * 6) + 4 * 6 * 6 + 3  # conv, norm, relu; flatten; linear
+    assert torch.equal(model[1].running_mean, before) and model.training
