@@ -433,6 +433,13 @@ class SimulationConfig(Strict):
         120.0, gt=0, description="real seconds before a hung worker is killed"
     )
     threads_per_worker: int = Field(1, ge=1, description="torch threads in each worker process")
+    max_batch_bytes: int = Field(
+        256 * 2**20,
+        ge=1,
+        description="memory for one batch of clients trained together by the built-in trainer"
+        " (stacked parameters, gradients, results, activations, data): bounds the batch's"
+        " width, so trained updates waiting for delivery stay few; at least one client",
+    )
 
 
 VOLATILE_PROTOCOLS = frozenset({"memory"})

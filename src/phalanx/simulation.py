@@ -186,6 +186,7 @@ class Simulation:
         return BatchedTrainer(
             self.model, self.manifest, self.clients, self.config.training,
             seed=self.config.seed, batched=self.config.simulation.batched,
+            max_batch_bytes=self.config.simulation.max_batch_bytes,
         )  # fmt: skip
 
     def close(self) -> None:

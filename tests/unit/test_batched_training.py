@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from phalanx.config import TrainingConfig
+from phalanx.core.messages import TaskKey
 from phalanx.core.tensors import Manifest, flatten
-from phalanx.runtime.inprocess.trainers import PaddedClients
+from phalanx.runtime.inprocess.trainers import BatchedTrainer, PaddedClients, TrainJob
 from phalanx.training.batched import BatchedSGD, ClientBatch
 from phalanx.training.stacked import StackedModel
 from phalanx.workloads.base import ClientData
@@ -116,3 +117,62 @@ def test_other_clients_are_copied_into_a_zero_padded_buffer() -> None:
             assert torch.equal(padded.x[i, : len(client)], client.x)
             assert torch.equal(padded.y[i, : len(client)], client.y)
             assert not padded.x[i, len(client) :].any()
+
+
+def seed_like_trainer(
+    *, batched: bool = True, max_batch_bytes: int | None = None
+) -> BatchedTrainer:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    sizes = (10, 7, 9, 10, 4)  # unequal: some batches take the masked path, some not
+    clients = [ClientData(torch.randn(n, 4), torch.randint(0, 3, (n,))) for n in sizes]
+    config = TrainingConfig(local_epochs=2, batch_size=4, lr=0.1)
+    manifest = Manifest.of({n: p.detach() for n, p in model.named_parameters()})
+    return BatchedTrainer(
+        model, manifest, clients, config, seed=3, batched=batched, max_batch_bytes=max_batch_bytes
+    )
+
+
+def test_a_clients_result_is_bit_identical_whatever_batch_it_trains_in() -> None:
+    """The memory bound splits a round into narrower batches; that must not change one bit
+    of any client's weights (each client's data order is its own generator's)."""
+    trainer = seed_like_trainer()
+    params = torch.randn(4 * 16 + 16 + 16 * 3 + 3)
+    jobs = [TrainJob(TaskKey(0, c, 1), 3 if c == 2 else 100) for c in range(5)]  # 2: partial
+    whole = trainer.train(params, jobs)
+    for width in (1, 2, 3):
+        parts = [
+            out
+            for start in range(0, 5, width)
+            for out in trainer.train(params, jobs[start : start + width])
+        ]
+        for a, b in zip(whole, parts, strict=True):
+            assert a.tensors is not None and b.tensors is not None
+            for name in a.tensors:
+                assert torch.equal(a.tensors[name], b.tensors[name])
+
+
+def test_the_batch_width_follows_the_memory_budget() -> None:
+    unbounded = seed_like_trainer()
+    assert unbounded.max_batch == 5  # no budget: every client
+    share = unbounded._sgd.bytes_per_client(unbounded._data.x[0, 0], 10)
+    # 4 d + 2 x (16 + 16 + 3 outputs) x batch 4 + 2 x 10 examples x 4 features, in bytes
+    d = 4 * 16 + 16 + 16 * 3 + 3
+    assert share == 4 * (4 * d + 2 * 35 * 4 + 2 * 10 * 4)
+    assert seed_like_trainer(max_batch_bytes=3 * share + 1).max_batch == 3
+    assert seed_like_trainer(max_batch_bytes=1).max_batch == 1  # never below one client
+    assert seed_like_trainer(max_batch_bytes=100 * share).max_batch == 5
+    assert seed_like_trainer(batched=False, max_batch_bytes=100 * share).max_batch == 1
+
+
+def test_activations_are_counted_for_any_module_without_moving_its_statistics() -> None:
+    """The vmap path's models (here a conv net with batch norm) are measured by one forward
+    pass in eval mode: every leaf module's output for one example, running stats untouched."""
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
+    manifest = Manifest.of({n: p.detach() for n, p in model.named_parameters()})
+    before = model[1].running_mean.clone()
+    floats = StackedModel(model, manifest).activation_floats(torch.randn(1, 8, 8))
+    assert floats == 3 * (4 * 6 * 6) + 4 * 6 * 6 + 3  # conv, norm, relu; flatten; linear
+    assert torch.equal(model[1].running_mean, before) and model.training

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from phalanx.config import RunConfig, build_config
+from phalanx.config import RunConfig, build_config, load_config
 from phalanx.core.messages import (
     ClientUpdate,
     Envelope,
@@ -21,6 +21,7 @@ from phalanx.core.models import ModelBook
 from phalanx.core.tensors import Manifest
 from phalanx.runtime.inprocess.runtime import SimulationRuntime
 from phalanx.runtime.inprocess.trainers import TrainJob, TrainOutcome
+from phalanx.scenarios import scenario_path
 from phalanx.simulation import Simulation
 from phalanx.types import FailureKind
 
@@ -190,3 +191,50 @@ def test_a_task_that_cannot_finish_in_its_ttl_sends_the_steps_that_fit() -> None
         assert isinstance(failure, TaskFailure) and failure.kind is FailureKind.TIMEOUT
         assert failure.detail == late
     assert trainer.batches == [[0]]
+
+
+class NarrowTrainer(CountingTrainer):
+    """A ``CountingTrainer`` whose memory bound allows two clients at once."""
+
+    max_batch = 2
+
+
+def test_a_batch_is_no_wider_than_the_trainers_memory_bound() -> None:
+    """Five replies a round can use train two at a time, and no more than two trained
+    updates ever wait for delivery: the round's width no longer sets the memory."""
+    config = build_config(
+        {"workload": {"num_clients": 10}, "selection": {"clients_per_round": 5}},
+        ["latency.speed_sigma=0"],
+    )
+    trainer = NarrowTrainer()
+    rt = SimulationRuntime(config, trainer, MANIFEST, num_clients=10, models=BOOK)
+    for client in range(5):
+        rt.submit(task(client))
+
+    async def deliver_all() -> list[int]:
+        waiting = []
+        while await rt.next_event(100.0) is not None:
+            waiting.append(sum(p.outcome is not None for p in rt._pending.values()))
+        return waiting
+
+    waiting = asyncio.run(deliver_all())
+    assert len(waiting) == 5 and max(waiting) <= 1  # the batch's other update, if any
+    assert [len(b) for b in trainer.batches] == [2, 2, 1]
+    assert (rt.training.trained, rt.training.thrown_away) == (5, 0)
+
+
+def test_a_memory_bound_of_one_client_changes_no_result() -> None:
+    """The seed scenario with heavier faults and partial work, trained one client at a time
+    or a round at once: the same history, bit for bit (only wall-clock times differ)."""
+    faults = '[{rate = 0.4, kinds = ["crash", "hang", "corrupt", "straggle"]}]'
+
+    def history(*overrides: str) -> list[dict[str, object]]:
+        config = load_config(
+            scenario_path("seed"),
+            ["rounds=5", "checkpoint.every=0", f"faults.rules={faults}",
+             "partial_work.enabled=true", *overrides],
+        )  # fmt: skip
+        records = Simulation(config).run().history
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
+
+    assert history("simulation.max_batch_bytes=1") == history()

@@ -4,6 +4,11 @@ Clients differ in data size and in how many steps they may take (a straggler doi
 work); both are masks, so a client that has finished simply stops moving (plain SGD with a
 zero gradient is a no-op). Each client's data order comes from its own generator, so its
 result does not depend on which other clients share the batch.
+
+A batch's working set grows with its width k: k copies of the parameters, their gradients,
+the k x d result, each layer's activations and their gradients, and the clients' shuffled
+data. ``bytes_per_client`` estimates one client's share, so a caller can bound k by memory
+rather than by a round's width.
 """
 
 from __future__ import annotations
@@ -30,8 +35,20 @@ class ClientBatch:
 class BatchedSGD:
     def __init__(self, model: nn.Module, manifest: Manifest, config: TrainingConfig) -> None:
         self._model = StackedModel(model, manifest)
+        self._manifest = manifest
         self._feature_major = self._model.feature_major
         self._config = config
+
+    def bytes_per_client(self, example: torch.Tensor, n_max: int) -> int:
+        """One client's share of a batch's working set, from one ``example`` (no batch axis)
+        and the longest client's ``n_max`` examples: the parameters, their gradients, the
+        flat result and the step's temporaries (4 x d), each module's output for a batch,
+        kept for the backward pass and matched by its gradient (2 x), and the shuffled data
+        (and its feature-major copy)."""
+        outputs = self._model.activation_floats(example)
+        d = self._manifest.dim
+        floats = 4 * d + 2 * outputs * self._config.batch_size + 2 * n_max * example.numel()
+        return 4 * floats
 
     def steps_per_client(self, n: torch.Tensor) -> torch.Tensor:
         size = self._config.batch_size

@@ -60,6 +60,7 @@ class StackedModel:
 
     def __init__(self, model: nn.Module, manifest: Manifest) -> None:
         self._manifest = manifest
+        self._module = model
         self._plan = _linear_plan(model, manifest.names)
         self.feature_major = self._plan is not None
         self.manual_backward = self._plan is not None and all(
@@ -68,6 +69,28 @@ class StackedModel:
         self._vmapped = vmap(
             lambda p, x: functional_call(model, dict(zip(manifest.names, p, strict=True)), (x,))
         )
+
+    def activation_floats(self, example: torch.Tensor) -> int:
+        """Floats every leaf module outputs for one ``example``: what a forward pass keeps
+        per sample for the backward pass (one forward on a batch of one, in eval mode so
+        that no running statistics move, hooks counting)."""
+        counted = [0]
+
+        def count(_module: nn.Module, _inputs: object, output: object) -> None:
+            if isinstance(output, torch.Tensor):
+                counted[0] += output.numel()
+
+        leaves = [m for m in self._module.modules() if not any(True for _ in m.children())]
+        hooks = [m.register_forward_hook(count) for m in leaves]
+        training = self._module.training
+        try:
+            with torch.no_grad():
+                self._module.eval()(example.unsqueeze(0))
+        finally:
+            self._module.train(training)
+            for hook in hooks:
+                hook.remove()
+        return counted[0]
 
     def leaves(self, params: torch.Tensor, k: int) -> list[torch.Tensor]:
         """k trainable copies of the flat global parameters, in this model's layout."""

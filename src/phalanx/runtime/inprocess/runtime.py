@@ -8,7 +8,9 @@ wrappers its decision calls for (``client.faults``), and asks it to train.
 
 Training is lazy and batched: when the earliest pending reply needs its honest weights, it
 and the next few replies due on the same model that the round can still accept are trained
-together (``_batch``), so over-selected tasks that the engine cancels cost nothing. A reply
+together (``_batch``), so over-selected tasks that the engine cancels cost nothing; a batch
+holds at most the trainer's ``max_batch`` (a memory bound), so the trained replies waiting
+for delivery are few whatever the round's width. A reply
 due after its task's deadline (submission time plus the task's ``ttl_s``, on this runtime's
 clock: the engine's own timer) is a timeout, never trained. Tasks name their model by
 reference; the runtime resolves it in the ``ModelBook`` the engine publishes to.
@@ -55,6 +57,7 @@ from phalanx.runtime.inprocess.trainers import (
     StartingTrainer,
     TrainJob,
     TrainOutcome,
+    WidthBounded,
 )
 from phalanx.types import FailureKind, FaultKind
 
@@ -141,6 +144,10 @@ class SimulationRuntime:
         self._delivered: dict[int, int] = {}  # updates delivered, by round (the newest only)
         # A fixed population, live from the start; clients declare their example counts.
         self.membership = Roster(range(num_clients), declared=trainer.num_examples)
+        # The most replies trained at once (and so waiting for delivery at once): the
+        # trainer's memory bound, else a round's width.
+        width = config.selection.clients_per_round
+        self._width = trainer.max_batch if isinstance(trainer, WidthBounded) else width
 
     @property
     def clock(self) -> VirtualClock:
@@ -246,7 +253,8 @@ class SimulationRuntime:
 
     def _batch(self, first: _Pending, until: float) -> list[_Pending]:
         """``first`` and the next untrained replies due by ``until``, as many as the round
-        can still use for certain.
+        can still use for certain, and at most the trainer's width (``max_batch``: a batch's
+        k trained updates wait here until delivered, so memory bounds k, not the round).
 
         The engine stops once it has ``clients_per_round`` accepted updates. Until ``until``
         (its next timer) it submits new tasks only in answer to events: at most one per
@@ -265,7 +273,7 @@ class SimulationRuntime:
             if pending.kind is not None or pending.late:  # a failure (a late one: a timeout)
                 failures += 1
             elif not pending.trained and pending.task.model == first.task.model:
-                if len(batch) + failures >= room:
+                if len(batch) + failures >= room or len(batch) >= self._width:
                     break
                 batch.append(pending)
         return batch
@@ -293,11 +301,10 @@ class SimulationRuntime:
 
     def _train_round(self, task: TrainTask) -> list[tuple[TaskKey, dict[str, torch.Tensor]]]:
         """The genuine weights of every update still due on ``task``'s model, training the
-        untrained ones now in batches of a round's width: what colluders get to see."""
+        untrained ones now in batches of the trainer's width: what colluders get to see."""
         due = self._due_updates(task.model)
         todo = [p for p in due if not p.trained]
-        width = self._config.selection.clients_per_round
-        for start in range(0, len(todo), width):
-            self._train_batch(todo[start : start + width])
+        for start in range(0, len(todo), self._width):
+            self._train_batch(todo[start : start + self._width])
         outcomes = [(p.task.key, p.resolve()) for p in due]
         return [(key, out.tensors) for key, out in outcomes if isinstance(out, Trained)]

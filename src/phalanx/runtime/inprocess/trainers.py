@@ -51,6 +51,14 @@ class LocalTrainer(Protocol):
     def train(self, params: torch.Tensor, jobs: Sequence[TrainJob]) -> list[TrainOutcome]: ...
 
 
+@runtime_checkable
+class WidthBounded(Protocol):
+    """A trainer whose batches are bounded by memory: at most ``max_batch`` jobs at once."""
+
+    @property
+    def max_batch(self) -> int: ...
+
+
 class StartedJob(Protocol):
     """A job under way: ``result`` waits for its outcome; ``discard`` says it is not wanted."""
 
@@ -116,6 +124,14 @@ def _rows(clients: Sequence[ClientData]) -> tuple[torch.Tensor, torch.Tensor] | 
 
 
 class BatchedTrainer:
+    """The built-in SGD recipe for many clients at once (``BatchedSGD``), or one at a time.
+
+    ``max_batch`` is how many clients the simulation should hand it at once: one when
+    batching is off (each trained update would otherwise wait for the rest), else as many
+    as ``max_batch_bytes`` holds by ``BatchedSGD.bytes_per_client``. A client's result does
+    not depend on the batch it trained in, so the bound changes memory, never results.
+    """
+
     def __init__(
         self,
         model: nn.Module,
@@ -125,6 +141,7 @@ class BatchedTrainer:
         *,
         seed: int,
         batched: bool = True,
+        max_batch_bytes: int | None = None,
     ) -> None:
         self._sgd = BatchedSGD(model, manifest, config)
         self._manifest = manifest
@@ -132,6 +149,11 @@ class BatchedTrainer:
         self._steps = self._sgd.steps_per_client(self._data.n)
         self._seed = seed
         self._batched = batched
+        self.max_batch = 1 if not batched else len(clients)
+        if batched and max_batch_bytes is not None:
+            n_max = int(self._data.n.max())
+            share = self._sgd.bytes_per_client(self._data.x[0, 0], n_max)
+            self.max_batch = max(1, min(len(clients), max_batch_bytes // share))
 
     def total_steps(self, client: int) -> int:
         return int(self._steps[client])
