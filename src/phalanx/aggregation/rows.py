@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.linalg import blas
 
 GRAM_CHUNK = 8192  # columns per float64 block: 100 rows x 8192 x 8 B = 6.5 MB, cache-sized
 ROW_CHUNK = 16384  # columns per float32 block of a per-row reduction
@@ -39,6 +38,10 @@ def per_row_sum(
 def gram_matrix(updates: torch.Tensor) -> torch.Tensor:
     """``updates @ updates.T`` in float64, accumulated a column block at a time with BLAS's
     symmetric rank-k update (half the work of a general product)."""
+    # Imported here: scipy.linalg costs about 0.2 s to import, paid only by the rules that
+    # need a Gram matrix (a FedAvg run never does).
+    from scipy.linalg import blas
+
     n, d = updates.shape
     rows = updates.detach().contiguous().numpy()
     gram = np.zeros((n, n), dtype=np.float64, order="F")

@@ -31,9 +31,6 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from fsspec.core import url_to_fs
-from fsspec.implementations.local import LocalFileSystem
-
 from phalanx.checkpoint.format import (
     MANIFEST_FILE,
     PAYLOAD_FILES,
@@ -85,6 +82,11 @@ class FsspecCheckpointStore:
         self.url = url
         self.keep, self.keep_every = check_retention(keep, keep_every)
         try:
+            # Imported here: only runs with a URL store pay for fsspec (a client node may not
+            # have it: it is in the [server] extra).
+            from fsspec.core import url_to_fs
+            from fsspec.implementations.local import LocalFileSystem
+
             fs, root = url_to_fs(url, **dict(storage_options or {}))
         except (ImportError, ValueError) as exc:  # unknown protocol, backend not installed
             raise ConfigError(f"cannot open checkpoint store {url!r}: {exc}") from exc

@@ -1,9 +1,11 @@
 """The commit step: what makes a finished round durable, in the one order that survives a
 crash at any instant.
 
-1. the checkpoint, when the cadence says so (``every`` rounds and the last round); a store
-   that misses its write quorum raises ``CheckpointError`` and the round is never reported;
-2. the round's record, appended (fsynced) to the history log;
+1. the checkpoint, when the cadence says so (``every`` rounds and the last round), after the
+   history log's earlier lines are synced; a store that misses its write quorum raises
+   ``CheckpointError`` and the round is never reported;
+2. the round's record, appended to the history log (synced before the next checkpoint and
+   at close: lines after the newest checkpoint are cut on resume anyway);
 3. only then the observers (progress, ``on_round`` hooks) hear of it (``RunLifecycle``).
 
 A crash between 1 and 2 loses no record: the checkpoint carries the record of its own last
@@ -47,6 +49,7 @@ class CheckpointCommit:
 
     def commit(self, state: ServerState) -> None:
         if self.due(state) and self.store is not None:
+            self.history.sync()  # the lines this checkpoint vouches for, durable first
             crash_point("engine.before_checkpoint")
             self.store.save(state)
         if state.last_record is not None:

@@ -1,8 +1,12 @@
-"""The per-round log: one JSON line per finished round, appended and fsynced.
+"""The per-round log: one JSON line per finished round, appended, fsynced before checkpoints.
 
 History is not part of the server state (it would make every checkpoint grow with the run).
 ``HistoryLog`` keeps it in ``history.jsonl`` beside the checkpoints: each round's record is
-appended and fsynced after the round's checkpoint (if any) is durable. On resume the log is
+appended after the round's checkpoint (if any) is durable. The log is fsynced just before
+each checkpoint is written and when it closes, not at every round: a resume cuts the log
+back to the checkpoint's round anyway, so only the lines up to a checkpoint must survive a
+power loss, and those are synced before that checkpoint exists (the checkpoint's own round
+comes back from the checkpoint). That saves an fsync per round. On resume the log is
 cut back to the checkpoint's round: lines of rounds the checkpoint does not hold are dropped
 (they will be run again), a torn last line (a crash mid-append) is dropped with a warning,
 and the checkpoint's own last record is put back if the crash came between the checkpoint
@@ -36,6 +40,10 @@ class History(Protocol):
 
     def append(self, record: Mapping[str, Any]) -> None: ...
 
+    def sync(self) -> None:
+        """Make every record appended so far durable."""
+        ...
+
     def records(self) -> list[Record]: ...
 
     def close(self) -> None: ...
@@ -52,6 +60,9 @@ class MemoryHistory:
 
     def append(self, record: Mapping[str, Any]) -> None:
         self._records.append(dict(record))
+
+    def sync(self) -> None:
+        return None
 
     def records(self) -> list[Record]:
         return list(self._records)
@@ -91,6 +102,7 @@ class HistoryLog:
             raise StorageError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
         if restore and last_record is not None:
             self.append(last_record)
+            self.sync()
 
     def append(self, record: Mapping[str, Any]) -> None:
         if self._fd is None:
@@ -100,9 +112,16 @@ class HistoryLog:
             written = os.write(self._fd, line)
             while written < len(line):  # a short write on a full disk: retry, or raise
                 written += os.write(self._fd, line[written:])
-            os.fsync(self._fd)
         except OSError as exc:
             raise StorageError(f"{self.path}: cannot append ({exc.strerror or exc})") from exc
+
+    def sync(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise StorageError(f"{self.path}: cannot sync ({exc.strerror or exc})") from exc
 
     def records(self) -> list[Record]:
         """Every record in the log (read back from disk: a long run's history need not fit
@@ -111,8 +130,14 @@ class HistoryLog:
         return [json.loads(line) for line in lines if line.strip()]
 
     def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
+        """Sync what was appended and close (a failed sync still closes, then raises)."""
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            self.sync()
+        finally:
+            self._fd = None
             os.close(fd)
 
 

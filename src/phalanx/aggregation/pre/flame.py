@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pydantic import Field
-from sklearn.cluster import HDBSCAN
 
 from phalanx.aggregation.base import Part, RoundContext
 from phalanx.aggregation.rows import Rows
@@ -48,6 +47,9 @@ def majority_cluster(distances: torch.Tensor) -> list[int]:
     n = distances.shape[0]
     if n < 3:
         return list(range(n))
+    # Imported here: scikit-learn costs about 0.9 s to import, paid only by runs using FLAME.
+    from sklearn.cluster import HDBSCAN
+
     clustering = HDBSCAN(
         min_cluster_size=n // 2 + 1,
         min_samples=1,
