@@ -297,3 +297,32 @@ def test_a_store_under_a_file_is_a_checkpoint_error(tmp_path: Path) -> None:
 
     with pytest.raises(CheckpointError, match="cannot write checkpoints to"):
         LocalCheckpointStore(tmp_path / "file" / "store").acquire()
+
+
+def test_aggregator_state_of_every_allowed_dtype_round_trips(tmp_path: Path) -> None:
+    """A per-client table carries int64 ids and float64 scores beside float32 vectors."""
+    state = make_state(3).with_changes(
+        tensors={
+            "centre": torch.arange(4, dtype=torch.float32),
+            "flags.clients": torch.tensor([2, 7, 2**40], dtype=torch.int64),
+            "flags.scores": torch.tensor([0.5, 1.25, 1e-300], dtype=torch.float64),
+        }
+    )
+    store = LocalCheckpointStore(tmp_path / "ckpt")
+    loaded = store.load(store.save(state))
+    for key, tensor in state.tensors.items():
+        assert loaded.tensors[key].dtype == tensor.dtype and torch.equal(
+            loaded.tensors[key], tensor
+        )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [torch.zeros(2, 2), torch.zeros(3, dtype=torch.float16), torch.zeros(3, dtype=torch.int8)],
+)
+def test_aggregator_state_must_be_a_flat_vector_of_an_allowed_dtype(
+    tmp_path: Path, bad: torch.Tensor
+) -> None:
+    state = make_state(3).with_changes(tensors={"x": bad})
+    with pytest.raises(CheckpointError, match="float32, float64 or int64 vector"):
+        LocalCheckpointStore(tmp_path / "ckpt").save(state)

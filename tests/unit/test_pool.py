@@ -80,3 +80,20 @@ def test_a_stacking_aggregator_is_refused_past_the_budget() -> None:
     with pytest.raises(MemoryBudgetError, match=r"3 x 4 float32 = 48 bytes exceeds"):
         pool.add(item(2, 2.0))
     assert torch.allclose(pool.aggregate(RoundContext())[0].vector, torch.full((4,), 2.0))
+
+
+def test_a_stacking_aggregator_is_told_the_client_behind_each_row() -> None:
+    seen: list[tuple[int, ...]] = []
+
+    class Spy(StackingMean):
+        def aggregate(
+            self, updates: torch.Tensor, weights: torch.Tensor, context: RoundContext | None = None
+        ) -> Aggregate:
+            seen.append(context.clients if context is not None else ())
+            return super().aggregate(updates, weights, context)
+
+    pool = UpdatePool(Spy(), CONFIG, dim=4, budget_bytes=10**9)
+    for client in (7, 2, 5):
+        pool.add(item(client, 1.0))
+    _, order = pool.aggregate(RoundContext(round_index=3))
+    assert order == [2, 5, 7] and seen == [(2, 5, 7)]

@@ -33,6 +33,9 @@ from phalanx.errors import CheckpointError
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.safetensors"
 STATE_TENSOR_PREFIX = "state/"  # aggregator state tensors beside "params"
+# What an aggregator may carry between rounds: flat vectors of these dtypes (a per-client
+# table keeps client ids as int64 and scores as float64 beside float32 model-sized vectors).
+STATE_DTYPES = (torch.float32, torch.float64, torch.int64)
 STATE_FILE = "state.json"
 MANIFEST_FILE = "MANIFEST.json"
 PAYLOAD_FILES = (PARAMS_FILE, STATE_FILE)
@@ -167,10 +170,10 @@ def read_verified(read: Callable[[str], bytes], *, where: str, round_: int) -> S
 
 
 def _state_tensor(key: str, tensor: torch.Tensor) -> torch.Tensor:
-    if tensor.dtype != torch.float32 or tensor.dim() != 1:
+    if tensor.dtype not in STATE_DTYPES or tensor.dim() != 1:
         raise CheckpointError(
-            f"aggregator state {key!r} must be a flat float32 vector; got {tensor.dtype} "
-            f"of shape {tuple(tensor.shape)}"
+            f"aggregator state {key!r} must be a flat float32, float64 or int64 vector; "
+            f"got {tensor.dtype} of shape {tuple(tensor.shape)}"
         )
     return tensor.detach().cpu().contiguous()
 
@@ -189,7 +192,8 @@ def _decode_params(raw: bytes, *, where: str) -> tuple[torch.Tensor, dict[str, t
             where, PARAMS_FILE, f"expected tensor 'params' and 'state/*'; got {sorted(tensors)}"
         )
     for name, tensor in [("params", params), *tensors.items()]:
-        if tensor.dtype != torch.float32 or tensor.dim() != 1:
+        allowed = (torch.float32,) if name == "params" else STATE_DTYPES
+        if tensor.dtype not in allowed or tensor.dim() != 1:
             raise problem(where, PARAMS_FILE, f"{name} is {tensor.dtype} {tuple(tensor.shape)}")
     state = {k.removeprefix(STATE_TENSOR_PREFIX): v for k, v in tensors.items()}
     return params, state

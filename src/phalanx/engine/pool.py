@@ -14,7 +14,7 @@ Folding follows arrival order, which the simulation makes deterministic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -128,6 +128,8 @@ class UpdatePool:
         order = sorted(self._held)
         deltas = torch.stack([self._held[c].delta() for c in order])
         weights = torch.tensor([self._held[c].weight for c in order], dtype=torch.float32)
+        # The rows' clients, for parts that judge a client over rounds (persistent flags).
+        context = replace(context, clients=tuple(order))
         return self._aggregator.aggregate(deltas, weights, context), order
 
     def _check_against_median(self, item: Accepted) -> Rejected | None:
