@@ -27,7 +27,7 @@ from phalanx.config import RunConfig
 from phalanx.core.named import Entry
 from phalanx.faults.attacks import ColludingAttack, ModelAttack
 from phalanx.faults.byzantine import ATTACKS
-from phalanx.scenarios import available, scenario_path
+from phalanx.scenarios import available, leading_comment, scenario_path
 
 
 class Topic(StrEnum):
@@ -57,18 +57,8 @@ def list_command(
 def scenarios_table() -> Table:
     table = _table("shipped scenarios (phalanx run NAME)", "name", "what it runs")
     for name in available():
-        table.add_row(name, _leading_comment(scenario_path(name).read_text(encoding="utf-8")))
+        table.add_row(name, leading_comment(scenario_path(name).read_text(encoding="utf-8")))
     return table
-
-
-def _leading_comment(toml: str) -> str:
-    """The comment block a scenario file opens with, as one paragraph."""
-    lines = []
-    for line in toml.splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("#").strip())
-    return " ".join(lines)
 
 
 # --- aggregators and attacks -------------------------------------------------------------

@@ -15,15 +15,19 @@ from phalanx.core.named import Params, Registry, no_params
 SCENARIOS: Registry[Path, Params] = Registry("scenario", params_of=no_params)
 
 
-def header(text: str) -> str:
-    """The opening sentence of a TOML file's leading comment block, on one line."""
+def leading_comment(text: str) -> str:
+    """A TOML file's leading comment block, as one paragraph."""
     lines = []
     for line in text.splitlines():
         if not line.startswith("#"):
             break
         lines.append(line.lstrip("#").strip())
-    joined = " ".join(lines)
-    return re.split(r"(?<=[.:])\s", joined, maxsplit=1)[0].rstrip(".:")
+    return " ".join(lines)
+
+
+def header(text: str) -> str:
+    """The opening sentence of a TOML file's leading comment block, on one line."""
+    return re.split(r"(?<=[.:])\s", leading_comment(text), maxsplit=1)[0].rstrip(".:")
 
 
 def _register_shipped() -> None:
