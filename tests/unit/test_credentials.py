@@ -34,7 +34,8 @@ def test_each_client_is_accepted_with_its_own_token_only(tmp_path: Path) -> None
     book = CredentialBook.load(path)
     for client, token in tokens.items():
         book.verify(client, token)
-    refusals = [(0, tokens[1]), (1, ""), (2, tokens[2] + "x"), (7, tokens[0]), (-1, "x")]
+    refusals = [(0, tokens[1]), (1, ""), (2, tokens[2] + "x"), (7, tokens[0]), (-1, "x"),
+                (0, tokens[0] + "x" * 10_000)]  # fmt: skip
     messages = set()
     for client, token in refusals:
         with pytest.raises(AuthError) as info:
@@ -76,6 +77,12 @@ def test_a_book_damaged_while_loaded_keeps_the_last_good_one(
     assert "keeping the credential book loaded before" in caplog.text
 
 
+def _entry(*, n: int = 16, hash_bytes: int = 32) -> str:
+    kdf = {"name": "scrypt", "n": n, "r": 8, "p": 1, "dklen": 32}
+    entry = {"salt": "ab" * 16, "hash": "cd" * hash_bytes, "kdf": kdf}
+    return json.dumps({"format": "phalanx-credentials", "version": 1, "clients": {"0": entry}})
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
@@ -83,6 +90,8 @@ def test_a_book_damaged_while_loaded_keeps_the_last_good_one(
         ("{", "is not a phalanx credential book"),
         ('{"format": "other", "version": 1, "clients": {}}', "is not a phalanx credential"),
         ('{"format": "phalanx-credentials", "version": 1, "clients": {"0": {}}}', "salt"),
+        (_entry(n=1000), "must be a power of two"),
+        (_entry(hash_bytes=16), "a hash of 16 bytes; dklen says 32"),
     ],
 )
 def test_a_missing_or_malformed_book_is_a_config_error(

@@ -129,3 +129,13 @@ def test_certs_make_writes_private_keys_for_the_owner_only(tmp_path: Path) -> No
                      "client-0.key", "client-1.pem", "client-1.key"}  # fmt: skip
     for key in tmp_path.glob("*.key"):
         assert key.stat().st_mode & 0o777 == 0o600, key
+
+
+def test_certs_make_will_not_replace_a_ca_unasked(tmp_path: Path) -> None:
+    make_local_pki(tmp_path, hosts=["localhost"])
+    ca = (tmp_path / "ca.pem").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a CA"):
+        make_local_pki(tmp_path, hosts=["localhost"])
+    assert (tmp_path / "ca.pem").read_bytes() == ca
+    make_local_pki(tmp_path, hosts=["localhost"], replace=True)
+    assert (tmp_path / "ca.pem").read_bytes() != ca

@@ -1,4 +1,5 @@
-"""Entry point: ``phalanx run``, ``report``, ``checkpoints`` and ``list``.
+"""Entry point: ``phalanx run``, ``report``, ``checkpoints``, ``list``, ``credentials``,
+``certs`` and ``status``.
 
 ``main`` is the one boundary where what escapes a command becomes an exit code and one
 line on stderr, never a traceback: a ``PhalanxError`` exits with its own code; an ``OSError``

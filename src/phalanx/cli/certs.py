@@ -30,13 +30,16 @@ def make(
         str, typer.Option("--clients", help="Client ids to make certificates for, e.g. 0-19.")
     ] = "",
     days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 365,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace a CA already in --out-dir.")
+    ] = False,
 ) -> None:
     """Make ca.pem, server.pem/.key and client-<id>.pem/.key (keys mode 0600)."""
     from phalanx.runtime.grpc.certs import make_local_pki  # cryptography: a server extra
 
     names = [h.strip() for h in hosts.split(",") if h.strip()]
     ids = parse_ids(clients, what="--clients") if clients.strip() else []
-    made = make_local_pki(out_dir, hosts=names, clients=ids, days=days)
+    made = make_local_pki(out_dir, hosts=names, clients=ids, days=days, replace=replace)
     Console().print(
         f"CA {made.ca}; server certificate {made.server_cert} for {', '.join(names)}; "
         f"{len(made.clients)} client certificate(s) in {out_dir}",

@@ -113,10 +113,21 @@ def _write(issuer: Issuer, cert_path: Path, key_path: Path) -> None:
 
 
 def make_local_pki(
-    out_dir: Path, *, hosts: list[str], clients: Iterable[ClientId] = (), days: int = 365
+    out_dir: Path,
+    *,
+    hosts: list[str],
+    clients: Iterable[ClientId] = (),
+    days: int = 365,
+    replace: bool = False,
 ) -> MadeFiles:
     """A CA, a server certificate for ``hosts`` and a certificate per client in
-    ``out_dir``: ca.pem (+ ca.key), server.pem/server.key, client-<id>.pem/.key."""
+    ``out_dir``: ca.pem (+ ca.key), server.pem/server.key, client-<id>.pem/.key. A directory
+    that already holds a CA is refused unless ``replace``: a new CA would silently void
+    every certificate the old one signed."""
+    if (out_dir / "ca.pem").exists() and not replace:
+        raise ConfigError(
+            f"{out_dir} already holds a CA (ca.pem); choose another directory or replace it"
+        )
     if not hosts:
         raise ConfigError("a server certificate needs at least one host name or address")
     if days < 1:

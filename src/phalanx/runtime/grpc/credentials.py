@@ -28,9 +28,10 @@ import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from phalanx.core.files import write_atomic
 from phalanx.errors import AuthError, ConfigError
@@ -41,6 +42,7 @@ FORMAT = "phalanx-credentials"
 SECRET_MODE = 0o600
 TOKEN_BYTES = 32
 NOT_ACCEPTED = "credential not accepted"
+MAX_CREDENTIAL = 256  # characters; an issued token has 43
 
 
 class Scrypt(BaseModel):
@@ -48,15 +50,23 @@ class Scrypt(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(default="scrypt", pattern="^scrypt$")
-    n: int = Field(default=1 << 12, ge=2)
-    r: int = Field(default=8, ge=1)
-    p: int = Field(default=1, ge=1)
+    n: int = Field(default=1 << 12, ge=2, le=1 << 20)  # a power of two
+    r: int = Field(default=8, ge=1, le=32)
+    p: int = Field(default=1, ge=1, le=16)
     dklen: int = Field(default=32, ge=16, le=64)
 
+    @field_validator("n")
+    @classmethod
+    def _power_of_two(cls, n: int) -> int:
+        if n & (n - 1):
+            raise ValueError(f"scrypt's n must be a power of two; got {n}")
+        return n
+
     def derive(self, token: str, salt: bytes) -> bytes:
+        need = 128 * self.r * (self.n + self.p + 2)  # OpenSSL's scrypt working memory
         return hashlib.scrypt(
             token.encode(), salt=salt, n=self.n, r=self.r, p=self.p, dklen=self.dklen,
-            maxmem=256 * self.n * self.r + (1 << 20),
+            maxmem=2 * need + (1 << 20),
         )  # fmt: skip
 
 
@@ -65,6 +75,12 @@ class Entry(BaseModel):
     salt: str = Field(pattern="^[0-9a-f]{32,}$")
     hash: str = Field(pattern="^[0-9a-f]{32,}$")
     kdf: Scrypt
+
+    @model_validator(mode="after")
+    def _hash_length(self) -> Entry:
+        if len(self.hash) != 2 * self.kdf.dklen:
+            raise ValueError(f"a hash of {len(self.hash) // 2} bytes; dklen says {self.kdf.dklen}")
+        return self
 
 
 class BookFile(BaseModel):
@@ -79,7 +95,10 @@ def new_entry(token: str, kdf: Scrypt) -> Entry:
     return Entry(salt=salt.hex(), hash=kdf.derive(token, salt).hex(), kdf=kdf)
 
 
-_DUMMY = new_entry(secrets.token_urlsafe(TOKEN_BYTES), Scrypt())
+@cache
+def _dummy(kdf: Scrypt) -> Entry:
+    """What an unknown id is checked against: the same work as a known one's check."""
+    return new_entry(secrets.token_urlsafe(TOKEN_BYTES), kdf)
 
 
 @dataclass(frozen=True)
@@ -176,11 +195,15 @@ class CredentialBook:
         for an unknown id, a revoked one and a wrong token)."""
         self._refresh()
         entry = self._book.clients.get(client)
-        known = entry is not None
-        entry = entry or _DUMMY
+        known = entry is not None and len(credential) <= MAX_CREDENTIAL
+        entry = entry or _dummy(self._typical_kdf())
+        credential = credential[:MAX_CREDENTIAL]  # a huge one costs no more than a token
         derived = entry.kdf.derive(credential, bytes.fromhex(entry.salt))
         if not (hmac.compare_digest(derived, bytes.fromhex(entry.hash)) and known):
             raise AuthError(f"client {client}: {NOT_ACCEPTED}")
+
+    def _typical_kdf(self) -> Scrypt:
+        return next(iter(self._book.clients.values())).kdf if self._book.clients else Scrypt()
 
     def _refresh(self) -> None:
         stamp = _stamp(self.path)
