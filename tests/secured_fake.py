@@ -43,7 +43,8 @@ class SecuredHandlers:
 
     def _check(self, caller: Caller) -> None:
         expected = self.sessions.get(caller.client, "")
-        if not (secrets.compare_digest(expected, caller.session) and expected):
+        # bytes, not str: compare_digest refuses non-ASCII text with a TypeError
+        if not (secrets.compare_digest(expected.encode(), caller.session.encode()) and expected):
             raise AuthError(f"client {caller.client}: {NOT_ACCEPTED}")
         self.limiter.charge(caller.client)
 
@@ -95,7 +96,7 @@ class SecuredHandlers:
         return Ack(ENVELOPE)
 
     async def status(self, query: StatusQuery) -> CoordinatorStatus:
-        if not secrets.compare_digest(query.credential, OPERATOR):
+        if not secrets.compare_digest(query.credential.encode(), OPERATOR.encode()):
             raise AuthError(f"operator: {NOT_ACCEPTED}")
         members = tuple(
             MemberStatus(client, client in self.sessions, 0.25 if client in self.sessions else None)

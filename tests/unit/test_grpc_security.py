@@ -96,7 +96,7 @@ def test_the_catalogue_maps_auth_errors_to_unauthenticated() -> None:
 
 def test_an_unauthenticated_caller_gets_nothing_but_unauthenticated(served: Served) -> None:
     good = served.join(1)
-    forged = Caller(Envelope(), 1, "not-the-session")
+    forged = Caller(Envelope(), 1, "not-the-session-\u00e9")  # non-ASCII, too
     unknown = Caller(Envelope(), 42, good.session)  # a real session, the wrong client
     failure = TaskFailure(TaskKey(1, 1, 0), FailureKind.CRASH, "x")
     calls = {
