@@ -158,10 +158,14 @@ class FakeCoordinator:
 
 
 class Served:
-    """``fake`` served on 127.0.0.1 (an ephemeral port, kept across ``stop``/``start``)."""
+    """``fake`` served on 127.0.0.1 (an ephemeral port, kept across ``stop``/``start``),
+    over TLS when given server credentials."""
 
-    def __init__(self, fake: FakeCoordinator) -> None:
+    def __init__(
+        self, fake: FakeCoordinator, credentials: grpc.ServerCredentials | None = None
+    ) -> None:
         self.fake = fake
+        self._credentials = credentials
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -175,7 +179,11 @@ class Served:
     def start(self) -> None:
         async def start() -> grpc.aio.Server:
             server = build_server(self.fake, LIMITS)
-            self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+            address = f"127.0.0.1:{self.port}"
+            if self._credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, self._credentials)
             await server.start()
             return server
 

@@ -10,10 +10,14 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
+import grpc
 import pytest
 import torch
+from tests import client_app
 from tests.fake_coordinator import LIMITS, TOKEN, FakeCoordinator, Served, task
+from tests.pki import make_pki
 from torch import nn
 
 from phalanx.client import TrainContext
@@ -29,8 +33,11 @@ from phalanx.runtime.grpc.client import (
     Deadlines,
     Retrying,
     Shard,
+    TlsFiles,
     TransportError,
     app_shard,
+    load_app,
+    tls_credentials,
 )
 from phalanx.runtime.grpc.client.assemble import ClientSettings, build_agent
 from phalanx.runtime.grpc.client.calls import CoordinatorCalls
@@ -348,3 +355,56 @@ def test_fault_specs_are_checked() -> None:
     for bad in ("explode@1", "crash", "crash:nan@1", "corrupt:melt@1"):
         with pytest.raises(ConfigError, match="--fault"):
             parse_fault(bad)
+
+
+def test_mutual_tls_from_pem_files(tmp_path: Path) -> None:
+    """The client's channel over TLS with a client certificate (``--tls-ca/-cert/-key``); a
+    client without one is refused in the handshake and gives up within its bound."""
+    pki = make_pki(tmp_path)
+    credentials = grpc.ssl_server_credentials(
+        [(pki.server_key.read_bytes(), pki.server_cert.read_bytes())],
+        root_certificates=pki.ca.read_bytes(), require_client_auth=True,
+    )  # fmt: skip
+    served = Served(FakeCoordinator(), credentials)
+    served.start()
+    try:
+        work = shard()
+        served.fake.tasks.append(task(0, ME, publish(served, work)))  # type: ignore[arg-type]
+        served.fake.finish = True
+        tls = TlsFiles(pki.ca, pki.client_cert, pki.client_key)
+        run_bounded(agent_for(served, work, tls=tls))
+        assert [u.key.round for u in served.fake.updates] == [0]
+
+        options = AgentOptions(give_up_s=1.0)
+        anonymous = agent_for(served, work, tls=TlsFiles(pki.ca), options=options)
+        with pytest.raises(TransportError, match="gave up"):
+            run_bounded(anonymous)
+        assert len(served.fake.joins) == 1
+    finally:
+        served.close()
+
+
+def test_tls_files_are_checked(tmp_path: Path) -> None:
+    assert tls_credentials(TlsFiles()) is None
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("hello")
+    with pytest.raises(ConfigError, match="not a PEM file"):
+        tls_credentials(TlsFiles(not_pem))
+    with pytest.raises(ConfigError, match="cannot read"):
+        tls_credentials(TlsFiles(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="both --tls-cert and --tls-key"):
+        tls_credentials(TlsFiles(cert=not_pem))
+
+
+def test_an_app_is_named_module_colon_object() -> None:
+    app = load_app("tests.client_app:APP")
+    assert len(app.clients) == 4 and app.train is client_app.train
+    assert len(load_app("tests.client_app:make").clients) == 4  # a factory is called
+    for spec, problem in (
+        ("tests.client_app", "not of the form"),
+        ("tests.no_such_module:APP", "cannot import"),
+        ("tests.client_app:MISSING", "has no 'MISSING'"),
+        ("tests.client_app:NOT_AN_APP", "gives no model, clients, train"),
+    ):
+        with pytest.raises(ConfigError, match=problem):
+            load_app(spec)
