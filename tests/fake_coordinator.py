@@ -4,7 +4,8 @@ servicer (``build_server``) on a loopback port, on an event loop of its own thre
 The script is a queue of tasks handed out in order, then FINISHED once ``finish`` is set
 and the queue is empty (NONE_YET after a short wait until then). Everything a client does
 is recorded (joins, heartbeats, model downloads, admitted pushes, updates, failed pushes,
-reports, leaves). ``stop`` and ``start`` again on the same port play a coordinator restart:
+reports, leaves); a second push of a key already received is refused as a duplicate.
+``stop`` and ``start`` again on the same port play a coordinator restart:
 the sessions are forgotten, so the next call of an old session is UNAUTHENTICATED.
 """
 
@@ -31,7 +32,7 @@ from phalanx.core.messages import (
     TrainTask,
 )
 from phalanx.core.tensors import payload_digest
-from phalanx.errors import AuthError, PhalanxError, StaleError
+from phalanx.errors import AuthError, DuplicateError, PhalanxError, StaleError
 from phalanx.runtime.grpc.assembly import WireLimits, raw_bytes, specs_of
 from phalanx.runtime.grpc.servicer import build_server
 from phalanx.runtime.grpc.session import (
@@ -136,6 +137,8 @@ class FakeCoordinator:
     async def admit_update(self, caller: Caller, header: UpdateHeader) -> None:
         self._check(caller)
         self.admitted.append(header)
+        if any(update.key == header.key for update in self.updates):  # idempotent by key
+            raise DuplicateError(f"update {header.key} was already received")
         refusal = self.refuse(header)
         if refusal is not None:
             raise refusal

@@ -109,8 +109,8 @@ def agent_for(served: Served, work: Shard, **kw: object) -> ClientAgent:
     return build_agent(work, settings)
 
 
-def run_bounded(agent: ClientAgent, timeout_s: float = 30.0) -> None:
-    """``agent.run()`` on a thread, joined within ``timeout_s``; its error re-raised."""
+def start_agent(agent: ClientAgent) -> tuple[threading.Thread, list[BaseException]]:
+    """``agent.run()`` on a thread of its own, and where its error will be."""
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -121,13 +121,22 @@ def run_bounded(agent: ClientAgent, timeout_s: float = 30.0) -> None:
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
+    return thread, errors
+
+
+def join_agent(thread: threading.Thread, errors: list[BaseException], timeout_s: float) -> None:
     thread.join(timeout_s)
     assert not thread.is_alive(), "the agent did not finish in time"
     if errors:
         raise errors[0]
 
 
-def wait_for(condition: object, timeout_s: float = 10.0) -> None:
+def run_bounded(agent: ClientAgent, timeout_s: float = 30.0) -> None:
+    """``agent.run()`` on a thread, joined within ``timeout_s``; its error re-raised."""
+    join_agent(*start_agent(agent), timeout_s)
+
+
+def wait_for(condition: object, timeout_s: float = 30.0) -> None:
     end = time.monotonic() + timeout_s
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < end, "condition not met in time"
@@ -202,8 +211,7 @@ def test_reconnects_and_joins_again_after_a_coordinator_restart(served: Served) 
     v0 = publish(served, work)
     fake.tasks.append(task(0, ME, v0))  # type: ignore[arg-type]
     agent = agent_for(served, work)
-    thread = threading.Thread(target=lambda: run_bounded(agent), daemon=True)
-    thread.start()
+    thread, errors = start_agent(agent)
     wait_for(lambda: len(fake.updates) == 1)
 
     served.stop()  # the coordinator dies: every session with it
@@ -212,11 +220,10 @@ def test_reconnects_and_joins_again_after_a_coordinator_restart(served: Served) 
     fake.tasks.append(task(1, ME, v0))  # type: ignore[arg-type]
     fake.finish = True
     served.start()
-    thread.join(30)
+    join_agent(thread, errors, 30.0)
 
-    assert not thread.is_alive()
-    assert len(fake.joins) == 2  # joined again once, after the restart
-    assert [u.key.round for u in fake.updates] == [0, 1]
+    assert len(fake.joins) == 2, fake.joins  # joined again once, after the restart
+    assert [u.key.round for u in fake.updates] == [0, 1], fake.admitted
     assert agent.session.calls.connection.resets >= 1
 
 
@@ -408,3 +415,26 @@ def test_an_app_is_named_module_colon_object() -> None:
     ):
         with pytest.raises(ConfigError, match=problem):
             load_app(spec)
+
+
+def test_a_straggler_is_slow_for_real(served: Served) -> None:
+    """20x slower (the scenario's straggle_factor): with partial work it plans the steps
+    that fit at its slowed pace and sends them in time; without, it runs over and says so."""
+    work = shard()
+    fake = served.fake
+    v0 = publish(served, work)
+    fake.tasks.extend(
+        [
+            task(0, ME, v0),
+            task(1, ME, v0, ttl_s=1.0, partial=True),
+            task(2, ME, v0, ttl_s=0.3),
+        ]  # type: ignore[arg-type]
+    )
+    fake.finish = True
+    agent = agent_for(served, work, faults=("straggle@1", "straggle@2"))
+
+    run_bounded(agent)
+
+    assert [(u.key.round, u.steps_planned) for u in fake.updates] == [(0, 4), (1, 4)]
+    assert 1 <= fake.updates[1].steps_done < 4
+    assert [(r.key.round, r.kind) for r in fake.reports] == [(2, FailureKind.TIMEOUT)]

@@ -53,6 +53,7 @@ from phalanx.types import FailureKind, FaultKind
 
 log = logging.getLogger("phalanx.client")
 REPORT_S = 10.0  # at most this long spent reporting one failure
+PLAN_SHARE = 0.9  # partial work plans for this share of the time left: room for noise
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class ClientAgent:
 
         def trainer(task: TrainTask, model: PublishedModel) -> Trained | ClientFault:
             total = self.shard.total_steps(task.config)
-            steps = steps_to_do(total, timer.left(), pace, task.config.partial)
+            steps = steps_to_do(total, PLAN_SHARE * timer.left(), pace, task.config.partial)
             try:
                 trained = self.shard.train(task, model, steps)
             except Exception as exc:  # the user's code: a failure to report, not a crash of ours
@@ -264,7 +265,7 @@ class ClientAgent:
         """Push, then cut the connection mid-stream; come back after ``reconnect_s``."""
         calls = self.session.calls
         total = sum(t.numel() for t in update.tensors.values()) * 4
-        cut = Cut(1 + -(-total // calls.connection.limits.chunk_bytes) // 2, threading.Event())
+        cut = Cut(1 + -(-total // calls.connection.limits.chunk_bytes) // 2)
         try:
             calls.push(self.session.caller, update, max(task.config.ttl_s, 1.0), cut)
             log.warning("injected drop: the push of %s completed before the cut", task.key)

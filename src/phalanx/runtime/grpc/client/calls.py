@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
@@ -49,11 +49,14 @@ class Deadlines:
 
 @dataclass(frozen=True)
 class Cut:
-    """A push to be cut off mid-stream: after ``parts`` messages went out, the connection
-    is closed under it (an injected drop); ``sent`` is set when that point is reached."""
+    """A push to be cut off mid-stream: after ``parts`` messages went out (``sent`` is set
+    when gRPC took them, and ``flush_s`` later they are on the wire), the connection is
+    closed under it (an injected drop)."""
 
     parts: int
-    sent: threading.Event
+    sent: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    flush_s: float = 0.3
 
 
 class CoordinatorCalls:
@@ -112,7 +115,9 @@ class CoordinatorCalls:
                 return serde.parse_push_reply(stream(parts, timeout=timeout))
             future = stream.future(_cut_short(parts, cut), timeout=timeout)
             cut.sent.wait(timeout)
+            threading.Event().wait(cut.flush_s)  # what was handed to gRPC goes out
             self.connection.reset(self.connection.current()[1])
+            cut.done.set()
             return serde.parse_push_reply(future.result(timeout=timeout))
 
         return self._guarded(call)
@@ -153,7 +158,7 @@ def _cut_short(parts: Iterator[bytes], cut: Cut) -> Iterator[bytes]:
     for index, part in enumerate(parts):
         if index == cut.parts:
             cut.sent.set()
-            threading.Event().wait(5.0)  # the cut cancels the call before this ends
+            cut.done.wait(5.0)  # the stream ends with the cut
             return
         yield part
     cut.sent.set()

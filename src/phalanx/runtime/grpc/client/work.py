@@ -23,7 +23,12 @@ from torch import nn
 
 from phalanx.client.payload import Trained
 from phalanx.client.reload import ReloadedCopy
-from phalanx.client.sdk import context_for, run_user_training, total_steps
+from phalanx.client.sdk import (
+    context_for,
+    preload_lazy_imports,
+    run_user_training,
+    total_steps,
+)
 from phalanx.config import RunConfig, TrainingConfig
 from phalanx.core.messages import TaskConfig, TrainTask
 from phalanx.core.models import PublishedModel
@@ -125,6 +130,7 @@ def app_shard(app: ClientApp, config: RunConfig, client: int, *, byzantine: bool
     _check_id(client, app.clients, "the app's clients")
     config = config.for_clients(len(app.clients))
     template, manifest = template_of(app.model, config.seed)
+    preload_lazy_imports()  # not on the first task's clock (torch.optim's first use: ~1 s)
     shape = infer_data_shape(app.clients, None)
     data = poisoned(config, app.clients, shape, byzantine=byzantine)[client]
     copies = ReloadedCopy(template)
