@@ -227,6 +227,33 @@ def test_reconnects_and_joins_again_after_a_coordinator_restart(served: Served) 
     assert agent.session.calls.connection.resets >= 1
 
 
+def test_a_session_refused_at_once_ends_the_client_instead_of_a_loop(served: Served) -> None:
+    """No call succeeded and no reconnection since the join: no restart to recover from."""
+    served.fake.amnesia = True
+    with pytest.raises(AuthError, match="is not known"):
+        run_bounded(agent_for(served, shard()))
+    assert len(served.fake.joins) == 1
+
+
+def test_a_restart_before_the_first_call_is_recovered_too(served: Served) -> None:
+    """Joined, then the coordinator restarts before any call succeeds: the reconnection is
+    the evidence of the restart, so the refused session joins again."""
+    fake = served.fake
+    session = agent_for(served, shard()).session
+    session.join()
+    served.stop()
+    fake.forget_sessions()
+    timer = threading.Timer(0.3, served.start)
+    timer.start()
+    try:
+        reply = session.call("pull", session.calls.pull, deadline_s=20.0)
+    finally:
+        timer.join()
+        session.calls.connection.close()
+
+    assert reply.status.value == "none_yet" and len(fake.joins) == 2
+
+
 def test_a_refused_update_is_never_resent(served: Served) -> None:
     work = shard()
     fake = served.fake
