@@ -24,7 +24,13 @@ from phalanx.client import TrainContext
 from phalanx.config import RunConfig, build_config
 from phalanx.core.messages import Envelope
 from phalanx.core.tensors import flatten
-from phalanx.errors import AuthError, ConfigError, StaleError, VersionMismatchError
+from phalanx.errors import (
+    AuthError,
+    ConfigError,
+    RuntimeBackendError,
+    StaleError,
+    VersionMismatchError,
+)
 from phalanx.runtime.grpc.client import (
     AgentOptions,
     Backoff,
@@ -268,6 +274,23 @@ def test_a_refused_update_is_never_resent(served: Served) -> None:
     assert [h.key.round for h in fake.admitted] == [0, 1]  # round 0 pushed once
     assert [u.key.round for u in fake.updates] == [1]
     assert agent.stats.refused == 1 and agent.stats.pushed == 1
+
+
+def test_a_push_that_fails_in_the_transport_is_sent_again_whole(served: Served) -> None:
+    """UNAVAILABLE (the coordinator's ``RuntimeBackendError``) is a transport failure: the
+    push is retried, from its header, and arrives once."""
+    work = shard()
+    fake = served.fake
+    fake.tasks.append(task(0, ME, publish(served, work)))  # type: ignore[arg-type]
+    fake.finish = True
+    failures = iter([RuntimeBackendError("restarting")])
+    fake.refuse = lambda header: next(failures, None)
+    agent = agent_for(served, work)
+
+    run_bounded(agent)
+
+    assert len(fake.admitted) == 2 and [u.key.round for u in fake.updates] == [0]
+    assert agent.stats.pushed == 1 and agent.stats.refused == 0
 
 
 def test_another_protocol_version_names_both(served: Served) -> None:
