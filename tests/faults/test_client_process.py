@@ -118,7 +118,7 @@ def test_a_refused_credential_exits_11(served: Served, tmp_path: Path) -> None:
 def test_sigterm_says_goodbye_and_exits_143(served: Served, tmp_path: Path) -> None:
     process = start(served, tmp_path)
     deadline = time.monotonic() + WAIT_S
-    while not served.fake.joins:  # joined: now long-polling for work that never comes
+    while not served.fake.heartbeats:  # joined: now long-polling for work that never comes
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
