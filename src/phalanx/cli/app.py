@@ -22,6 +22,7 @@ from rich.console import Console
 
 from phalanx.cli.certs import certs_app
 from phalanx.cli.checkpoints import checkpoints_app
+from phalanx.cli.client import client
 from phalanx.cli.credentials import credentials_app
 from phalanx.cli.listing import list_command
 from phalanx.cli.report import report
@@ -38,6 +39,7 @@ app = typer.Typer(
 app.command("run")(run)
 app.command("report")(report)
 app.command("list")(list_command)
+app.command("client")(client)
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(certs_app, name="certs")
