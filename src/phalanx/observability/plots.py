@@ -250,6 +250,6 @@ def _finish(fig: Figure, panels: Sequence[tuple[Axes, Sequence[Artist]]], path: 
             ax.legend(handles=list(handles), loc="upper left", bbox_to_anchor=(1.08, 1.0),
                       fontsize="small", frameon=False)  # fmt: skip
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, buffer.getvalue())
