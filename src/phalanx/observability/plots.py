@@ -206,7 +206,7 @@ def _steps(
     """``ax.stairs`` without its walk over every segment of the outline to find the data
     limits (a Python loop, the bulk of building a long run's panel): they are the corners.
     One ``baseline`` value is a flat baseline (an outline, not drawn back along it)."""
-    flat = baseline[0] if len(baseline) == 1 else baseline
+    flat: Any = baseline[0] if len(baseline) == 1 else baseline  # the stub says float only
     patch = StepPatch(values, edges, baseline=flat, **style)
     ax.add_artist(patch)
     low = min(*baseline, *values)
