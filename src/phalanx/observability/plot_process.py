@@ -33,7 +33,7 @@ from phalanx.observability.summary import History
 
 log = logging.getLogger("phalanx.observability")
 
-DRAW_TIMEOUT_S = 120.0  # a 1,000-round run draws in about a second on an idle core
+DRAW_TIMEOUT_S = 120.0  # a 1,000-round run draws in well under a second on an idle core
 _REAP_S = 5.0
 _ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
