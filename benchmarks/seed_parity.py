@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     # Piped output has no width; give the five columns room instead of wrapping at 80.
     console = Console() if sys.stdout.isatty() else Console(width=120)
     wanted = set(args.only or [c.key for c in contenders(None)])
+    load_before = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
         seed = open_seed(stack, console) if "seed" in wanted else None
         chosen = [c for c in contenders(seed) if c.key in wanted]
@@ -93,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     medians = {key: summarise(r) for key, r in runs.items()}
     rows = [(c.label, medians[c.key]) for c in chosen]
     verdicts = checks(medians)
-    info = machine_info(args.repeats)
+    # The host may be shared: the load beside the numbers says how far to trust them.
+    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    info = {**machine_info(args.repeats), "load average (1 min)": load}
     render(console, rows, verdicts)
+    console.print(f"load average (1 min): {load}", highlight=False)
     if args.json:
         payload = {
             "machine": info,

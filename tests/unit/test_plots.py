@@ -81,14 +81,3 @@ def test_the_accuracy_title_says_what_is_drawn_and_how_often() -> None:
     assert _accuracy_title(sparse, ["accuracy"]) == (
         "global model on the test set: accuracy, measured after 2 of 4 rounds"
     )
-
-
-def test_plots_imported_in_the_background_draw_the_same(tmp_path: Path) -> None:
-    from phalanx.observability import report
-
-    report.prepare_plots()
-    report.prepare_plots()  # once only
-    history = [_robust_round(r) for r in range(3)]
-    report._plot(tmp_path, history)
-    assert report._prefetch is not None and not report._prefetch.is_alive()
-    assert (tmp_path / "faults.png").read_bytes().startswith(b"\x89PNG")

@@ -27,7 +27,8 @@ from phalanx.coordinator.rundir import (
     read_saved_config,
 )
 from phalanx.errors import ConfigError, NoProgressError
-from phalanx.observability.report import prepare_plots, write_run_outputs
+from phalanx.observability.plot_process import PlotProcess
+from phalanx.observability.report import write_run_outputs
 from phalanx.observability.summary import render_summary, summarize
 from phalanx.scenarios import available, scenario_path
 from phalanx.simulation import RunResult, Simulation
@@ -127,12 +128,25 @@ def _run(
     if threads < 1:
         raise ConfigError(f"--threads must be at least 1; got {threads}")
     torch.set_num_threads(threads)
+    # The plots are drawn by a helper process, which imports matplotlib on another core
+    # while the run trains; it is killed and reaped on every way out of here.
+    drawer = PlotProcess() if plots else None
+    try:
+        _run_with(scenario, overrides, out, force, resume, threads, quiet, drawer, wall_start)
+    finally:
+        if drawer is not None:
+            drawer.close()
+
+
+def _run_with(
+    scenario: str | None, overrides: list[str], out: Path | None, force: bool,
+    resume: Path | None, threads: int, quiet: bool, drawer: PlotProcess | None,
+    wall_start: float,
+) -> None:  # fmt: skip
     if out is not None:
         check_directory_argument(out, "--out")
     config = resolve_config(scenario, overrides, resume)
     simulation = Simulation(config)  # names (aggregator, attack) fail here, before any output
-    if plots:
-        prepare_plots()  # matplotlib imports in a background thread while the run trains
     directory = run_directory(config, out, resume, force=force, threads=threads)
     console = Console()
     if out is None and resume is None:
@@ -145,7 +159,7 @@ def _run(
             if not isinstance(stop.result, RunResult):
                 raise typer.Exit(stop.exit_code) from None
             result, code = stop.result, stop.exit_code
-    finish(console, directory.path, config, result, wall_start, plots=plots)
+    finish(console, directory.path, config, result, wall_start, drawer=drawer)
     if code:
         console.print(stopped(directory.path, result, code), soft_wrap=True, highlight=False)
         raise typer.Exit(code)
@@ -159,8 +173,9 @@ def _run(
 
 def finish(
     console: Console, out_dir: Path, config: RunConfig, result: RunResult, wall_start: float,
-    *, plots: bool,
+    *, drawer: PlotProcess | None,
 ) -> None:  # fmt: skip
+    """Write summary.json and (with a ``drawer``) the plots; print the summary table."""
     summary = summarize(
         result.history,
         wall_time_s=time.perf_counter() - wall_start,
@@ -173,9 +188,11 @@ def finish(
         },
     )
     # The summary as written: its wall_time_s is the process's, up to the outputs written.
-    summary = write_run_outputs(out_dir, result.history, summary, plots=plots)
+    summary = write_run_outputs(
+        out_dir, result.history, summary, plots=drawer is not None, drawer=drawer
+    )
     console.print(render_summary(summary))
-    drawn = ", accuracy.png, faults.png" if plots else ""
+    drawn = ", accuracy.png, faults.png" if drawer is not None else ""
     console.print(f"outputs in {out_dir}/ (summary.json, history.jsonl{drawn})")
 
 

@@ -21,6 +21,7 @@ from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import StepPatch
 from matplotlib.ticker import MaxNLocator
 
 from phalanx.core.files import write_atomic
@@ -95,8 +96,8 @@ def plot_faults(history: History, path: Path) -> None:
     if watch:
         handles: list[Artist] = []
         for label, values, color in watch:
-            handles.append(axes[1].stairs(_bin(values, size), edges, color=color, label=label,
-                                          linewidth=1.5))  # fmt: skip
+            handles.append(_steps(axes[1], _bin(values, size), edges, [0.0], fill=False,
+                                  color=color, label=label, linewidth=1.5))  # fmt: skip
         axes[1].set_ylabel("clients")
         axes[1].set_ylim(bottom=0)
         panels.append((axes[1], handles))
@@ -129,8 +130,8 @@ def _stack(ax: Axes, edges: list[float], layers: list[Series], size: int) -> lis
     for label, per_round, color in layers:
         heights = _bin(per_round, size)
         top = [b + h for b, h in zip(bottom, heights, strict=True)]
-        handles.append(ax.stairs(top, edges, baseline=bottom, fill=True, color=color,
-                                 label=label, linewidth=0))  # fmt: skip
+        handles.append(_steps(ax, top, edges, bottom, fill=True, color=color, label=label,
+                              linewidth=0))  # fmt: skip
         bottom = top
     return handles
 
@@ -199,6 +200,22 @@ def _discarded_band(ax: Axes, edges: list[float], share: list[float]) -> Artist 
 # --- shared --------------------------------------------------------------------------------
 
 
+def _steps(
+    ax: Axes, values: list[float], edges: list[float], baseline: list[float], **style: Any
+) -> Artist:
+    """``ax.stairs`` without its walk over every segment of the outline to find the data
+    limits (a Python loop, the bulk of building a long run's panel): they are the corners.
+    One ``baseline`` value is a flat baseline (an outline, not drawn back along it)."""
+    flat: Any = baseline[0] if len(baseline) == 1 else baseline  # the stub says float only
+    patch = StepPatch(values, edges, baseline=flat, **style)
+    ax.add_artist(patch)
+    low = min(*baseline, *values)
+    ax.update_datalim([(edges[0], low), (edges[-1], max(*baseline, *values))])
+    patch.sticky_edges.y.append(min(baseline))
+    ax.autoscale_view()
+    return patch
+
+
 def _kinds(history: History, key: str, order: type[FailureKind | RejectReason]) -> list[str]:
     """Keys of ``key`` present in the history: the enumeration's order, then unknown ones."""
     present = {kind for r in history for kind, n in r[key].items() if n}
@@ -250,6 +267,6 @@ def _finish(fig: Figure, panels: Sequence[tuple[Axes, Sequence[Artist]]], path: 
             ax.legend(handles=list(handles), loc="upper left", bbox_to_anchor=(1.08, 1.0),
                       fontsize="small", frameon=False)  # fmt: skip
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, buffer.getvalue())

@@ -2,12 +2,14 @@
 
 ``history.jsonl`` is the run lifecycle's per-round log, appended as rounds commit;
 ``write_run_outputs`` writes the rest at the end of a run, every file atomically and
-``summary.json`` last, so a summary on disk means the outputs are complete and its
-``wall_time_s`` covers them. ``redraw`` rebuilds the plots (and, if ``summary.json`` is
-missing, the summary) from ``history.jsonl`` alone, so a finished run can be re-plotted
-after the plotting code changes. A history whose last line was torn by a crash or a full
-disk is read without that line (with one warning); damage anywhere else is an error. OS
-and JSON errors are translated here into ``PhalanxError`` with a message naming the file.
+``summary.json`` last, so its ``wall_time_s`` covers them. The plots are drawn here or by a
+``PlotProcess`` started when the run began; if they cannot be drawn, ``summary.json`` is
+still written and the ``StorageError`` saying why raised after it. ``redraw`` rebuilds the
+plots (and, if ``summary.json`` is missing, the summary) from ``history.jsonl`` alone, so a
+finished run can be re-plotted after the plotting code changes. A history whose last line
+was torn by a crash or a full disk is read without that line (with one warning); damage
+anywhere else is an error. OS and JSON errors are translated here into ``PhalanxError``
+with a message naming the file.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phalanx.core.files import write_atomic
 from phalanx.errors import PhalanxError, StorageError
 from phalanx.observability.summary import History, summarize
+
+if TYPE_CHECKING:
+    from phalanx.observability.plot_process import PlotProcess
 
 log = logging.getLogger("phalanx.observability")
 
@@ -48,22 +52,29 @@ def process_wall_time_s() -> float:
 
 
 def write_run_outputs(
-    out_dir: Path, history: History, summary: Mapping[str, Any], *, plots: bool = True
+    out_dir: Path,
+    history: History,
+    summary: Mapping[str, Any],
+    *,
+    plots: bool = True,
+    drawer: PlotProcess | None = None,
 ) -> dict[str, Any]:
-    """Write (unless ``plots`` is False) both plots into ``out_dir``, then ``summary.json``,
-    whose ``wall_time_s`` becomes this process's wall time so far (start to outputs
-    written). Returns the summary as written.
+    """Draw (unless ``plots`` is False; in ``drawer`` if given, else here) both plots into
+    ``out_dir``, then write ``summary.json``, whose ``wall_time_s`` becomes this process's
+    wall time so far (start to outputs written). Returns the summary as written.
 
-    ``history.jsonl`` is not written here: the run lifecycle appends it round by round."""
+    ``history.jsonl`` is not written here: the run lifecycle appends it round by round.
+    Plots that cannot be drawn raise ``StorageError``, after ``summary.json`` is written."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if plots:
-            _plot(out_dir, history)
+        failure = _draw(out_dir, history, drawer) if plots else None
         written = {**summary, "wall_time_s": process_wall_time_s()}
         text = json.dumps(written, indent=2, sort_keys=True) + "\n"
         write_atomic(out_dir / SUMMARY_FILE, text.encode())
     except OSError as exc:
         raise StorageError(f"cannot write run outputs to {out_dir}: {exc}") from exc
+    if failure is not None:
+        raise StorageError(f"{failure} ({SUMMARY_FILE} was written in {out_dir})")
     return written
 
 
@@ -80,7 +91,7 @@ def redraw(out_dir: Path) -> dict[str, Any]:
     else:
         summary = summarize(history, wall_time_s=0.0, train_time_s=0.0)
     try:
-        _plot(out_dir, history)
+        draw_plots(out_dir, history)
     except OSError as exc:
         raise StorageError(f"cannot redraw plots in {out_dir}: {exc}") from exc
     return summary
@@ -104,32 +115,28 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-_prefetch: threading.Thread | None = None
+def _draw(out_dir: Path, history: History, drawer: PlotProcess | None) -> StorageError | None:
+    """Draw both plots (in ``drawer`` if given); the error that kept them from disk, if any."""
+    try:
+        if drawer is not None:
+            drawer.draw(out_dir, history)
+        else:
+            draw_plots(out_dir, history)
+    except StorageError as exc:
+        return exc
+    except OSError as exc:
+        return StorageError(f"plots not drawn in {out_dir}: {exc}")
+    return None
 
 
-def prepare_plots() -> None:
-    """Import matplotlib (~0.35 s, most of what drawing costs) in a background thread while
-    the run trains, so the plots at the end wait only for the drawing. Torch releases the
-    GIL in its kernels, so on a second core the import costs the run almost no wall time.
-    Call it where a run that will draw starts; never where worker processes are forked."""
-    global _prefetch
-    if _prefetch is None:
-        _prefetch = threading.Thread(target=_import_plots, name="phalanx-plots-import", daemon=True)
-        _prefetch.start()
-
-
-def _import_plots() -> None:
-    import phalanx.observability.plots  # noqa: F401
-
-
-def _plot(out_dir: Path, history: History) -> None:
-    # matplotlib costs ~0.35 s to import: only runs that draw pay for it.
-    if _prefetch is not None:
-        _prefetch.join()
+def draw_plots(out_dir: Path, history: History) -> list[str]:
+    """Draw both plots into ``out_dir`` in this process; returns their file names."""
+    # matplotlib costs ~0.4 s to import: only processes that draw pay for it.
     from phalanx.observability.plots import plot_accuracy, plot_faults
 
     plot_accuracy(history, out_dir / ACCURACY_PLOT)
     plot_faults(history, out_dir / FAULTS_PLOT)
+    return [ACCURACY_PLOT, FAULTS_PLOT]
 
 
 def _read(path: Path) -> str:
