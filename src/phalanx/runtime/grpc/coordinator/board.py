@@ -42,6 +42,7 @@ class TaskBoard:
         self._wake: dict[ClientId, asyncio.Event] = {}
         self._tell: dict[ClientId, list[TaskKey]] = {}
         self._received: set[TaskKey] = set()  # keys answered, this round and later
+        self._expired: dict[TaskKey, float] = {}  # past their time-to-live: by how much
 
     def add(self, task: TrainTask) -> bool:
         """Post ``task``; False (nothing changes) if its key was already posted."""
@@ -51,6 +52,7 @@ class TaskBoard:
         if key.round > self.round:
             self.round = key.round
             self._received = {k for k in self._received if k.round >= key.round}
+            self._expired = {k: t for k, t in self._expired.items() if k.round >= key.round}
         self._pending[key] = Entry(task, self._clock.now())
         self._mail.setdefault(key.client, deque()).append(key)
         wake = self._wake.get(key.client)
@@ -82,7 +84,9 @@ class TaskBoard:
         """Drop the tasks past their time-to-live (the engine has failed them by now)."""
         keys = [k for k, e in self._pending.items() if e.expires_at < now]
         for key in keys:
-            self.drop(key)
+            entry = self.drop(key)
+            if entry is not None:
+                self._expired[key] = entry.expires_at
         return keys
 
     async def take(self, client: ClientId, wait_s: float) -> TrainTask | None:
@@ -112,6 +116,9 @@ class TaskBoard:
         if key in self._received:
             raise DuplicateError(f"task {_name(key)}: its update was already received")
         entry = self._pending.get(key)
+        now = self._clock.now()
+        if entry is None and key in self._expired:
+            raise StaleError(f"task {_name(key)}: late by {now - self._expired[key]:.2f} s")
         if entry is None:
             if key.round < self.round:
                 raise StaleError(
@@ -134,9 +141,9 @@ class TaskBoard:
                 f"({base.sha256[:12]}); the task named version {entry.task.model.version} "
                 f"({entry.task.model.sha256[:12]})"
             )
-        now = self._clock.now()
         if now > entry.expires_at:
             self.drop(key)
+            self._expired[key] = entry.expires_at
             raise StaleError(
                 f"task {_name(key)}: late by {now - entry.expires_at:.2f} s (its "
                 f"time-to-live was {entry.task.config.ttl_s:.2f} s)"
