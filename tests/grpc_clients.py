@@ -80,7 +80,7 @@ class ScriptedClient:
         self.heartbeats = heartbeats
         self.log = ClientLog()
         self.lease: Lease | None = None
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel: grpc.aio.Channel | None = None  # made on the loop that uses it
         self._models: dict[ModelRef, dict[str, torch.Tensor]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -90,9 +90,15 @@ class ScriptedClient:
             raise RuntimeError("join first")
         return Caller(Envelope(), self.client, self.lease.session)
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.target)
+        return self._channel
+
     async def call(self, method: str, data: bytes) -> bytes:
         try:
-            answer: bytes = await self._channel.unary_unary(serde.method_path(method))(
+            answer: bytes = await self.channel.unary_unary(serde.method_path(method))(
                 data, timeout=CALL_TIMEOUT_S
             )
         except grpc.RpcError as error:
@@ -115,8 +121,16 @@ class ScriptedClient:
         """Join, then work until the coordinator says the run is finished."""
         await self.join()
         self.start()
-        await self._tasks[-1]
-        await self.stop()
+        await self.done()
+
+    async def done(self) -> None:
+        """Wait until the run is finished (then leave), or the pull loop fails (then stop,
+        and raise what failed)."""
+        work = self._tasks[1 if self.heartbeats else 0]
+        try:
+            await work
+        finally:
+            await self.stop(leave=self.log.finished)
 
     async def stop(self, *, leave: bool = False) -> None:
         """Stop (as a crash would, unless ``leave``: then say goodbye first)."""
@@ -128,7 +142,8 @@ class ScriptedClient:
         self._tasks.clear()
         if leave and self.lease is not None:
             await self.call("Leave", serde.leave_request(self.caller, "done"))
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
 
     async def _beat(self) -> None:
         interval = self.lease.heartbeat_interval_s if self.lease else 1.0
@@ -173,7 +188,7 @@ class ScriptedClient:
 
     async def model(self, ref: ModelRef) -> dict[str, torch.Tensor]:
         if ref not in self._models:
-            stream = self._channel.unary_stream(serde.method_path("GetModel"))
+            stream = self.channel.unary_stream(serde.method_path("GetModel"))
             receiver = ModelReceiver(ref, WireLimits())
             try:
                 async for part in stream(serde.get_model_request(self.caller, ref)):
@@ -188,7 +203,7 @@ class ScriptedClient:
         """Push ``update``; a refusal is logged, not raised (a client never resends it)."""
         parts = serde.update_parts(self.caller, update, WireLimits().chunk_bytes)
         try:
-            await self._channel.stream_unary(serde.method_path("PushUpdate"))(
+            await self.channel.stream_unary(serde.method_path("PushUpdate"))(
                 parts, timeout=CALL_TIMEOUT_S
             )
             self.log.pushed.append(update.key)
@@ -230,8 +245,19 @@ async def serve_locally(
 
 
 async def _main(target: str, client: ClientId, after_s: float) -> None:
+    """One scripted client as a process: it says on stdout when it joined and which tasks
+    it took, so a test knows when to kill it."""
     torch.set_num_threads(1)
-    await ScriptedClient(target, client, script=lambda key: Answer(after_s=after_s)).run()
+
+    def script(key: TaskKey) -> Answer:
+        print(f"task {key.round} {key.attempt}", flush=True)
+        return Answer(after_s=after_s)
+
+    scripted = ScriptedClient(target, client, script=script)
+    await scripted.join()
+    print("joined", flush=True)
+    scripted.start()
+    await scripted.done()
 
 
 if __name__ == "__main__":

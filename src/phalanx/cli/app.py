@@ -1,4 +1,4 @@
-"""Entry point: ``phalanx run``, ``report``, ``checkpoints`` and ``list``.
+"""Entry point: ``phalanx run``, ``serve``, ``report``, ``checkpoints`` and ``list``.
 
 ``main`` is the one boundary where what escapes a command becomes an exit code and one
 line on stderr, never a traceback: a ``PhalanxError`` exits with its own code; an ``OSError``
@@ -23,6 +23,7 @@ from phalanx.cli.checkpoints import checkpoints_app
 from phalanx.cli.listing import list_command
 from phalanx.cli.report import report
 from phalanx.cli.run import run
+from phalanx.cli.serve import serve
 from phalanx.errors import PhalanxError, StorageError, WorkloadError
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("run")(run)
+app.command("serve")(serve)
 app.command("report")(report)
 app.command("list")(list_command)
 app.add_typer(checkpoints_app, name="checkpoints")

@@ -20,11 +20,11 @@ import grpc
 from phalanx.core.messages import ClientUpdate, Envelope, Event, TaskFailure, TaskKey, TrainTask
 from phalanx.core.models import ModelBook
 from phalanx.engine.clock import WallClock
-from phalanx.engine.membership import Roster
 from phalanx.errors import RuntimeBackendError
 from phalanx.runtime.grpc.coordinator.board import TaskBoard
 from phalanx.runtime.grpc.coordinator.events import EventQueue, UploadSlots
 from phalanx.runtime.grpc.coordinator.liveness import Liveness
+from phalanx.runtime.grpc.coordinator.roster import ServedRoster
 from phalanx.runtime.grpc.coordinator.settings import ServeSettings
 from phalanx.types import ClientId, FailureKind
 
@@ -39,7 +39,7 @@ class GrpcRuntime:
         self.models = models  # the engine publishes each round's model here
         self.settings = settings or ServeSettings()
         self.run_id = run_id
-        self.membership = Roster()
+        self.membership = ServedRoster()
         self.board = TaskBoard(self.clock)
         self.events = EventQueue(self.clock)
         self.uploads = UploadSlots(self.settings.max_uploads)

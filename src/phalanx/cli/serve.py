@@ -1,0 +1,176 @@
+"""``phalanx serve``: run a scenario's engine as a gRPC coordinator for client processes.
+
+The same engine and run lifecycle as ``phalanx run`` (checkpoints, ``--resume``, ``--out``,
+the run-directory lock, SIGINT/SIGTERM, summary, history and plots), over the gRPC runtime
+on the wall clock. Clients join, pull tasks and push updates (``phalanx client``); each round
+waits, bounded by ``selection.member_wait_s`` and saying so, for the members its quorum
+needs. ``--listen HOST:0`` takes any free port: the bound one is printed and, with
+``--port-file``, written to a file.
+
+Who may join: a credential book (hashed credentials per client id) comes with the
+security work; until it is wired, ``--allow-any-client`` must be given to accept every id
+with any credential (a trusted loopback only). TLS plugs in at ``Endpoint.credentials``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+
+from phalanx.cli.progress import round_progress
+from phalanx.cli.run import require_progress, resolve_config, run_directory
+from phalanx.config import RunConfig
+from phalanx.coordinator import RunInterrupted, StopSignals
+from phalanx.errors import ConfigError
+from phalanx.evaluation import classification_evaluator
+from phalanx.observability.report import prepare_plots, write_run_outputs
+from phalanx.observability.summary import render_summary, summarize
+from phalanx.runtime.grpc.assembly import WireLimits
+from phalanx.runtime.grpc.coordinator import AnyCredential, Authenticator, ServeSettings
+from phalanx.runtime.grpc.coordinator.deployment import (
+    Deployment,
+    Endpoint,
+    ServedModel,
+    ServeResult,
+)
+from phalanx.simulation import initial_model, model_manifest
+from phalanx.workloads import build_workload
+
+__all__ = ["serve", "served_model"]
+
+
+def served_model(config: RunConfig) -> ServedModel:
+    """The scenario's built-in workload model (initial weights from the seed) and, when the
+    workload has a test set, its accuracy evaluator."""
+    workload = build_workload(config.workload, config.seed)
+    model = initial_model(workload.make_model, config.seed)
+    params, manifest = model_manifest(model)
+    evaluate = classification_evaluator(model, manifest, workload.test) if workload.test else None
+    return ServedModel(params, manifest, evaluate)
+
+
+def serve(
+    scenario: Annotated[
+        str | None, typer.Argument(help="A scenario TOML file or a shipped name (seed, digits).")
+    ] = None,
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT to serve on; port 0 picks a free one.")
+    ] = "127.0.0.1:50051",
+    port_file: Annotated[
+        Path | None, typer.Option(help="Write the bound port here (for launchers and tests).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key, e.g. --set selection.member_wait_s=30"),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/NAME...).")] = None,
+    force: Annotated[bool, typer.Option(help="With --out: replace the run it holds.")] = False,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+    heartbeat_s: Annotated[float, typer.Option(help="Heartbeat interval told to clients.")] = 1.0,
+    patience_s: Annotated[
+        float, typer.Option(help="Silence after which a client's task fails at once.")
+    ] = 3.0,
+    pull_wait_s: Annotated[float, typer.Option(help="Longest wait of a task long-poll.")] = 5.0,
+    max_uploads: Annotated[int, typer.Option(help="Updates held at once (memory bound).")] = 8,
+    max_update_mb: Annotated[float, typer.Option(help="Largest update accepted, MiB.")] = 1024.0,
+    allow_any_client: Annotated[
+        bool, typer.Option(help="Accept every client id with any credential (trusted loopback).")
+    ] = False,
+    threads: Annotated[int, typer.Option(help="torch intra-op threads for this process.")] = 1,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    plots: Annotated[bool, typer.Option(help="Draw accuracy.png and faults.png.")] = True,
+) -> None:
+    """Serve a scenario to client processes over gRPC; write summary, history and plots."""
+    settings = ServeSettings(
+        heartbeat_s=heartbeat_s, patience_s=patience_s, pull_wait_s=pull_wait_s,
+        max_uploads=max_uploads, limits=WireLimits(max_bytes=int(max_update_mb * 2**20)),
+    )  # fmt: skip
+    if not allow_any_client:
+        raise ConfigError(
+            "no credential book: pass --allow-any-client to accept every client id with any "
+            "credential (only where no one else can reach the port)"
+        )
+    try:
+        _serve(
+            scenario, overrides or [], out, force, resume, threads, quiet, plots,
+            Endpoint(listen, port_file=port_file), settings, AnyCredential(),
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _serve(
+    scenario: str | None, overrides: list[str], out: Path | None, force: bool,
+    resume: Path | None, threads: int, quiet: bool, plots: bool, endpoint: Endpoint,
+    settings: ServeSettings, authenticator: Authenticator,
+) -> None:  # fmt: skip
+    wall_start = time.perf_counter()
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1; got {threads}")
+    torch.set_num_threads(threads)
+    logging.getLogger("phalanx.runtime.grpc").setLevel(logging.INFO)
+    config = resolve_config(scenario, overrides, resume)
+    deployment = Deployment(
+        config, served_model(config), settings=settings, authenticator=authenticator
+    )
+    if plots:
+        prepare_plots()
+    directory = run_directory(config, out, resume, force=force, threads=threads)
+    console = Console()
+    console.print(f"run directory: {directory.path}", soft_wrap=True, highlight=False)
+
+    def listening(port: int) -> None:
+        host = endpoint.address.rpartition(":")[0]
+        console.print(f"listening on {host}:{port}", soft_wrap=True, highlight=False)
+
+    code = 0
+    with (
+        StopSignals() as signals,
+        round_progress(console, name=config.name, rounds=config.rounds, enabled=not quiet) as hook,
+    ):
+        try:
+            result = asyncio.run(
+                deployment.run(
+                    directory,
+                    endpoint,
+                    resume=resume is not None,
+                    observers=[hook],
+                    signals=signals,
+                    on_listening=listening,
+                )
+            )
+        except RunInterrupted as stop:
+            if not isinstance(stop.result, ServeResult):
+                raise typer.Exit(stop.exit_code) from None
+            result, code = stop.result, stop.exit_code
+    _outputs(console, directory.path, config, result, wall_start, plots=plots)
+    if code:
+        console.print(
+            f"stopped by signal {code - 128} after {result.state.round} finished rounds (the "
+            f"round in flight was abandoned); continue with: phalanx serve --resume "
+            f"{directory.path} --listen {endpoint.address} ...",
+            soft_wrap=True, highlight=False,
+        )  # fmt: skip
+        raise typer.Exit(code)
+    require_progress(config, result.state, result.history, directory.path)
+
+
+def _outputs(
+    console: Console, out_dir: Path, config: RunConfig, result: ServeResult, wall_start: float,
+    *, plots: bool,
+) -> None:  # fmt: skip
+    summary = summarize(
+        result.history, wall_time_s=time.perf_counter() - wall_start,
+        train_time_s=result.rounds_time_s,
+        extra={"scenario": config.name, "seed": config.seed, "runtime": "grpc"},
+    )  # fmt: skip
+    summary = write_run_outputs(out_dir, result.history, summary, plots=plots)
+    console.print(render_summary(summary))
+    console.print(f"outputs in {out_dir}/ (summary.json, history.jsonl)")
