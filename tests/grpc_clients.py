@@ -97,10 +97,10 @@ class ScriptedClient:
         return self._channel
 
     async def call(self, method: str, data: bytes) -> bytes:
+        unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
+        unary = self.channel.unary_unary(serde.method_path(method))
         try:
-            answer: bytes = await self.channel.unary_unary(serde.method_path(method))(
-                data, timeout=CALL_TIMEOUT_S
-            )
+            answer = await unary(data, timeout=CALL_TIMEOUT_S)
         except grpc.RpcError as error:
             raise error_of_rpc(error) from None
         return answer
@@ -188,6 +188,7 @@ class ScriptedClient:
 
     async def model(self, ref: ModelRef) -> dict[str, torch.Tensor]:
         if ref not in self._models:
+            stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
             stream = self.channel.unary_stream(serde.method_path("GetModel"))
             receiver = ModelReceiver(ref, WireLimits())
             try:
@@ -202,10 +203,10 @@ class ScriptedClient:
     async def push(self, update: ClientUpdate) -> None:
         """Push ``update``; a refusal is logged, not raised (a client never resends it)."""
         parts = serde.update_parts(self.caller, update, WireLimits().chunk_bytes)
+        push: grpc.aio.StreamUnaryMultiCallable[bytes, bytes]
+        push = self.channel.stream_unary(serde.method_path("PushUpdate"))
         try:
-            await self.channel.stream_unary(serde.method_path("PushUpdate"))(
-                parts, timeout=CALL_TIMEOUT_S
-            )
+            await push(parts, timeout=CALL_TIMEOUT_S)
             self.log.pushed.append(update.key)
         except grpc.RpcError as error:
             self.log.refused.append((update.key, error_of_rpc(error)))
