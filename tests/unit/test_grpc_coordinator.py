@@ -265,6 +265,22 @@ def test_a_reported_failure_is_an_event_and_a_silent_client_fails_within_the_pat
     run(body)
 
 
+def test_a_client_waiting_in_a_long_poll_is_not_silent() -> None:
+    settings = ServeSettings(heartbeat_s=0.05, patience_s=0.3, pull_wait_s=0.8)
+
+    async def body(c: Coordinator) -> None:
+        await c.join(1)
+        poll = asyncio.get_running_loop().create_task(c.service.pull_task(c.callers[1]))
+        await asyncio.sleep(0.6)  # twice the patience, no heartbeat: but it is polling
+        assert c.runtime.membership.is_live(1)
+        assert (await poll).status is PullStatus.NONE_YET
+        assert c.runtime.membership.is_live(1)
+        await asyncio.sleep(0.3 + 2 * settings.sweep_s + 0.1)  # now it is silent
+        assert not c.runtime.membership.is_live(1)
+
+    run(body, settings)
+
+
 def test_a_rejoin_fails_the_tasks_the_previous_process_had_taken() -> None:
     async def body(c: Coordinator) -> None:
         await c.join(1)

@@ -76,6 +76,12 @@ class TaskBoard:
     def delivered_to(self, client: ClientId) -> list[TaskKey]:
         return [k for k, e in self._pending.items() if k.client == client and e.delivered]
 
+    def forget(self, client: ClientId) -> None:
+        """A client that left: nothing is kept for it."""
+        self._tell.pop(client, None)
+        self._mail.pop(client, None)
+        self._wake.pop(client, None)
+
     def told(self, client: ClientId) -> tuple[TaskKey, ...]:
         """The client's taken tasks cancelled since it last asked."""
         return tuple(self._tell.pop(client, ()))

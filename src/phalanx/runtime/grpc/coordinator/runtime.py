@@ -122,6 +122,7 @@ class GrpcRuntime:
         self._leaving.discard(client)
         for key in self.board.keys_of(client):
             self._fail(key, FailureKind.CRASH, "the client left")
+        self.board.forget(client)
         self.membership.leave(client)
 
     def received(self, update: ClientUpdate) -> bool:

@@ -66,7 +66,8 @@ class CoordinatorService:
         client = self._admit(caller)
         self._charge(client, 0)
         board = self._runtime.board
-        task = await board.take(client, self._runtime.settings.pull_wait_s)
+        with self._runtime.liveness.polling(client):
+            task = await board.take(client, self._runtime.settings.pull_wait_s)
         envelope = self._runtime.envelope
         if task is not None:
             return PullReply(envelope, PullStatus.TASK, task)
