@@ -148,3 +148,56 @@ def test_a_client_killed_mid_task_fails_within_the_patience(
     assert silence <= 1.5 + 0.3 + 0.5  # patience + one sweep + a loaded machine's slack
     assert record["committed"] and 2 not in record["accepted"]
     assert time.monotonic() - killed < 30  # nowhere near the 60 s task deadline
+
+
+def test_serve_stops_on_sigterm_keeping_what_committed_and_resumes(
+    tmp_path: Path, reaped: list[subprocess.Popen[str]]
+) -> None:
+    out = tmp_path / "run"
+    pairs = settings(
+        "rounds=4", "workload.num_clients=4", "selection.clients_per_round=3",
+        "quorum.min_updates=2", "checkpoint.every=1", "selection.member_wait_s=30",
+    )  # fmt: skip
+    first = serve(out, *pairs)
+    reaped.append(first)
+    target = await_port(first, tmp_path / "port")
+
+    async def until_two_rounds(target: str) -> None:
+        slow = lambda key: Answer(after_s=0.3)  # noqa: E731
+        clients = [ScriptedClient(target, c, script=slow) for c in range(4)]
+        runs = [asyncio.get_running_loop().create_task(c.run()) for c in clients]
+        for _ in range(600):
+            if len(records(out)) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGTERM)
+        await asyncio.wait(runs, timeout=30)  # the server went away: their calls fail
+
+    asyncio.run(until_two_rounds(target))
+    output = first.communicate(timeout=60)[0]
+    assert first.returncode == 143 and "Traceback" not in output, output
+    assert f"phalanx serve --resume {out}" in output
+    kept = records(out)
+    assert len(kept) >= 2 and all(r["committed"] for r in kept)
+    (tmp_path / "port").unlink()
+    command = [
+        sys.executable, "-m", "phalanx", "serve", "--resume", str(out), "--listen",
+        "127.0.0.1:0", "--port-file", str(tmp_path / "port"), "--allow-any-client",
+        "--quiet", "--no-plots",
+    ]  # fmt: skip
+    second = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    reaped.append(second)
+    target = await_port(second, tmp_path / "port")
+
+    async def to_the_end() -> None:
+        clients = [ScriptedClient(target, c) for c in range(4)]
+        await asyncio.wait_for(asyncio.gather(*(c.run() for c in clients)), 90)
+
+    asyncio.run(to_the_end())
+    output = second.communicate(timeout=60)[0]
+    assert second.returncode == 0, output
+    history = records(out)
+    assert [r["round"] for r in history] == [0, 1, 2, 3]  # each round committed once
+    assert [r["model_version"] for r in history] == [1, 2, 3, 4]

@@ -40,6 +40,7 @@ from phalanx.runtime.grpc.coordinator.deployment import (
     ServedModel,
     ServeResult,
 )
+from phalanx.runtime.grpc.coordinator.server import check_address
 from phalanx.simulation import initial_model, model_manifest
 from phalanx.workloads import build_workload
 
@@ -92,6 +93,7 @@ def serve(
         heartbeat_s=heartbeat_s, patience_s=patience_s, pull_wait_s=pull_wait_s,
         max_uploads=max_uploads, limits=WireLimits(max_bytes=int(max_update_mb * 2**20)),
     )  # fmt: skip
+    check_address(listen)
     if not allow_any_client:
         raise ConfigError(
             "no credential book: pass --allow-any-client to accept every client id with any "

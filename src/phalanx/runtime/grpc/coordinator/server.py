@@ -27,13 +27,19 @@ def coordinator_server(runtime: GrpcRuntime, service: CoordinatorService) -> grp
     return server
 
 
+def check_address(address: str) -> str:
+    """``address``'s host, once it is known to be ``HOST:PORT`` with a port in range."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--listen wants HOST:PORT (e.g. 127.0.0.1:50051); got {address!r}")
+    return host
+
+
 def listen(
     server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None
 ) -> int:
     """Open ``address`` (``HOST:PORT``; port 0 picks a free one) and return the bound port."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"--listen wants HOST:PORT (e.g. 127.0.0.1:50051); got {address!r}")
+    host = check_address(address)
     try:
         if credentials is None:
             bound = server.add_insecure_port(address)
