@@ -281,6 +281,16 @@ def test_a_client_waiting_in_a_long_poll_is_not_silent() -> None:
     run(body, settings)
 
 
+def test_a_task_for_a_client_that_is_not_connected_fails_at_once() -> None:
+    async def body(c: Coordinator) -> None:
+        key = c.submit(0, 4)  # never joined
+        event = await c.runtime.next_event(c.runtime.clock.now() + 1)
+        assert isinstance(event, TaskFailure) and event.key == key
+        assert event.detail == "the client is not connected"
+
+    run(body)
+
+
 def test_a_rejoin_fails_the_tasks_the_previous_process_had_taken() -> None:
     async def body(c: Coordinator) -> None:
         await c.join(1)

@@ -62,6 +62,15 @@ class GrpcRuntime:
     def submit(self, task: TrainTask) -> None:
         if self._closed:
             raise RuntimeBackendError("submit on a closed gRPC runtime")
+        client = task.key.client
+        if client in self._leaving or not self.membership.is_live(client):
+            # silenced (its leave not yet applied) or gone: nobody would ever pull it
+            self.events.put(
+                TaskFailure(
+                    task.key, FailureKind.CRASH, "the client is not connected", self.envelope
+                )
+            )
+            return
         self.board.add(task)  # a key already posted changes nothing: idempotent
 
     def cancel(self, key: TaskKey) -> None:
@@ -108,6 +117,7 @@ class GrpcRuntime:
         self.liveness.touch(client)
         for key in self.board.delivered_to(client):
             self._fail(key, FailureKind.CRASH, "the client joined again (it restarted)")
+        log.info("client %s joined (%d examples)", client, declared_examples)
         self.membership.join(client, declared_examples)
 
     def seen(self, client: ClientId) -> None:
@@ -123,6 +133,7 @@ class GrpcRuntime:
         for key in self.board.keys_of(client):
             self._fail(key, FailureKind.CRASH, "the client left")
         self.board.forget(client)
+        log.info("client %s left", client)
         self.membership.leave(client)
 
     def received(self, update: ClientUpdate) -> bool:
