@@ -71,6 +71,7 @@ class ScriptedClient:
     def __init__(
         self, target: str, client: ClientId, *, script: Script | None = None,
         credential: str = "secret", examples: int = 10, heartbeats: bool = True,
+        tls: grpc.ChannelCredentials | None = None,
     ) -> None:  # fmt: skip
         self.target = target
         self.client = client
@@ -78,6 +79,7 @@ class ScriptedClient:
         self.credential = credential
         self.examples = examples
         self.heartbeats = heartbeats
+        self.tls = tls
         self.log = ClientLog()
         self.lease: Lease | None = None
         self._channel: grpc.aio.Channel | None = None  # made on the loop that uses it
@@ -93,7 +95,11 @@ class ScriptedClient:
     @property
     def channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.target)
+            self._channel = (
+                grpc.aio.secure_channel(self.target, self.tls)
+                if self.tls is not None
+                else grpc.aio.insecure_channel(self.target)
+            )
         return self._channel
 
     async def call(self, method: str, data: bytes) -> bytes:

@@ -12,11 +12,19 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from phalanx.cli.status import fetch_status
+from phalanx.core.messages import Envelope
+from phalanx.errors import AuthError
+from phalanx.runtime.grpc.certs import MadeFiles, make_local_pki
+from phalanx.runtime.grpc.credentials import Scrypt, issue_credentials
+from phalanx.runtime.grpc.session import StatusQuery
+from phalanx.runtime.grpc.tls import channel_credentials
 from phalanx.types import FailureKind
 from tests.grpc_clients import Answer, ScriptedClient
 
@@ -24,10 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 
 
-def serve(out: Path, *options: str) -> subprocess.Popen[str]:
+def serve(
+    out: Path, *options: str, access: tuple[str, ...] = ("--allow-any-client",)
+) -> subprocess.Popen[str]:
     command = [
         sys.executable, "-m", "phalanx", "serve", "seed", "--listen", "127.0.0.1:0",
-        "--port-file", str(out.parent / "port"), "--out", str(out), "--allow-any-client",
+        "--port-file", str(out.parent / "port"), "--out", str(out), *access,
         "--quiet", "--no-plots", "--heartbeat-s", "0.5", "--patience-s", "1.5",
         "--pull-wait-s", "1.0", *options,
     ]  # fmt: skip
@@ -69,19 +79,44 @@ def settings(*pairs: str) -> list[str]:
     return [option for pair in pairs for option in ("--set", pair)]
 
 
-def test_serve_runs_a_scenario_to_the_end_with_scripted_clients(
+def secured(tmp_path: Path, clients: range) -> tuple[tuple[str, ...], dict[int, str], MadeFiles]:
+    """A credential book, an operator token and a local PKI with client certificates: the
+    options that make ``phalanx serve`` use them (mutual TLS), the clients' tokens, the PKI."""
+    tokens = issue_credentials(tmp_path / "book.json", clients, kdf=Scrypt(n=2**4))
+    (tmp_path / "operator.token").write_text("operator-secret\n")
+    pki = make_local_pki(tmp_path / "pki", hosts=["127.0.0.1"], clients=clients)
+    access = (
+        "--credentials", str(tmp_path / "book.json"),
+        "--operator-token-file", str(tmp_path / "operator.token"),
+        "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+        "--tls-client-ca", str(pki.ca), "--metrics-port", "0",
+    )  # fmt: skip
+    return access, tokens, pki
+
+
+def test_a_secured_serve_runs_a_scenario_to_the_end_with_scripted_clients(
     tmp_path: Path, reaped: list[subprocess.Popen[str]]
 ) -> None:
     out = tmp_path / "run"
+    access, tokens, pki = secured(tmp_path, range(6))
     process = serve(out, *settings(
         "rounds=3", "workload.num_clients=6", "selection.clients_per_round=4",
         "quorum.min_updates=3", "checkpoint.every=1", "selection.member_wait_s=30",
-    ))  # fmt: skip
+    ), access=access)  # fmt: skip
     reaped.append(process)
     target = await_port(process, tmp_path / "port")
-    clients = [ScriptedClient(target, c, script=lambda key: Answer(after_s=0.05)) for c in range(6)]
+    tls = {c: channel_credentials(pki.ca, *pki.clients[c]) for c in range(6)}
+    clients = [
+        ScriptedClient(target, c, credential=tokens[c], tls=tls[c],
+                       script=lambda key: Answer(after_s=0.05))
+        for c in range(6)
+    ]  # fmt: skip
+    impostor = ScriptedClient(target, 1, credential=tokens[0], tls=tls[1])
 
     async def run_all() -> None:
+        with pytest.raises(AuthError, match="client 1: credential not accepted"):
+            await impostor.join()
+        await impostor.stop()
         await asyncio.wait_for(asyncio.gather(*(c.run() for c in clients)), 90)
 
     asyncio.run(run_all())
@@ -90,19 +125,55 @@ def test_serve_runs_a_scenario_to_the_end_with_scripted_clients(
     history = records(out)
     assert [r["round"] for r in history] == [0, 1, 2]
     assert all(r["committed"] for r in history) and history[-1]["model_version"] == 3
-    assert (
-        sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("round"))[-1]
-        == "round-00000003"
-    )
+    saved = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("round"))
+    assert saved[-1] == "round-00000003"
     assert json.loads((out / "summary.json").read_text())["rounds_committed"] == 3
     assert all(c.log.finished for c in clients)
-    pushed = sum(len(c.log.pushed) for c in clients)
-    assert (
-        pushed == sum(len(r["accepted"]) for r in history) + sum(r["cancelled"] for r in history)
-        or pushed >= 9
-    )
+    pushed = {(k.round, k.client) for c in clients for k in c.log.pushed}
+    accepted = {(r["round"], a) for r in history for a in r["accepted"]}  # type: ignore[union-attr]
+    assert accepted <= pushed
     assert all(c.log.models_fetched <= 3 for c in clients)  # once per model version at most
-    assert "listening on 127.0.0.1:" in output
+    assert "listening on 127.0.0.1:" in output and "metrics on http://127.0.0.1:" in output
+
+
+def test_status_and_metrics_while_serving(
+    tmp_path: Path, reaped: list[subprocess.Popen[str]]
+) -> None:
+    out = tmp_path / "run"
+    access, tokens, pki = secured(tmp_path, range(3))
+    process = serve(out, *settings(
+        "rounds=1", "workload.num_clients=3", "selection.clients_per_round=3",
+        "quorum.min_updates=3", "selection.member_wait_s=60",
+    ), access=access)  # fmt: skip
+    reaped.append(process)
+    target = await_port(process, tmp_path / "port")
+    assert process.stdout is not None
+    metrics_port = None
+    for _ in range(200):  # the metrics line follows the port file
+        line = process.stdout.readline()
+        if "metrics on http://" in line:
+            metrics_port = int(line.rsplit(":", 1)[1].split("/")[0])
+            break
+    assert metrics_port is not None
+    tls = channel_credentials(pki.ca, *pki.clients[0])
+    with pytest.raises(AuthError, match="operator: credential not accepted"):
+        fetch_status(target, StatusQuery(Envelope(), "guess"), credentials=tls)
+
+    async def one_joins_then_status() -> None:
+        client = ScriptedClient(target, 0, credential=tokens[0], tls=tls)
+        await client.join()
+        client.start()
+        status = fetch_status(target, StatusQuery(Envelope(), "operator-secret"), credentials=tls)
+        assert [(m.client, m.live) for m in status.members] == [(0, True)]
+        assert status.round_in_flight == 0 and status.rounds_committed == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            assert "phalanx_members_live 1.0" in r.read().decode()
+        await client.stop(leave=True)
+
+    asyncio.run(one_joins_then_status())
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 143
 
 
 def test_a_client_killed_mid_task_fails_within_the_patience(

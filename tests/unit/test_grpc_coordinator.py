@@ -34,7 +34,8 @@ from phalanx.errors import (
     VersionMismatchError,
 )
 from phalanx.runtime.grpc.coordinator import CoordinatorService, GrpcRuntime, ServeSettings
-from phalanx.runtime.grpc.session import Caller, JoinRequest, PullStatus, UpdateHeader
+from phalanx.runtime.grpc.coordinator.access import OperatorToken
+from phalanx.runtime.grpc.session import Caller, JoinRequest, PullStatus, StatusQuery, UpdateHeader
 from phalanx.types import FailureKind
 
 MANIFEST = Manifest.of({"w": torch.zeros(3)})
@@ -118,6 +119,8 @@ def test_join_checks_credential_protocol_and_declared_examples() -> None:
             VersionMismatchError, match="version 2; this coordinator speaks version 1"
         ):
             await c.service.join(JoinRequest(Envelope(protocol=2), 1, "token-1", 10))
+        with pytest.raises(AuthError):  # the credential first: nothing else is said before
+            await c.service.join(JoinRequest(Envelope(), 1, "wrong", 0))
         with pytest.raises(ProtocolError, match="declares 0 examples"):
             await c.service.join(JoinRequest(Envelope(), 1, "token-1", 0))
         assert not c.runtime.membership.is_live(1)
@@ -132,9 +135,9 @@ def test_join_checks_credential_protocol_and_declared_examples() -> None:
 def test_every_later_call_needs_the_session_issued_at_join() -> None:
     async def body(c: Coordinator) -> None:
         one, two = await c.join(1), await c.join(2)
-        with pytest.raises(AuthError, match="unknown or expired session"):
+        with pytest.raises(AuthError, match="client 1: credential not accepted"):
             await c.service.heartbeat(Caller(Envelope(), 1, two.session))  # not its own
-        with pytest.raises(AuthError, match="unknown or expired session"):
+        with pytest.raises(AuthError, match="client 3: credential not accepted"):
             await c.service.pull_task(Caller(Envelope(), 3, "made-up"))  # never joined
         with pytest.raises(VersionMismatchError):
             await c.service.heartbeat(Caller(Envelope(protocol=7), 1, one.session))
@@ -331,6 +334,37 @@ def test_the_limiter_is_charged_and_its_refusal_frees_the_upload_slot() -> None:
                 await c.admit(1, key)
             assert c.runtime.uploads.in_flight == 0
             assert limiter.charged == [(1, 0), (1, 12), (1, 0), (1, 12)]
+        finally:
+            await c.runtime.close(timeout_s=1.0)
+
+    asyncio.run(main())
+
+
+def test_status_tells_an_operator_members_liveness_and_progress() -> None:
+    async def main() -> None:
+        c = Coordinator(FAST)
+        c.service = CoordinatorService(
+            c.runtime, TokenBook({1: "token-1", 2: "token-2"}), operator=OperatorToken("op")
+        )
+        try:
+            with pytest.raises(AuthError, match="operator: credential not accepted"):
+                await c.service.status(StatusQuery(Envelope(), "guess"))
+            await c.join(1)
+            await c.join(2)
+            await c.service.leave(c.callers[2], "done")
+            c.runtime.progress.round_in_flight = 4
+            c.runtime.progress.committed, c.runtime.progress.failed = 3, 1
+            status = await c.service.status(StatusQuery(Envelope(), "op"))
+            assert [(m.client, m.live) for m in status.members] == [(1, True), (2, False)]
+            assert all(
+                m.heartbeat_age_s is not None and m.heartbeat_age_s < 1 for m in status.members
+            )
+            assert (status.round_in_flight, status.rounds_committed, status.rounds_failed) == (
+                4,
+                3,
+                1,
+            )
+            assert status.envelope.run_id == RUN
         finally:
             await c.runtime.close(timeout_s=1.0)
 

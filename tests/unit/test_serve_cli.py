@@ -15,7 +15,11 @@ from phalanx.errors import ConfigError
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ([], "no credential book: pass --allow-any-client"),
+        ([], "who may join? give --credentials BOOK"),
+        (["--allow-any-client", "--credentials", "book.json"], "not both"),
+        (["--allow-any-client", "--tls-cert", "server.pem"], "both --tls-cert and --tls-key"),
+        (["--allow-any-client", "--tls-client-ca", "ca.pem"], "needs --tls-cert"),
+        (["--allow-any-client", "--calls-per-s", "-1"], "must be >= 0"),
         (["--allow-any-client", "--listen", "nowhere"], "--listen wants HOST:PORT"),
         (["--allow-any-client", "--listen", "127.0.0.1:70000"], "--listen wants HOST:PORT"),
         (["--allow-any-client", "--patience-s", "0.5", "--heartbeat-s", "1"], "must exceed"),

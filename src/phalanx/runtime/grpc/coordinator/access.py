@@ -15,6 +15,7 @@ import secrets
 from typing import Protocol
 
 from phalanx.errors import AuthError
+from phalanx.runtime.grpc.credentials import NOT_ACCEPTED
 from phalanx.runtime.grpc.session import Caller
 from phalanx.types import ClientId
 
@@ -47,6 +48,20 @@ class AnyCredential:
             raise AuthError(f"client id {client} is negative")
 
 
+class OperatorToken:
+    """Who may ask for ``Status``: the holder of ``token``, or anyone when it is None (a
+    coordinator whose port only its operator can reach)."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+
+    def check(self, credential: str) -> None:
+        if self._token is not None and not hmac.compare_digest(
+            self._token.encode(), credential.encode()
+        ):
+            raise AuthError(f"operator: {NOT_ACCEPTED}")
+
+
 class Sessions:
     """The session of each joined client; a call naming another is refused."""
 
@@ -59,9 +74,10 @@ class Sessions:
         return token
 
     def check(self, caller: Caller) -> None:
-        held = self._by_client.get(caller.client)
-        if held is None or not hmac.compare_digest(held, caller.session):
-            raise AuthError(f"client {caller.client}: unknown or expired session; join first")
+        held = self._by_client.get(caller.client, "")
+        # bytes: compare_digest refuses non-ASCII text, and a session is whatever was sent
+        if not (held and hmac.compare_digest(held.encode(), caller.session.encode())):
+            raise AuthError(f"client {caller.client}: {NOT_ACCEPTED}")
 
     def revoke(self, client: ClientId) -> None:
         self._by_client.pop(client, None)

@@ -25,9 +25,15 @@ class Liveness:
         self.patience_s = patience_s
         self._seen: dict[ClientId, float] = {}
         self._polling: dict[ClientId, int] = {}  # long-polls in progress, per client
+        self._heard: dict[ClientId, float] = {}  # last sign of life, never forgotten
 
     def touch(self, client: ClientId) -> None:
-        self._seen[client] = self._clock.now()
+        self._seen[client] = self._heard[client] = self._clock.now()
+
+    def age(self, client: ClientId) -> float | None:
+        """Seconds since ``client`` was last heard of (None: never)."""
+        heard = self._heard.get(client)
+        return None if heard is None else self._clock.now() - heard
 
     @contextmanager
     def polling(self, client: ClientId) -> Iterator[None]:

@@ -24,6 +24,7 @@ from phalanx.errors import RuntimeBackendError
 from phalanx.runtime.grpc.coordinator.board import TaskBoard
 from phalanx.runtime.grpc.coordinator.events import EventQueue, UploadSlots
 from phalanx.runtime.grpc.coordinator.liveness import Liveness
+from phalanx.runtime.grpc.coordinator.progress import RunProgress
 from phalanx.runtime.grpc.coordinator.roster import ServedRoster
 from phalanx.runtime.grpc.coordinator.settings import ServeSettings
 from phalanx.types import ClientId, FailureKind
@@ -40,6 +41,7 @@ class GrpcRuntime:
         self.settings = settings or ServeSettings()
         self.run_id = run_id
         self.membership = ServedRoster()
+        self.progress = RunProgress()
         self.board = TaskBoard(self.clock)
         self.events = EventQueue(self.clock)
         self.uploads = UploadSlots(self.settings.max_uploads)
