@@ -369,3 +369,28 @@ def test_status_tells_an_operator_members_liveness_and_progress() -> None:
             await c.runtime.close(timeout_s=1.0)
 
     asyncio.run(main())
+
+
+def test_every_call_after_join_refuses_a_forged_session_with_the_same_message() -> None:
+    async def body(c: Coordinator) -> None:
+        await c.join(1)
+        key = c.submit(0, 1)
+        await c.pull(1)
+        forged = Caller(Envelope(), 1, "forged")
+        failure = TaskFailure(key, FailureKind.CRASH, "x")
+        calls = {
+            "heartbeat": lambda: c.service.heartbeat(forged),
+            "pull_task": lambda: c.service.pull_task(forged),
+            "get_model": lambda: c.service.get_model(forged, c.ref),
+            "admit_update": lambda: c.service.admit_update(forged, c.header(key)),
+            "report_failure": lambda: c.service.report_failure(forged, failure),
+            "leave": lambda: c.service.leave(forged, "bye"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(AuthError) as refused:
+                await call()
+            assert str(refused.value) == "client 1: credential not accepted", name
+        assert c.runtime.membership.is_live(1) and c.runtime.uploads.in_flight == 0
+        assert c.runtime.board.delivered_to(1) == [key]  # nothing was reported or dropped
+
+    run(body)
