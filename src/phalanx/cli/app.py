@@ -1,5 +1,5 @@
-"""Entry point: ``phalanx run``, ``report``, ``checkpoints``, ``list``, ``credentials``,
-``certs`` and ``status``.
+"""Entry point: ``phalanx run``, ``serve``, ``report``, ``checkpoints``, ``list``,
+``credentials``, ``certs`` and ``status``.
 
 ``main`` is the one boundary where what escapes a command becomes an exit code and one
 line on stderr, never a traceback: a ``PhalanxError`` exits with its own code; an ``OSError``
@@ -35,6 +35,7 @@ from phalanx.cli.credentials import credentials_app  # noqa: E402
 from phalanx.cli.listing import list_command  # noqa: E402
 from phalanx.cli.report import report  # noqa: E402
 from phalanx.cli.run import run  # noqa: E402
+from phalanx.cli.serve import serve  # noqa: E402
 from phalanx.cli.status import status  # noqa: E402
 from phalanx.errors import PhalanxError, StorageError, WorkloadError  # noqa: E402
 
@@ -49,6 +50,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("run")(run)
+app.command("serve")(serve)
 app.command("report")(report)
 app.command("list")(list_command)
 app.command("client")(client)

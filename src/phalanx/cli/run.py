@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -26,6 +26,7 @@ from phalanx.coordinator.rundir import (
     fresh_directory,
     read_saved_config,
 )
+from phalanx.core.state import ServerState
 from phalanx.errors import ConfigError, NoProgressError
 from phalanx.observability.plot_process import PlotProcess
 from phalanx.observability.report import write_run_outputs
@@ -33,7 +34,11 @@ from phalanx.observability.summary import render_summary, summarize
 from phalanx.scenarios import available, scenario_path
 from phalanx.simulation import RunResult, Simulation
 
-__all__ = ["CONFIG_FILE", "run"]  # CONFIG_FILE: `phalanx checkpoints` reads it too
+__all__ = [
+    "CONFIG_FILE",
+    "require_progress",
+    "run",
+]  # CONFIG_FILE: `phalanx checkpoints` reads it too
 
 
 def scenario_file(scenario: str | None) -> Path:
@@ -163,11 +168,19 @@ def _run_with(
     if code:
         console.print(stopped(directory.path, result, code), soft_wrap=True, highlight=False)
         raise typer.Exit(code)
-    if result.state.model_version == 0 and config.rounds > 0:
-        reasons = result.history[-1]["reasons"] if result.history else []
+    require_progress(config, result.state, result.history, directory.path)
+
+
+def require_progress(
+    config: RunConfig, state: ServerState, history: list[dict[str, Any]], out_dir: Path
+) -> None:
+    """A run that committed no round fails (``NoProgressError``) saying why the last was
+    discarded; ``phalanx serve`` shares it."""
+    if state.model_version == 0 and config.rounds > 0:
+        reasons = history[-1]["reasons"] if history else []
         raise NoProgressError(
-            f"no round committed in {result.state.round} rounds; the last was discarded "
-            f"because: {'; '.join(reasons) or 'unknown'} (outputs in {directory.path})"
+            f"no round committed in {state.round} rounds; the last was discarded "
+            f"because: {'; '.join(reasons) or 'unknown'} (outputs in {out_dir})"
         )
 
 
