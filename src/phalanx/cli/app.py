@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from phalanx.cli.checkpoints import checkpoints_app
+from phalanx.cli.client import client
 from phalanx.cli.listing import list_command
 from phalanx.cli.report import report
 from phalanx.cli.run import run
@@ -36,6 +37,7 @@ app.command("run")(run)
 app.command("serve")(serve)
 app.command("report")(report)
 app.command("list")(list_command)
+app.command("client")(client)
 app.add_typer(checkpoints_app, name="checkpoints")
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT

@@ -1,0 +1,167 @@
+"""The seven ``phalanx.v1`` calls as a client makes them: plain types in, plain types out.
+
+Bytes go through ``serde`` both ways (no generated stubs), so a client parses what a
+coordinator sends with the same trust-nothing parsers the coordinator uses. A failed call
+raises ``TransportError`` when the transport failed (``is_transport``, or CANCELLED because
+this client cut its own connection) and the connection is reset, so the next try reconnects;
+otherwise the phalanx error the status stands for (``errors.error_of_rpc``): a refusal, never
+retried. Every call carries a deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+
+from phalanx.core.messages import ClientUpdate, ModelRef, TaskFailure
+from phalanx.errors import RuntimeBackendError
+from phalanx.runtime.grpc import serde
+from phalanx.runtime.grpc.client.backoff import TransportError
+from phalanx.runtime.grpc.client.channel import Connection
+from phalanx.runtime.grpc.errors import error_of_rpc, is_transport
+from phalanx.runtime.grpc.session import (
+    Caller,
+    HeartbeatReply,
+    JoinRequest,
+    Lease,
+    PullReply,
+    PushReceipt,
+)
+from phalanx.runtime.grpc.streams import ModelReceiver
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Seconds a call may take: ``unary_s`` for the short calls, ``poll_s`` for a PullTask
+    long-poll (longer than the coordinator's own wait), ``transfer_s`` for a model download
+    or a push (a task's time-to-live bounds a push further)."""
+
+    unary_s: float = 10.0
+    poll_s: float = 60.0
+    transfer_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A push to be cut off mid-stream: after ``parts`` messages went out (``sent`` is set
+    when gRPC took them, and ``flush_s`` later they are on the wire), the connection is
+    closed under it (an injected drop)."""
+
+    parts: int
+    sent: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    flush_s: float = 0.3
+
+
+class CoordinatorCalls:
+    def __init__(self, connection: Connection, deadlines: Deadlines) -> None:
+        self.connection = connection
+        self.deadlines = deadlines
+
+    def join(self, request: JoinRequest) -> Lease:
+        data = serde.join_request(request)
+        return self._unary("Join", data, serde.parse_lease_reply, self.deadlines.unary_s)
+
+    def heartbeat(self, caller: Caller, timeout_s: float) -> HeartbeatReply:
+        data = serde.heartbeat_request(caller)
+        return self._unary("Heartbeat", data, serde.parse_heartbeat_reply, timeout_s)
+
+    def pull(self, caller: Caller) -> PullReply:
+        data = serde.pull_request(caller)
+        return self._unary("PullTask", data, serde.parse_pull_reply, self.deadlines.poll_s)
+
+    def report_failure(self, caller: Caller, failure: TaskFailure) -> None:
+        data = serde.report_failure_request(caller, failure)
+        self._unary("ReportFailure", data, serde.parse_ack_reply, self.deadlines.unary_s)
+
+    def leave(self, caller: Caller, reason: str, timeout_s: float) -> None:
+        data = serde.leave_request(caller, reason)
+        self._unary("Leave", data, serde.parse_ack_reply, timeout_s)
+
+    def get_model(self, caller: Caller, ref: ModelRef) -> ModelReceiver:
+        """The model ``ref`` names, received whole and checked against its sha256 (call
+        ``finish`` on the receiver for the tensors)."""
+        receiver = ModelReceiver(ref, self.connection.limits)
+        request = serde.get_model_request(caller, ref)
+
+        def call(channel: grpc.Channel) -> ModelReceiver:
+            stream: grpc.UnaryStreamMultiCallable[bytes, bytes]
+            stream = channel.unary_stream(serde.method_path("GetModel"))
+            for part in stream(request, timeout=self.deadlines.transfer_s):
+                receiver.add(part)
+            return receiver
+
+        return self._guarded(call)
+
+    def push(
+        self, caller: Caller, update: ClientUpdate, timeout_s: float, cut: Cut | None = None
+    ) -> PushReceipt:
+        """Send ``update`` in chunks; with ``cut``, close the connection partway (the call
+        then fails as a transport failure, as a real drop would)."""
+        chunk = self.connection.limits.chunk_bytes
+        parts = serde.update_parts(caller, update, chunk)
+        timeout = min(timeout_s, self.deadlines.transfer_s)
+
+        def call(channel: grpc.Channel) -> PushReceipt:
+            stream: grpc.StreamUnaryMultiCallable[bytes, bytes]
+            stream = channel.stream_unary(serde.method_path("PushUpdate"))
+            if cut is None:
+                return serde.parse_push_reply(stream(parts, timeout=timeout))
+            future = stream.future(_cut_short(parts, cut), timeout=timeout)
+            cut.sent.wait(timeout)
+            threading.Event().wait(cut.flush_s)  # what was handed to gRPC goes out
+            self.connection.reset(self.connection.current()[1])
+            cut.done.set()
+            return serde.parse_push_reply(future.result(timeout=timeout))
+
+        return self._guarded(call)
+
+    def _unary(self, method: str, data: bytes, parse: Callable[[bytes], T], timeout: float) -> T:
+        def call(channel: grpc.Channel) -> T:
+            unary: grpc.UnaryUnaryMultiCallable[bytes, bytes]
+            unary = channel.unary_unary(serde.method_path(method))
+            return parse(unary(data, timeout=timeout))
+
+        return self._guarded(call)
+
+    def _guarded(self, call: Callable[[grpc.Channel], T]) -> T:
+        channel, generation = self.connection.current()
+        try:
+            return call(channel)
+        except grpc.RpcError as exc:
+            raise self._translate(exc, generation) from None
+        except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
+            self.connection.reset(generation)
+            raise TransportError(f"the channel closed under the call: {exc}") from None
+
+    def _translate(self, exc: grpc.RpcError, generation: int) -> Exception:
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        if code is not None and (is_transport(code) or code is grpc.StatusCode.CANCELLED):
+            self.connection.reset(generation)
+            details = exc.details() if isinstance(exc, grpc.Call) else ""
+            return TransportError(f"{code.name}: {details}")
+        error = error_of_rpc(exc)
+        if isinstance(error, RuntimeBackendError) and code is None:
+            self.connection.reset(generation)
+            return TransportError(str(error))
+        return error
+
+
+def _cut_short(parts: Iterator[bytes], cut: Cut) -> Iterator[bytes]:
+    """The first ``cut.parts`` messages, then a wait (bounded) while the connection is cut."""
+    for index, part in enumerate(parts):
+        if index == cut.parts:
+            cut.sent.set()
+            cut.done.wait(5.0)  # the stream ends with the cut
+            return
+        yield part
+    cut.sent.set()
+
+
+__all__ = ["CoordinatorCalls", "Cut", "Deadlines"]

@@ -1,0 +1,133 @@
+"""The one place a client's channel to the coordinator is made, and remade.
+
+``open_channel`` takes optional channel credentials: None is a plaintext channel (loopback,
+tests), else TLS with the credentials ``tls_credentials`` builds from PEM files (a root CA to
+check the coordinator's certificate; a client certificate and key too for mutual TLS).
+gRPC's own message-size limits are set a little above a chunk, as the server's are.
+
+``Connection`` holds the current channel for every thread of a client (the session's calls
+and the heartbeat thread). After a transport failure it is replaced by a fresh channel
+(``reset``), so a retry after the coordinator restarts connects at once instead of waiting
+out gRPC's own reconnect backoff (up to two minutes by default); generations keep two threads
+that saw the same failure from resetting twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from phalanx.errors import ConfigError
+from phalanx.runtime.grpc.assembly import WireLimits
+
+MESSAGE_HEADROOM = 64 << 10  # a chunk message's protobuf framing around its data
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: ``ca`` checks the coordinator; ``cert`` and ``key`` (both or neither)
+    identify this client for mutual TLS."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return any(p is not None for p in (self.ca, self.cert, self.key))
+
+
+def _read_pem(path: Path | None, flag: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot read it ({exc.strerror or exc})") from None
+    if b"-----BEGIN " not in data:
+        raise ConfigError(f"{flag} {path}: not a PEM file (no -----BEGIN line)")
+    return data
+
+
+def tls_credentials(files: TlsFiles) -> grpc.ChannelCredentials | None:
+    """Channel credentials from ``files``; None when no TLS file is given (plaintext)."""
+    if not files.enabled:
+        return None
+    if (files.cert is None) != (files.key is None):
+        raise ConfigError("mutual TLS needs both --tls-cert and --tls-key (or neither)")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(files.ca, "--tls-ca"),
+        private_key=_read_pem(files.key, "--tls-key"),
+        certificate_chain=_read_pem(files.cert, "--tls-cert"),
+    )
+
+
+def open_channel(
+    target: str,
+    limits: WireLimits,
+    credentials: grpc.ChannelCredentials | None = None,
+    *,
+    server_name: str | None = None,
+) -> grpc.Channel:
+    """A channel to ``target`` (``HOST:PORT``), TLS when ``credentials`` are given;
+    ``server_name`` overrides the name the certificate must carry (tests, IP targets)."""
+    size = limits.max_chunk_bytes + MESSAGE_HEADROOM
+    options: list[tuple[str, str | int]] = [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+    ]
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+class Connection:
+    """The current channel to the coordinator, replaced after a transport failure."""
+
+    def __init__(
+        self,
+        target: str,
+        limits: WireLimits,
+        credentials: grpc.ChannelCredentials | None = None,
+        *,
+        server_name: str | None = None,
+    ) -> None:
+        self.target = target
+        self.limits = limits
+        self._credentials = credentials
+        self._server_name = server_name
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._generation = 0
+        self.resets = 0
+
+    def current(self) -> tuple[grpc.Channel, int]:
+        """The channel and its generation (pass it to ``reset``)."""
+        with self._lock:
+            if self._channel is None:
+                self._channel = open_channel(
+                    self.target, self.limits, self._credentials, server_name=self._server_name
+                )
+                self._generation += 1
+            return self._channel, self._generation
+
+    def reset(self, generation: int) -> None:
+        """Close the channel of ``generation`` (cutting its connection and every call on
+        it); the next ``current`` opens a fresh one. A stale generation is a no-op."""
+        with self._lock:
+            if self._channel is None or generation != self._generation:
+                return
+            channel, self._channel = self._channel, None
+            self.resets += 1
+        channel.close()
+
+    def close(self) -> None:
+        with self._lock:
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
