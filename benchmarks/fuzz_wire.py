@@ -43,7 +43,7 @@ from phalanx.errors import ProtocolError
 from phalanx.runtime.grpc import serde
 from phalanx.runtime.grpc.assembly import WireLimits
 from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
-from phalanx.runtime.grpc.session import Caller, JoinRequest
+from phalanx.runtime.grpc.session import Caller, JoinRequest, StatusQuery
 from phalanx.runtime.grpc.streams import UpdateReceiver
 from phalanx.types import FailureKind
 
@@ -55,6 +55,7 @@ PARSERS: dict[str, Callable[[bytes], object]] = {
     "GetModel": serde.parse_get_model_request,
     "ReportFailure": serde.parse_report_failure_request,
     "Leave": serde.parse_leave_request,
+    "Status": serde.parse_status_request,
     "UpdatePart": serde.parse_update_part,
 }
 STREAM_FAULTS = (
@@ -124,6 +125,8 @@ class Fuzzer:
             return serde.report_failure_request(caller, failure)
         if method == "Leave":
             return serde.leave_request(caller, self.text())
+        if method == "Status":
+            return serde.status_request(StatusQuery(self.envelope(), self.text()))
         parts = self.update_stream()
         return parts[r.randrange(len(parts))]
 

@@ -16,7 +16,7 @@ from benchmarks.fuzz_wire import LIMITS, PARSERS, Fuzzer
 from phalanx.core.messages import ClientUpdate, ModelRef, TaskFailure
 from phalanx.errors import ProtocolError
 from phalanx.runtime.grpc import serde
-from phalanx.runtime.grpc.session import Caller, JoinRequest
+from phalanx.runtime.grpc.session import Caller, JoinRequest, StatusQuery
 from phalanx.runtime.grpc.streams import UpdateReceiver
 
 callers = st.builds(Caller, envelopes, ints, text)
@@ -45,6 +45,7 @@ def requests(
         "GetModel": serde.get_model_request(caller, ref),
         "ReportFailure": serde.report_failure_request(caller, failure),
         "Leave": serde.leave_request(caller, "bye"),
+        "Status": serde.status_request(StatusQuery(caller.envelope, caller.session)),
     }
 
 

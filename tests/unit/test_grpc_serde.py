@@ -235,4 +235,4 @@ def test_the_protocol_needs_no_server_or_dev_dependencies() -> None:
         [sys.executable, "-c", blocker + job], capture_output=True, text=True, env=env, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "7"
+    assert result.stdout.strip() == "8"

@@ -1,4 +1,5 @@
-"""Entry point: ``phalanx run``, ``serve``, ``report``, ``checkpoints`` and ``list``.
+"""Entry point: ``phalanx run``, ``serve``, ``client``, ``report``, ``checkpoints``,
+``list``, ``credentials``, ``certs`` and ``status``.
 
 ``main`` is the one boundary where what escapes a command becomes an exit code and one
 line on stderr, never a traceback: a ``PhalanxError`` exits with its own code; an ``OSError``
@@ -19,12 +20,15 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from phalanx.cli.certs import certs_app
 from phalanx.cli.checkpoints import checkpoints_app
 from phalanx.cli.client import client
+from phalanx.cli.credentials import credentials_app
 from phalanx.cli.listing import list_command
 from phalanx.cli.report import report
 from phalanx.cli.run import run
 from phalanx.cli.serve import serve
+from phalanx.cli.status import status
 from phalanx.errors import PhalanxError, StorageError, WorkloadError
 
 app = typer.Typer(
@@ -39,6 +43,9 @@ app.command("report")(report)
 app.command("list")(list_command)
 app.command("client")(client)
 app.add_typer(checkpoints_app, name="checkpoints")
+app.add_typer(credentials_app, name="credentials")
+app.add_typer(certs_app, name="certs")
+app.command("status")(status)
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT
 _OUT_OF_MEMORY = "can't allocate memory"  # torch's CPU allocator raises RuntimeError with it

@@ -27,12 +27,14 @@ from phalanx.runtime.grpc.assembly import flat_bytes
 from phalanx.runtime.grpc.session import (
     Ack,
     Caller,
+    CoordinatorStatus,
     HeartbeatReply,
     JoinRequest,
     Lease,
     ModelPayload,
     PullReply,
     PushReceipt,
+    StatusQuery,
     UpdateHeader,
 )
 
@@ -66,6 +68,11 @@ class CoordinatorHandlers(Protocol):
     async def report_failure(self, caller: Caller, failure: TaskFailure) -> Ack: ...
 
     async def leave(self, caller: Caller, reason: str) -> Ack: ...
+
+    async def status(self, query: StatusQuery) -> CoordinatorStatus:
+        """For operators: members, liveness, the round in flight (``AuthError`` when the
+        coordinator wants an operator credential and ``query`` has none it accepts)."""
+        ...
 
 
 def model_payload(book: ModelBook, ref: ModelRef, envelope: Envelope) -> ModelPayload:

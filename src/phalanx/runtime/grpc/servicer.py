@@ -35,7 +35,7 @@ MESSAGE_HEADROOM = 64 << 10  # a chunk message's protobuf framing around its dat
 
 
 class CoordinatorServicer:
-    """Binds ``CoordinatorHandlers`` to the seven ``phalanx.v1.Coordinator`` methods."""
+    """Binds ``CoordinatorHandlers`` to the eight ``phalanx.v1.Coordinator`` methods."""
 
     def __init__(self, handlers: CoordinatorHandlers, limits: WireLimits) -> None:
         self._handlers = handlers
@@ -59,6 +59,9 @@ class CoordinatorServicer:
             ),
             "Leave": self._unary(
                 "Leave", serde.parse_leave_request, lambda args: h.leave(*args), serde.ack_reply
+            ),
+            "Status": self._unary(  # looked up per call: handlers without it still serve
+                "Status", serde.parse_status_request, lambda q: h.status(q), serde.status_reply
             ),
             "GetModel": grpc.unary_stream_rpc_method_handler(self._get_model),
             "PushUpdate": grpc.stream_unary_rpc_method_handler(self._push_update),

@@ -131,3 +131,31 @@ class PushReceipt:
 @dataclass(frozen=True)
 class Ack:
     envelope: Envelope
+
+
+@dataclass(frozen=True)
+class StatusQuery:
+    """An operator's ``Status`` call (``phalanx status``): whether ``credential`` may ask is
+    the coordinator's decision."""
+
+    envelope: Envelope
+    credential: str = ""
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    client: ClientId
+    live: bool
+    heartbeat_age_s: float | None  # None: not heard from since the coordinator started
+
+
+@dataclass(frozen=True)
+class CoordinatorStatus:
+    """What ``Status`` answers: the members, the round in flight (None between rounds and
+    after the run), and the rounds committed and discarded so far."""
+
+    envelope: Envelope
+    members: tuple[MemberStatus, ...]
+    round_in_flight: int | None
+    rounds_committed: int
+    rounds_failed: int = 0

@@ -281,3 +281,35 @@ class Ack(_message.Message):
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     envelope: Envelope
     def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ("envelope", "credential")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    envelope: Envelope
+    credential: str
+    def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ..., credential: _Optional[str] = ...) -> None: ...
+
+class MemberStatus(_message.Message):
+    __slots__ = ("client_id", "live", "heartbeat_age_s")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    live: bool
+    heartbeat_age_s: float
+    def __init__(self, client_id: _Optional[int] = ..., live: _Optional[bool] = ..., heartbeat_age_s: _Optional[float] = ...) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("envelope", "members", "round_in_flight", "rounds_committed", "rounds_failed")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    ROUND_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    envelope: Envelope
+    members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
+    round_in_flight: int
+    rounds_committed: int
+    rounds_failed: int
+    def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., round_in_flight: _Optional[int] = ..., rounds_committed: _Optional[int] = ..., rounds_failed: _Optional[int] = ...) -> None: ...

@@ -69,6 +69,11 @@ class CoordinatorStub:
                 request_serializer=phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.LeaveRequest.SerializeToString,
                 response_deserializer=phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.Ack.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/phalanx.v1.Coordinator/Status',
+                request_serializer=phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.StatusRequest.SerializeToString,
+                response_deserializer=phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.StatusReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -123,6 +128,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """For operators (`phalanx status`): members and their liveness, the round in flight.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +172,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Leave,
                     request_deserializer=phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.LeaveRequest.FromString,
                     response_serializer=phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.Ack.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.StatusRequest.FromString,
+                    response_serializer=phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.StatusReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +368,33 @@ class Coordinator:
             '/phalanx.v1.Coordinator/Leave',
             phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.LeaveRequest.SerializeToString,
             phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/phalanx.v1.Coordinator/Status',
+            phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.StatusRequest.SerializeToString,
+            phalanx_dot_runtime_dot_grpc_dot_proto_dot_phalanx__v1__pb2.StatusReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,8 +24,10 @@ from phalanx.runtime.grpc.serde.replies import (
     parse_model_part,
     parse_pull_reply,
     parse_push_reply,
+    parse_status_reply,
     pull_reply,
     push_reply,
+    status_reply,
 )
 from phalanx.runtime.grpc.serde.requests import (
     get_model_request,
@@ -38,9 +40,11 @@ from phalanx.runtime.grpc.serde.requests import (
     parse_leave_request,
     parse_pull_request,
     parse_report_failure_request,
+    parse_status_request,
     parse_update_part,
     pull_request,
     report_failure_request,
+    status_request,
     update_parts,
 )
 
@@ -68,10 +72,14 @@ __all__ = [
     "parse_pull_request",
     "parse_push_reply",
     "parse_report_failure_request",
+    "parse_status_reply",
+    "parse_status_request",
     "parse_update_part",
     "pull_reply",
     "pull_request",
     "push_reply",
     "report_failure_request",
+    "status_reply",
+    "status_request",
     "update_parts",
 ]

@@ -26,8 +26,10 @@ from phalanx.runtime.grpc.serde._core import (
 from phalanx.runtime.grpc.session import (
     Ack,
     Chunk,
+    CoordinatorStatus,
     HeartbeatReply,
     Lease,
+    MemberStatus,
     ModelHeader,
     ModelPayload,
     PullReply,
@@ -142,3 +144,32 @@ def parse_ack_reply(data: bytes) -> Ack:
     message = parse_message(pb.Ack, data)
     require(message, "envelope")
     return Ack(envelope_of(message.envelope, "coordinator"))
+
+
+@encoder
+def status_reply(status: CoordinatorStatus) -> pb.StatusReply:
+    members = [
+        pb.MemberStatus(client_id=m.client, live=m.live, heartbeat_age_s=m.heartbeat_age_s)
+        for m in status.members
+    ]
+    return pb.StatusReply(
+        envelope=envelope_pb(status.envelope), members=members,
+        round_in_flight=status.round_in_flight, rounds_committed=status.rounds_committed,
+        rounds_failed=status.rounds_failed,
+    )  # fmt: skip
+
+
+def parse_status_reply(data: bytes) -> CoordinatorStatus:
+    message = parse_message(pb.StatusReply, data)
+    require(message, "envelope")
+    members = tuple(
+        MemberStatus(
+            m.client_id, m.live, m.heartbeat_age_s if m.HasField("heartbeat_age_s") else None
+        )
+        for m in message.members
+    )
+    in_flight = message.round_in_flight if message.HasField("round_in_flight") else None
+    return CoordinatorStatus(
+        envelope_of(message.envelope, "coordinator"), members, in_flight,
+        message.rounds_committed, message.rounds_failed,
+    )  # fmt: skip

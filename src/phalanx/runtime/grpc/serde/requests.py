@@ -26,7 +26,7 @@ from phalanx.runtime.grpc.serde._core import (
     specs_pb,
     tensor_specs_of,
 )
-from phalanx.runtime.grpc.session import Caller, Chunk, JoinRequest, UpdateHeader
+from phalanx.runtime.grpc.session import Caller, Chunk, JoinRequest, StatusQuery, UpdateHeader
 
 
 @encoder
@@ -139,3 +139,14 @@ def parse_leave_request(data: bytes) -> tuple[Caller, str]:
     message = parse_message(pb.LeaveRequest, data)
     require(message, "caller")
     return caller_of(message.caller), message.reason
+
+
+@encoder
+def status_request(query: StatusQuery) -> pb.StatusRequest:
+    return pb.StatusRequest(envelope=envelope_pb(query.envelope), credential=query.credential)
+
+
+def parse_status_request(data: bytes) -> StatusQuery:
+    message = parse_message(pb.StatusRequest, data)
+    require(message, "envelope")
+    return StatusQuery(envelope_of(message.envelope, "client"), message.credential)
