@@ -1,4 +1,4 @@
-"""Entry point: ``phalanx run``, ``serve``, ``client``, ``report``, ``checkpoints``,
+"""Entry point: ``phalanx run``, ``launch``, ``serve``, ``client``, ``report``, ``checkpoints``,
 ``list``, ``credentials``, ``certs`` and ``status``.
 
 ``main`` is the one boundary where what escapes a command becomes an exit code and one
@@ -24,6 +24,7 @@ from phalanx.cli.certs import certs_app
 from phalanx.cli.checkpoints import checkpoints_app
 from phalanx.cli.client import client
 from phalanx.cli.credentials import credentials_app
+from phalanx.cli.launch import launch
 from phalanx.cli.listing import list_command
 from phalanx.cli.report import report
 from phalanx.cli.run import run
@@ -42,6 +43,7 @@ app.command("serve")(serve)
 app.command("report")(report)
 app.command("list")(list_command)
 app.command("client")(client)
+app.command("launch")(launch)
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(certs_app, name="certs")

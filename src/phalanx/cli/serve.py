@@ -7,9 +7,10 @@ waits, bounded by ``selection.member_wait_s`` and saying so, for the members its
 needs. ``--listen HOST:0`` takes any free port: the bound one is printed and, with
 ``--port-file``, written to a file.
 
-Who may join: a credential book (hashed credentials per client id) comes with the
-security work; until it is wired, ``--allow-any-client`` must be given to accept every id
-with any credential (a trusted loopback only). TLS plugs in at ``Endpoint.credentials``.
+Who may join: ``--credentials BOOK`` (hashed credentials per client id, from ``phalanx
+credentials issue``), or, explicitly, ``--allow-any-client`` (every id with any credential:
+a trusted loopback only). ``--tls-cert``/``--tls-key`` serve TLS; ``--tls-client-ca``
+requires every client to present a certificate that CA signed (mutual TLS).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import grpc
 import torch
 import typer
 from rich.console import Console
@@ -41,6 +43,8 @@ from phalanx.runtime.grpc.coordinator.deployment import (
     ServeResult,
 )
 from phalanx.runtime.grpc.coordinator.server import check_address
+from phalanx.runtime.grpc.credentials import CredentialBook
+from phalanx.runtime.grpc.tls import server_credentials
 from phalanx.simulation import initial_model, model_manifest
 from phalanx.workloads import build_workload
 
@@ -81,9 +85,18 @@ def serve(
     pull_wait_s: Annotated[float, typer.Option(help="Longest wait of a task long-poll.")] = 5.0,
     max_uploads: Annotated[int, typer.Option(help="Updates held at once (memory bound).")] = 8,
     max_update_mb: Annotated[float, typer.Option(help="Largest update accepted, MiB.")] = 1024.0,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(help="Credential book (phalanx credentials issue): who may join."),
+    ] = None,
     allow_any_client: Annotated[
         bool, typer.Option(help="Accept every client id with any credential (trusted loopback).")
     ] = False,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM server certificate (TLS).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM server key (TLS).")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="PEM CA of client certificates: require mutual TLS.")
+    ] = None,
     threads: Annotated[int, typer.Option(help="torch intra-op threads for this process.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     plots: Annotated[bool, typer.Option(help="Draw accuracy.png and faults.png.")] = True,
@@ -94,18 +107,40 @@ def serve(
         max_uploads=max_uploads, limits=WireLimits(max_bytes=int(max_update_mb * 2**20)),
     )  # fmt: skip
     check_address(listen)
-    if not allow_any_client:
-        raise ConfigError(
-            "no credential book: pass --allow-any-client to accept every client id with any "
-            "credential (only where no one else can reach the port)"
-        )
+    endpoint = Endpoint(listen, _tls(tls_cert, tls_key, tls_client_ca), port_file=port_file)
     try:
         _serve(
             scenario, overrides or [], out, force, resume, threads, quiet, plots,
-            Endpoint(listen, port_file=port_file), settings, AnyCredential(),
+            endpoint, settings, _authenticator(credentials, allow_any_client=allow_any_client),
         )  # fmt: skip
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def _authenticator(book: Path | None, *, allow_any_client: bool) -> Authenticator:
+    if book is not None and allow_any_client:
+        raise ConfigError("--credentials and --allow-any-client exclude each other")
+    if book is not None:
+        return CredentialBook.load(book)
+    if not allow_any_client:
+        raise ConfigError(
+            "no credential book: pass --credentials FILE (phalanx credentials issue), or "
+            "--allow-any-client to accept every client id with any credential (only where no "
+            "one else can reach the port)"
+        )
+    return AnyCredential()
+
+
+def _tls(
+    cert: Path | None, key: Path | None, client_ca: Path | None
+) -> grpc.ServerCredentials | None:
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    return server_credentials(cert, key, client_ca)
 
 
 def _serve(
