@@ -31,7 +31,7 @@ local_epochs = 1
 batch_size = 20
 
 [selection]
-clients_per_round = 3
+clients_per_round = 4
 over_selection = 1.0
 member_wait_s = 60.0
 
