@@ -15,7 +15,7 @@ from phalanx.errors import ConfigError
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ([], "no credential book: pass --allow-any-client"),
+        ([], "no credential book: pass --credentials FILE"),
         (["--allow-any-client", "--listen", "nowhere"], "--listen wants HOST:PORT"),
         (["--allow-any-client", "--listen", "127.0.0.1:70000"], "--listen wants HOST:PORT"),
         (["--allow-any-client", "--patience-s", "0.5", "--heartbeat-s", "1"], "must exceed"),
