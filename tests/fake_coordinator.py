@@ -77,6 +77,7 @@ class FakeCoordinator:
     protocol: int = PROTOCOL_VERSION
     refuse: Callable[[UpdateHeader], PhalanxError | None] = lambda header: None
     cancelled: tuple[TaskKey, ...] = ()
+    amnesia: bool = False  # every session is unknown at once (a broken coordinator)
     models: dict[ModelRef, Tensors] = field(default_factory=dict)
     sessions: set[str] = field(default_factory=set)
     joins: list[JoinRequest] = field(default_factory=list)
@@ -98,7 +99,7 @@ class FakeCoordinator:
         self.sessions.clear()
 
     def _check(self, caller: Caller) -> None:
-        if caller.session not in self.sessions:
+        if caller.session not in self.sessions or self.amnesia:
             raise AuthError(f"session {caller.session!r} is not known")
 
     async def join(self, request: JoinRequest) -> Lease:

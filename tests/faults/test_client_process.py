@@ -85,12 +85,22 @@ def test_two_tasks_then_finished_exits_zero(served: Served, tmp_path: Path) -> N
     assert fake.leaves == ["the run finished"]
 
 
-def test_a_crash_fault_kills_the_process_mid_task(served: Served, tmp_path: Path) -> None:
+SCHEDULED_CRASH = f'faults.schedule=[{{round=0, client={ME}, kind="crash"}}]'
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [("--fault", "crash@0"), ("--inject-faults", "--set", SCHEDULED_CRASH)],
+    ids=["fault-flag", "scenario-plan"],
+)
+def test_a_crash_fault_kills_the_process_mid_task(
+    served: Served, tmp_path: Path, flags: tuple[str, ...]
+) -> None:
     fake = served.fake
     v0 = publish(served)
     fake.tasks.append(task(0, ME, v0, batch=32))
 
-    code, _, err = finish(start(served, tmp_path, "--fault", "crash@0"))
+    code, _, err = finish(start(served, tmp_path, *flags))
 
     assert code == -signal.SIGKILL, err
     assert "injected crash" in err
@@ -118,7 +128,7 @@ def test_a_refused_credential_exits_11(served: Served, tmp_path: Path) -> None:
 def test_sigterm_says_goodbye_and_exits_143(served: Served, tmp_path: Path) -> None:
     process = start(served, tmp_path)
     deadline = time.monotonic() + WAIT_S
-    while not served.fake.joins:  # joined: now long-polling for work that never comes
+    while not served.fake.heartbeats:  # joined: now long-polling for work that never comes
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)

@@ -24,7 +24,13 @@ from phalanx.client import TrainContext
 from phalanx.config import RunConfig, build_config
 from phalanx.core.messages import Envelope
 from phalanx.core.tensors import flatten
-from phalanx.errors import AuthError, ConfigError, StaleError, VersionMismatchError
+from phalanx.errors import (
+    AuthError,
+    ConfigError,
+    RuntimeBackendError,
+    StaleError,
+    VersionMismatchError,
+)
 from phalanx.runtime.grpc.client import (
     AgentOptions,
     Backoff,
@@ -227,6 +233,33 @@ def test_reconnects_and_joins_again_after_a_coordinator_restart(served: Served) 
     assert agent.session.calls.connection.resets >= 1
 
 
+def test_a_session_refused_at_once_ends_the_client_instead_of_a_loop(served: Served) -> None:
+    """No call succeeded and no reconnection since the join: no restart to recover from."""
+    served.fake.amnesia = True
+    with pytest.raises(AuthError, match="is not known"):
+        run_bounded(agent_for(served, shard()))
+    assert len(served.fake.joins) == 1
+
+
+def test_a_restart_before_the_first_call_is_recovered_too(served: Served) -> None:
+    """Joined, then the coordinator restarts before any call succeeds: the reconnection is
+    the evidence of the restart, so the refused session joins again."""
+    fake = served.fake
+    session = agent_for(served, shard()).session
+    session.join()
+    served.stop()
+    fake.forget_sessions()
+    timer = threading.Timer(0.3, served.start)
+    timer.start()
+    try:
+        reply = session.call("pull", session.calls.pull, deadline_s=20.0)
+    finally:
+        timer.join()
+        session.calls.connection.close()
+
+    assert reply.status.value == "none_yet" and len(fake.joins) == 2
+
+
 def test_a_refused_update_is_never_resent(served: Served) -> None:
     work = shard()
     fake = served.fake
@@ -241,6 +274,23 @@ def test_a_refused_update_is_never_resent(served: Served) -> None:
     assert [h.key.round for h in fake.admitted] == [0, 1]  # round 0 pushed once
     assert [u.key.round for u in fake.updates] == [1]
     assert agent.stats.refused == 1 and agent.stats.pushed == 1
+
+
+def test_a_push_that_fails_in_the_transport_is_sent_again_whole(served: Served) -> None:
+    """UNAVAILABLE (the coordinator's ``RuntimeBackendError``) is a transport failure: the
+    push is retried, from its header, and arrives once."""
+    work = shard()
+    fake = served.fake
+    fake.tasks.append(task(0, ME, publish(served, work)))  # type: ignore[arg-type]
+    fake.finish = True
+    failures = iter([RuntimeBackendError("restarting")])
+    fake.refuse = lambda header: next(failures, None)
+    agent = agent_for(served, work)
+
+    run_bounded(agent)
+
+    assert len(fake.admitted) == 2 and [u.key.round for u in fake.updates] == [0]
+    assert agent.stats.pushed == 1 and agent.stats.refused == 0
 
 
 def test_another_protocol_version_names_both(served: Served) -> None:

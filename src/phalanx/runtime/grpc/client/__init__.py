@@ -9,7 +9,8 @@
   partial-work decision, and a task's time-to-live;
 - ``app`` and ``work``: what this client trains (a built-in workload's shard, or a user's
   app), as the simulation trains it; ``faults``: the faults it plays, through the client
-  package's wrappers; ``agent``: the loop that ties them together.
+  package's wrappers, acted out for real by ``acts`` (SIGKILL, silence, a cut push);
+  ``agent``: the loop that ties them together; ``assemble``: wiring from settings.
 
 The round logic is not here: the coordinator's engine decides; a client trains and replies.
 """

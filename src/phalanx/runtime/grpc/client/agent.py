@@ -19,12 +19,8 @@ One task at a time, each bounded by its time-to-live counted from its arrival he
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from phalanx.client import Adversary, ClientFault, Reply, steps_to_do
@@ -40,8 +36,8 @@ from phalanx.errors import (
     StaleError,
 )
 from phalanx.faults.plan import FaultDecision
+from phalanx.runtime.grpc.client.acts import Attempt, die_after, go_silent, push_cut_off
 from phalanx.runtime.grpc.client.backoff import TransportError
-from phalanx.runtime.grpc.client.calls import Cut
 from phalanx.runtime.grpc.client.faults import FaultSource, compose
 from phalanx.runtime.grpc.client.heartbeat import Cancellations, Heartbeat
 from phalanx.runtime.grpc.client.models import ModelCache
@@ -107,15 +103,14 @@ class ClientAgent:
         )
         self.pace = MeasuredPace()
         self.stats = AgentStats()
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="phalanx-train")
-        self._training: Future[Reply] | None = None
+        self._training: Attempt | None = None
 
     def run(self) -> None:
         """Serve tasks until the run is over (returns after leaving) or an error ends the
         client (raised: version mismatch, refused credential, transport down too long)."""
-        self.session.join()
-        self.heartbeat.start()
         try:
+            self.session.join()
+            self.heartbeat.start()
             while True:
                 reply = self.session.call("pull", self.session.calls.pull)
                 if reply.status is PullStatus.FINISHED:
@@ -128,7 +123,6 @@ class ClientAgent:
             raise
         finally:
             self.heartbeat.stop()
-            self._worker.shutdown(wait=False, cancel_futures=True)
             self.session.calls.connection.close()
 
     # -- one task ------------------------------------------------------------------------
@@ -185,7 +179,7 @@ class ClientAgent:
         timer: TaskTimer,
         decision: FaultDecision | None,
     ) -> Reply | None:
-        if self._training is not None and not self._training.done():
+        if self._training is not None and self._training.alive:
             self._report(task, FailureKind.CRASH, "busy: an earlier attempt is still training")
             return None
         kind = decision.kind if decision is not None else None
@@ -207,11 +201,9 @@ class ClientAgent:
             self.shard.client, trainer, decision, task.key,
             config=self.shard.config, adversary=self.adversary,
         )  # fmt: skip
-        future = self._worker.submit(client.train, task, model)
-        self._training = future
-        try:
-            reply = future.result(timeout=max(timer.left(), 0.0))
-        except FutureTimeout:
+        attempt = self._training = Attempt(lambda: client.train(task, model))
+        reply = attempt.result(timeout_s=max(timer.left(), 0.0))
+        if reply is None:
             self._report(
                 task,
                 FailureKind.TIMEOUT,
@@ -243,10 +235,7 @@ class ClientAgent:
         Partway: ``fraction`` of the task's expected length (measured pace; 1 s unknown)."""
         steps = self.shard.total_steps(task.config)
         expected = self.pace.duration(steps) if self.pace.step_s is not None else 1.0
-        threading.Event().wait(fraction * min(max(timer.left(), 0.0), expected))
-        log.warning("injected crash: client %s kills itself (SIGKILL)", self.shard.client)
-        logging.shutdown()
-        os.kill(os.getpid(), signal.SIGKILL)
+        die_after(fraction * min(max(timer.left(), 0.0), expected), self.shard.client)
 
     def _hang(self, task: TrainTask) -> None:
         """Stop answering, connection open: heartbeats stop and nothing is sent."""
@@ -254,25 +243,15 @@ class ClientAgent:
         silent = self.options.hang_s
         if silent is None:
             silent = task.config.ttl_s + lease.patience_s + 2 * lease.heartbeat_interval_s
-        log.warning("injected hang: client %s silent for %.1f s", self.shard.client, silent)
-        self.heartbeat.pause()
-        try:
-            threading.Event().wait(silent)
-        finally:
-            self.heartbeat.resume()
+        go_silent(self.heartbeat, silent, self.shard.client)
 
     def _drop(self, task: TrainTask, update: ClientUpdate) -> None:
         """Push, then cut the connection mid-stream; come back after ``reconnect_s``."""
-        calls = self.session.calls
-        total = sum(t.numel() for t in update.tensors.values()) * 4
-        cut = Cut(1 + -(-total // calls.connection.limits.chunk_bytes) // 2)
-        try:
-            calls.push(self.session.caller, update, max(task.config.ttl_s, 1.0), cut)
-            log.warning("injected drop: the push of %s completed before the cut", task.key)
-            self.stats.pushed += 1
-        except PhalanxError as exc:
-            log.warning("injected drop: push of %s cut off (%s)", task.key, exc)
+        timeout = max(task.config.ttl_s, 1.0)
+        if push_cut_off(self.session.calls, self.session.caller, update, timeout):
             self.stats.dropped += 1
+        else:
+            self.stats.pushed += 1
         threading.Event().wait(self.options.reconnect_s)
 
     def _push(self, task: TrainTask, update: ClientUpdate, timer: TaskTimer) -> None:

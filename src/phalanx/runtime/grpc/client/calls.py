@@ -87,10 +87,10 @@ class CoordinatorCalls:
     def get_model(self, caller: Caller, ref: ModelRef) -> ModelReceiver:
         """The model ``ref`` names, received whole and checked against its sha256 (call
         ``finish`` on the receiver for the tensors)."""
-        receiver = ModelReceiver(ref, self.connection.limits)
         request = serde.get_model_request(caller, ref)
 
         def call(channel: grpc.Channel) -> ModelReceiver:
+            receiver = ModelReceiver(ref, self.connection.limits)  # a fresh one per try
             stream: grpc.UnaryStreamMultiCallable[bytes, bytes]
             stream = channel.unary_stream(serde.method_path("GetModel"))
             for part in stream(request, timeout=self.deadlines.transfer_s):
@@ -105,10 +105,10 @@ class CoordinatorCalls:
         """Send ``update`` in chunks; with ``cut``, close the connection partway (the call
         then fails as a transport failure, as a real drop would)."""
         chunk = self.connection.limits.chunk_bytes
-        parts = serde.update_parts(caller, update, chunk)
         timeout = min(timeout_s, self.deadlines.transfer_s)
 
         def call(channel: grpc.Channel) -> PushReceipt:
+            parts = serde.update_parts(caller, update, chunk)  # a fresh stream per try
             stream: grpc.StreamUnaryMultiCallable[bytes, bytes]
             stream = channel.stream_unary(serde.method_path("PushUpdate"))
             if cut is None:
@@ -136,7 +136,9 @@ class CoordinatorCalls:
             return call(channel)
         except grpc.RpcError as exc:
             raise self._translate(exc, generation) from None
-        except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
+        except ValueError as exc:
+            if "closed channel" not in str(exc):  # grpc: "Cannot invoke RPC on closed channel!"
+                raise
             self.connection.reset(generation)
             raise TransportError(f"the channel closed under the call: {exc}") from None
 

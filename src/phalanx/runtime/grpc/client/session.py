@@ -8,9 +8,10 @@ credential an ``AuthError`` (exit code 11): neither is retried.
 ``call`` makes one call as the current session. Transport failures are retried with
 backoff (``Retrying``) until ``give_up_s`` passes. A coordinator that restarted has lost
 every session, and says so with ``AuthError`` on the next call: the session joins again and
-repeats the call, once. It joins again only if a call succeeded since the last join, so a
-coordinator that keeps refusing the session ends the client (``AuthError``) instead of
-making it loop on joins.
+repeats the call, once. It joins again only with evidence of a restart since its last join
+(a call that succeeded, or a reconnection after a transport failure), so a coordinator that
+keeps refusing a fresh session ends the client (``AuthError``) instead of making it loop on
+joins.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Session:
         self._lock = threading.Lock()
         self._lease: Lease | None = None
         self._served = False  # a call succeeded since the last join
+        self._resets = 0  # the connection's resets at the last join
         self.joins = 0
 
     @property
@@ -80,6 +82,7 @@ class Session:
             )
         with self._lock:
             self._lease, self._served = lease, False
+            self._resets = self.calls.connection.resets
             self.joins += 1
         log.info("client %s joined as session %s", me.client, lease.session)
         return lease
@@ -90,13 +93,17 @@ class Session:
         try:
             return self._attempt(what, fn, limit)
         except AuthError as exc:
-            if isinstance(exc, PermissionDeniedError) or not self._served:
+            if isinstance(exc, PermissionDeniedError) or not self._may_rejoin():
                 raise
             log.warning(
                 "%s: the coordinator no longer knows this session (%s); joining again", what, exc
             )
             self.join()
             return self._attempt(what, fn, limit)
+
+    def _may_rejoin(self) -> bool:
+        with self._lock:
+            return self._served or self.calls.connection.resets > self._resets
 
     def _attempt(self, what: str, fn: Callable[[Caller], T], deadline_s: float) -> T:
         result = self.retrying.call(lambda: fn(self.caller), what=what, deadline_s=deadline_s)
