@@ -7,6 +7,7 @@ Durations are seconds on the engine's clock (virtual in simulation, wall in depl
 from __future__ import annotations
 
 import copy
+import json
 import math
 import tomllib
 from pathlib import Path
@@ -633,8 +634,22 @@ def build_config(tree: dict[str, Any], overrides: list[str] | tuple[str, ...] = 
         raise ConfigError(_describe(error, nulled)) from None
 
 
+def _json_tree(path: Path) -> dict[str, Any]:
+    try:
+        tree = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"scenario file not found: {path}") from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: not a readable JSON configuration: {error}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: a configuration is a JSON object")
+    return tree
+
+
 def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     tree: dict[str, Any] = {}
+    if path is not None and path.suffix == ".json":  # a run directory's config.json
+        return build_config(_json_tree(path), overrides)
     if path is not None:
         try:
             tree = tomllib.loads(path.read_text())

@@ -1,5 +1,5 @@
-"""Entry point: ``phalanx run``, ``serve``, ``report``, ``checkpoints``, ``list``,
-``credentials``, ``certs`` and ``status``.
+"""Entry point: ``phalanx run``, ``launch``, ``serve``, ``client``, ``report``, ``checkpoints``,
+``list``, ``credentials``, ``certs`` and ``status``.
 
 ``main`` is the one boundary where what escapes a command becomes an exit code and one
 line on stderr, never a traceback: a ``PhalanxError`` exits with its own code; an ``OSError``
@@ -32,6 +32,7 @@ from phalanx.cli.certs import certs_app  # noqa: E402
 from phalanx.cli.checkpoints import checkpoints_app  # noqa: E402
 from phalanx.cli.client import client  # noqa: E402
 from phalanx.cli.credentials import credentials_app  # noqa: E402
+from phalanx.cli.launch import launch  # noqa: E402
 from phalanx.cli.listing import list_command  # noqa: E402
 from phalanx.cli.report import report  # noqa: E402
 from phalanx.cli.run import run  # noqa: E402
@@ -54,6 +55,7 @@ app.command("serve")(serve)
 app.command("report")(report)
 app.command("list")(list_command)
 app.command("client")(client)
+app.command("launch")(launch)
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(certs_app, name="certs")

@@ -7,8 +7,8 @@ and no second container format inside protobuf: the specs are the container). Th
 problem, anything but the stream its header announced: a chunk out of order, repeated or
 missing, an empty or oversized chunk, more bytes than announced (``SizeLimitError``, before
 they are buffered), a stream that ends short, tensors that do not hash to the digest.
-Memory grows only with the bytes actually received, never past the announced total, which is
-itself checked against the limit before the first chunk.
+Memory is taken at the first chunk, the announced total at once (checked against the limit
+before that chunk), so a header alone costs nothing and a chunk is copied exactly once.
 """
 
 from __future__ import annotations
@@ -67,6 +67,37 @@ def flat_bytes(vector: torch.Tensor) -> memoryview:
     return array.view(np.uint8).data
 
 
+def tensor_views(tensors: Mapping[str, torch.Tensor]) -> list[memoryview]:
+    """Each tensor's little-endian bytes, in order: a view of its memory when it is already a
+    contiguous little-endian CPU float32 tensor (a copy otherwise). ``ProtocolError`` for a
+    dtype the wire does not carry."""
+    views = []
+    for name, tensor in tensors.items():
+        if tensor.dtype != WIRE_DTYPE:
+            raise ProtocolError(f"tensor {name!r} is {tensor.dtype}; the wire carries float32")
+        array = np.ascontiguousarray(tensor.detach().cpu().numpy().reshape(-1), dtype=_LE)
+        views.append(array.view(np.uint8).data)
+    return views
+
+
+def chunk_pieces(views: list[memoryview], size: int) -> Iterator[tuple[int, list[memoryview]]]:
+    """(seq, pieces) of the views' bytes concatenated, cut every ``size`` bytes: a chunk's
+    pieces are slices of the views (one per tensor it spans), never copies."""
+    seq, pending, room = 0, [], size
+    for view in views:
+        at = 0
+        while at < len(view):
+            take = min(room, len(view) - at)
+            pending.append(view[at : at + take])
+            at += take
+            room -= take
+            if room == 0:
+                yield seq, pending
+                seq, pending, room = seq + 1, [], size
+    if pending:
+        yield seq, pending
+
+
 def chunks(data: bytes | memoryview, size: int) -> Iterator[tuple[int, memoryview]]:
     """(seq, bytes) pieces of ``data`` of at most ``size`` bytes (none for empty data)."""
     view = memoryview(data).cast("B")
@@ -120,12 +151,13 @@ class Assembler:
         self._total = total_bytes
         self._max_chunk = limits.max_chunk_bytes
         self._what = what
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # sized to the announced total at the first chunk
+        self._received = 0
         self._next = 0
 
     @property
     def received(self) -> int:
-        return len(self._buffer)
+        return self._received
 
     def add(self, seq: int, data: bytes | memoryview) -> None:
         if seq != self._next:
@@ -143,7 +175,11 @@ class Assembler:
                 f"{self._what}: chunk {seq} brings {self.received + len(data)} bytes; "
                 f"{self._total} were announced"
             )
-        self._buffer += data
+        if not self._buffer:
+            self._buffer = bytearray(self._total)
+        end = self._received + len(data)
+        memoryview(self._buffer)[self._received : end] = data
+        self._received = end
         self._next += 1
 
     def finish(self, digest: str) -> dict[str, torch.Tensor]:

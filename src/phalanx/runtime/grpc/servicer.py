@@ -13,12 +13,14 @@ message and a logged traceback, and the server goes on serving.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Never, TypeVar
 
 import grpc
 
+from phalanx.core.messages import ClientUpdate
 from phalanx.errors import PhalanxError, ProtocolError
 from phalanx.runtime.grpc import serde
 from phalanx.runtime.grpc.assembly import WireLimits
@@ -32,6 +34,7 @@ Context = grpc.aio.ServicerContext[bytes, bytes]
 T = TypeVar("T")
 R = TypeVar("R")
 MESSAGE_HEADROOM = 64 << 10  # a chunk message's protobuf framing around its data
+OFFLOAD_DIGEST_BYTES = 1 << 20  # updates past this are hashed off the event loop
 
 
 class CoordinatorServicer:
@@ -107,7 +110,7 @@ class CoordinatorServicer:
             admitted = (caller, header)
             async for data in requests:
                 receiver.add(data)
-            update = receiver.finish(caller.client)
+            update = await _finish(receiver, caller.client)
             admitted = None  # handed over: push_update answers for it now
             return serde.push_reply(await self._handlers.push_update(caller, update))
         except Exception as exc:
@@ -119,6 +122,15 @@ class CoordinatorServicer:
         finally:
             if admitted is not None:  # cancelled, or the connection was lost
                 self._handlers.push_failed(*admitted, "the push was cancelled or cut off")
+
+
+async def _finish(receiver: UpdateReceiver, sender: int) -> ClientUpdate:
+    """The digest check of a big update in a thread (hashlib releases the GIL), so the loop
+    goes on taking other clients' chunks meanwhile; a small one inline (a thread hop costs
+    more than hashing it)."""
+    if receiver.received_bytes < OFFLOAD_DIGEST_BYTES:
+        return receiver.finish(sender)
+    return await asyncio.to_thread(receiver.finish, sender)
 
 
 async def _abort(context: Context, method: str, error: Exception) -> Never:

@@ -99,7 +99,7 @@ class Chunk:
     """``data`` is bytes ``seq``: chunks of a stream are numbered 0, 1, 2, ..."""
 
     seq: int
-    data: bytes
+    data: bytes | memoryview  # a view into the received message, when read by serde
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,10 @@ class UpdateReceiver:
             raise ProtocolError("a push carries one header; a second one arrived")
         self._assembler.add(part.seq, part.data)
 
+    @property
+    def received_bytes(self) -> int:
+        return self._assembler.received if self._assembler is not None else 0
+
     def finish(self, sender: int) -> ClientUpdate:
         """The update whose tensors arrived whole and match their digest, from ``sender``
         (the client the coordinator authenticated, never a claim of the message)."""

@@ -4,7 +4,7 @@ docstring)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
@@ -22,7 +22,6 @@ from phalanx.core.messages import (
 )
 from phalanx.core.tensors import TensorSpec
 from phalanx.errors import ProtocolError, VersionMismatchError
-from phalanx.runtime.grpc.assembly import chunks
 from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
 from phalanx.runtime.grpc.session import Caller, Chunk
 from phalanx.types import FailureKind
@@ -172,8 +171,3 @@ def caller_pb(caller: Caller) -> pb.Caller:
 
 def chunk_of(part: pb.Chunk) -> Chunk:
     return Chunk(part.seq, part.data)
-
-
-def chunks_pb(data: bytes | memoryview, size: int) -> Iterator[pb.Chunk]:
-    for seq, piece in chunks(data, size):
-        yield pb.Chunk(seq=seq, data=bytes(piece))

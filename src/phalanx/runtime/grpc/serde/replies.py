@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from phalanx.errors import ProtocolError
+from phalanx.runtime.grpc.assembly import chunks
 from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
 from phalanx.runtime.grpc.serde._core import (
     chunk_of,
-    chunks_pb,
     encoder,
     envelope_of,
     envelope_pb,
@@ -23,6 +23,7 @@ from phalanx.runtime.grpc.serde._core import (
     task_pb,
     tensor_specs_of,
 )
+from phalanx.runtime.grpc.serde.chunks import chunk_part, parse_chunk_part
 from phalanx.runtime.grpc.session import (
     Ack,
     Chunk,
@@ -100,8 +101,8 @@ def parse_pull_reply(data: bytes) -> PullReply:
 def model_parts(payload: ModelPayload, chunk_bytes: int) -> Iterator[bytes]:
     """A model download: its header, then its bytes in chunks."""
     yield _model_header(payload.header)
-    for chunk in chunks_pb(payload.data, chunk_bytes):
-        yield pb.ModelPart(chunk=chunk).SerializeToString()
+    for seq, piece in chunks(payload.data, chunk_bytes):
+        yield chunk_part(seq, [piece])
 
 
 @encoder
@@ -114,6 +115,9 @@ def _model_header(header: ModelHeader) -> pb.ModelPart:
 
 
 def parse_model_part(data: bytes) -> ModelHeader | Chunk:
+    fast = parse_chunk_part(data)
+    if fast is not None:
+        return fast
     message = parse_message(pb.ModelPart, data)
     if message.HasField("chunk"):
         return chunk_of(message.chunk)

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from phalanx.core.messages import ClientUpdate, ModelRef, TaskFailure
-from phalanx.runtime.grpc.assembly import raw_bytes, specs_of
+from phalanx.runtime.grpc.assembly import chunk_pieces, specs_of, tensor_views
 from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
 from phalanx.runtime.grpc.serde._core import (
     caller_of,
     caller_pb,
     chunk_of,
-    chunks_pb,
     encoder,
     envelope_of,
     envelope_pb,
@@ -26,6 +25,7 @@ from phalanx.runtime.grpc.serde._core import (
     specs_pb,
     tensor_specs_of,
 )
+from phalanx.runtime.grpc.serde.chunks import chunk_part, parse_chunk_part
 from phalanx.runtime.grpc.session import Caller, Chunk, JoinRequest, StatusQuery, UpdateHeader
 
 
@@ -79,11 +79,10 @@ def parse_get_model_request(data: bytes) -> tuple[Caller, ModelRef]:
 
 def update_parts(caller: Caller, update: ClientUpdate, chunk_bytes: int) -> Iterator[bytes]:
     """A push: the update's header, then its tensors' bytes in chunks."""
-    data = raw_bytes(update.tensors)
-    header = _update_start(caller, update, len(data))
-    yield header
-    for chunk in chunks_pb(data, chunk_bytes):
-        yield pb.UpdatePart(chunk=chunk).SerializeToString()
+    views = tensor_views(update.tensors)
+    yield _update_start(caller, update, sum(len(v) for v in views))
+    for seq, pieces in chunk_pieces(views, chunk_bytes):
+        yield chunk_part(seq, pieces)
 
 
 @encoder
@@ -100,6 +99,9 @@ def _update_start(caller: Caller, update: ClientUpdate, total: int) -> pb.Update
 
 def parse_update_part(data: bytes) -> tuple[Caller, UpdateHeader] | Chunk:
     """The first part of a push (who, and the update's header) or one of its chunks."""
+    fast = parse_chunk_part(data)
+    if fast is not None:
+        return fast
     message = parse_message(pb.UpdatePart, data)
     if message.HasField("chunk"):
         return chunk_of(message.chunk)
