@@ -7,6 +7,7 @@ the launcher restarts it, it joins again, and the run still commits every round.
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -40,13 +41,18 @@ task_s = 20.0
 round_s = 60.0
 
 [quorum]
-min_updates = 2
+min_updates = 3  # a round opens once 3 of the 4 clients are live
 
 [checkpoint]
 every = 1
 
 [[faults.schedule]]
 round = 1
+client = 1
+kind = "crash"
+
+[[faults.schedule]]
+round = 2
 client = 1
 kind = "crash"
 """
@@ -68,7 +74,9 @@ def test_a_crashed_client_process_is_restarted_and_the_run_commits(tmp_path: Pat
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["rounds_committed"] == 3
-    assert "client restarts: 1 (1 clients)" in done.stdout
+    # client 1 crashes in rounds 1 and 2 whenever it is live and asked (a slow start can
+    # leave it out of one of them): each crash is a restart
+    assert re.search(r"client restarts: [12] \(1 clients\)", done.stdout), done.stdout[-2000:]
     history = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [r["round"] for r in history] == [0, 1, 2]
 
