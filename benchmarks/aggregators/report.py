@@ -10,19 +10,24 @@ from rich.table import Table
 
 # Why outputs that should agree can differ (found by inspecting the differing coordinates).
 EXPLAIN = {
+    "ByzFL krum": "ByzFL scores a row by its n - f - 1 nearest neighbours, the paper (Flower, "
+    "ours) by n - f - 2, and so picked another row",
     "bulyan": "in each, the beta-th and (beta+1)-th values closest to the median are equally "
     "close (a float32 tie) and each library keeps a different one: both are valid Bulyan "
     "outputs",
 }
 PEERS = ("ByzFL", "Flower")
-HEADERS = ("rule", "n", "d", "phalanx s", *(
+HEADERS = ("rule", "n", "d", "phalanx CPU s", *(
     f"{peer} {what}" for peer in PEERS for what in ("s", "/ ours", "max Δ")
 ))  # fmt: skip
 SHORT = {"numpy": "np", "torch": "pt"}
 CHOICES = (
     "f = floor((n - 3) / 4), the largest f with Bulyan's n >= 4f + 3, for every rule: "
     "f = 1, 11, 24 at n = 10, 50, 100",
-    "ByzFL is timed on a numpy array (np) and a torch tensor (pt); the faster is shown",
+    "ByzFL is timed on a numpy array (np) and a torch tensor (pt), both of which its "
+    "aggregators take as they are; the faster is shown (the JSON holds both)",
+    "Flower's functions take what its strategies pass them: a list of (NDArrays, "
+    "num_examples), here 4 layers per client, views of the same rows",
     "equal weights (ByzFL takes none); Multi-Krum averages the n - f best rows",
     "ByzFL's Krum scores a row by its n - f - 1 nearest neighbours, the paper (Flower, "
     "ours) by n - f - 2; the max Δ column shows whether it picked another row",
@@ -72,7 +77,7 @@ def peer_cells(case: dict[str, Any], peer: str, notes: Notes) -> list[str]:
     diff, differing = best["max_abs_diff"], best["coords_differing"]
     diff_text = "—" if diff is None else f"{diff:.0e}"
     if differing:
-        why = EXPLAIN.get(case["rule"], "not explained")
+        why = EXPLAIN.get(f"{peer} {case['rule']}", EXPLAIN.get(case["rule"], "not explained"))
         diff_text += " " + notes.mark(
             f"{peer} {case['rule']}, n={case['n']}, d={case['d']:,}: {differing:,} of "
             f"{case['d']:,} coordinates differ from ours; {why}"
@@ -101,7 +106,7 @@ def rows(result: dict[str, Any], notes: Notes) -> list[list[str]]:
 
 def render(console: Console, result: dict[str, Any]) -> Notes:
     notes = Notes()
-    table = Table(title="aggregator seconds per call (median); peer / phalanx > 1: ours faster")
+    table = Table(title="aggregator CPU seconds per call (median); peer / phalanx > 1: ours faster")
     for header in HEADERS:
         table.add_column(header, justify="left" if header == "rule" else "right")
     body = rows(result, notes)
@@ -117,11 +122,12 @@ def to_markdown(result: dict[str, Any], info: dict[str, Any]) -> str:
     notes = Notes()
     body = rows(result, notes)
     lines = [
-        "Seconds per call of each aggregator (median of interleaved rounds, one thread each), "
-        "each peer's time as a multiple of ours (> 1: ours is faster), and max Δ, the largest "
-        "absolute difference between the peer's output and ours on the same inputs. "
-        "`make bench-aggregators` (or `python -m benchmarks.aggregator_speed` once "
-        "`make bench-peers` has run).",
+        "CPU seconds (user + system) per call of each aggregator (median of interleaved "
+        "rounds, one thread each; phalanx in its environment, the peers in `.venv-peers`, "
+        "side by side in one run), each peer's time as a multiple of ours (> 1: ours is "
+        "faster), and max Δ, the largest absolute difference between the peer's output and "
+        "ours on the same inputs. `make bench-aggregators` (or `python -m "
+        "benchmarks.aggregator_speed` once `make bench-peers` has built `.venv-peers`).",
         "",
         f"| {' | '.join(HEADERS)} |",
         "|---|" + "---:|" * (len(HEADERS) - 1),
@@ -131,5 +137,25 @@ def to_markdown(result: dict[str, Any], info: dict[str, Any]) -> str:
     lines += ["", "Matched parameters:", "", *(f"- {choice}" for choice in CHOICES)]
     versions = ", ".join(f"{k} {v or 'not installed'}" for k, v in result["peers"].items())
     machine = ", ".join(f"{k} {v}" for k, v in info.items())
+    lines += ["", wall_note(result)]
     lines += ["", f"_{versions}; {machine}; one thread per contender; medians._", ""]
     return "\n".join(lines)
+
+
+def wall_note(result: dict[str, Any]) -> str:
+    """How far the wall clock strayed from CPU time in this run: the machine's load."""
+    ratios = [
+        c["median_wall_s"] / c["median_s"]
+        for case in result["cases"]
+        for c in case["contenders"]
+        if c.get("median_wall_s") and c["median_s"] and c["median_s"] > 0.01
+    ]
+    if not ratios:
+        return "Wall seconds are in the JSON next to the CPU seconds."
+    ratios.sort()
+    return (
+        f"Wall seconds are in the JSON next to the CPU seconds: over the calls of 10 ms and "
+        f"more, wall / CPU was {ratios[len(ratios) // 2]:.2f} at the median and "
+        f"{ratios[-1]:.2f} at most (1.00 on an idle machine; above it, time other processes "
+        "held the core)."
+    )
