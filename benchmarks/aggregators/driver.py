@@ -65,12 +65,13 @@ class Worker:
         with selectors.DefaultSelector() as selector:
             selector.register(stdout, selectors.EVENT_READ)
             while b"\n" not in self.buffer:
-                left = deadline - time.monotonic()
-                chunk = os.read(stdout.fileno(), 1 << 16) if selector.select(max(left, 0)) else b""
+                if not selector.select(max(deadline - time.monotonic(), 0)):
+                    self.close(force=True)
+                    raise SystemExit(f"measuring child {self.argv[0]} timed out on {request}")
+                chunk = os.read(stdout.fileno(), 1 << 16)
                 if not chunk:
                     self.close(force=True)
-                    why = "timed out" if left <= 0 else "exited"
-                    raise SystemExit(f"measuring child {self.argv[0]} {why} on {request}")
+                    raise SystemExit(f"measuring child {self.argv[0]} exited on {request}")
                 self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
         return dict(json.loads(line))
@@ -88,6 +89,10 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 @dataclass
