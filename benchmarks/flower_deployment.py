@@ -37,6 +37,24 @@ from benchmarks.deployment.contenders import Outcome, run_flower, run_phalanx
 from benchmarks.deployment.workload import export, scenario
 
 PEERS_BIN = REPO_ROOT / ".venv-peers" / "bin"
+HOW = [
+    "How it runs: phalanx as `python -m phalanx run SCENARIO --runtime grpc` (its launcher: a "
+    "coordinator and one process per client); Flower as its deployment documentation runs "
+    "it, from `.venv-peers`: `flower-superlink --insecure`, one `flower-supernode --insecure "
+    "--superlink 127.0.0.1:PORT --node-config partition-id=i` per client, then `flwr run "
+    "benchmarks/flower_app bench --stream` with a private `FLWR_HOME/config.toml` naming "
+    "that SuperLink. The SuperLink starts the ServerApp (FedAvg, 10 of 20 nodes per round, "
+    "server-side evaluation on the test set after every round) in a subprocess, and each "
+    "SuperNode starts a ClientApp process per message it is sent (Flower's default "
+    "`subprocess` isolation), so every local training pays an interpreter start and the "
+    "imports of torch and flwr. Both train the seed MLP on phalanx's own data from the same "
+    "initial parameters (exported as plain arrays), with the scenario's local epochs, batch "
+    "and learning rate, faults off and no over-selection. Wall: first process started to the "
+    "last round done. Training: each contender's own clock (Flower's ServerApp: first round "
+    "sent, once all SuperNodes are connected, to the last round aggregated). Coordinator "
+    "peak RSS: VmHWM from /proc (Flower: the SuperLink; its ServerApp process, which holds "
+    "the model and the strategy, is the next column).",
+]
 TARGET = 5.0  # issue 11: phalanx >= 5x faster than Flower's deployment engine
 
 
@@ -119,6 +137,12 @@ def to_markdown(rows: list[dict[str, Any]], info: dict[str, Any], args: argparse
         lines.append(
             f"- Flower wall / phalanx wall: N/A until both rows ran (target >= {TARGET:.0f}x)"
         )
+    flower = by_name.get("flower", {})
+    programs = flower["all"][0]["extra"].get("programs") if flower.get("runs") else None
+    lines += ["", *HOW]
+    if programs:
+        seen = ", ".join(f"{name} x{count}" for name, count in sorted(programs.items()))
+        lines += ["", f"Flower's processes in the first run, by program: {seen}."]
     machine = ", ".join(f"{k} {v}" for k, v in info.items())
     lines += ["", f"_{machine}; one torch thread per process._", ""]
     return "\n".join(lines)

@@ -108,6 +108,16 @@ def _tree(out: Outcome, watcher: Watcher) -> Outcome:
     return out
 
 
+def _progress(result_path: Path) -> str:
+    """How far the ServerApp got (it writes a progress file after every round)."""
+    path = Path(str(result_path) + ".progress")
+    if not path.exists():
+        return ": no round finished"
+    done = json.loads(path.read_text())
+    seconds, rounds = done["train_time_s"], done["rounds"]
+    return f": {rounds} rounds done in {seconds:.0f} s of training ({seconds / rounds:.1f} s/round)"
+
+
 def _flower_home(scratch: Path, port: int) -> Path:
     """A private Flower configuration naming the local SuperLink (never the user's ~/.flwr)."""
     home = scratch / "flwr-home"
@@ -156,7 +166,7 @@ def run_flower(
         submit = group.start("flwr-run", [*flwr_run, "--stream"], cwd=scratch)
         while not result_path.exists():
             if time.monotonic() > deadline:
-                out.error = f"no result within {timeout_s:.0f} s: {tail(scratch / 'flwr-run.log')}"
+                out.error = f"no result within {timeout_s:.0f} s{_progress(result_path)}"
                 return out
             if submit.poll() not in (None, 0) or link.poll() is not None:
                 why = tail(scratch / "flwr-run.log") or tail(scratch / "superlink.log")

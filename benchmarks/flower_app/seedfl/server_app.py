@@ -25,12 +25,15 @@ def main(grid: Grid, context: Context) -> None:
     model = model_for(data)
     test_x, test_y = torch.from_numpy(data["test_x"]), torch.from_numpy(data["test_y"])
     accuracies: list[float] = []
+    start = time.perf_counter()  # reset once every SuperNode is connected
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())
         value = accuracy(model, test_x, test_y)
         if server_round > 0:  # round 0 is the initial model
             accuracies.append(value)
+            progress = {"rounds": server_round, "train_time_s": time.perf_counter() - start}
+            write_json(str(config["result-path"]) + ".progress", progress)
         return MetricRecord({"accuracy": value})
 
     nodes = int(config["min-nodes"])
@@ -59,9 +62,13 @@ def main(grid: Grid, context: Context) -> None:
         "accuracies": accuracies,
         "serverapp_pid": os.getpid(),
     }
-    path = str(config["result-path"])
+    write_json(str(config["result-path"]), result)
+
+
+def write_json(path: str, document: dict[str, object]) -> None:
+    """Atomically: the benchmark polls for this file and must never read half of it."""
     with open(path + ".tmp", "w", encoding="utf-8") as out:
-        json.dump(result, out)
+        json.dump(document, out)
         out.flush()
         os.fsync(out.fileno())
     os.replace(path + ".tmp", path)
