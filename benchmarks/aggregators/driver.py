@@ -13,7 +13,8 @@ last smaller case exceeds ``--max-call-s``, or its memory (from its algorithm: B
 builds an n x (n - f) x d array) exceeds ``--max-bytes``. A slow call gets fewer rounds,
 ``min(repeats, floor(budget / warm-up time))``; one that alone outlasts the budget is timed
 once, by its warm-up call. Every wait on a child is bounded; a child that does not answer
-in time is killed (its whole session) and the benchmark stops saying which call hung.
+in time is killed (its whole session), the call is reported as failed, and the child is
+restarted with the current inputs for the calls after it.
 """
 
 from __future__ import annotations
@@ -37,17 +38,25 @@ from benchmarks.aggregators.rules import AGREE, PeerCall, Rule, count_differing,
 from benchmarks.aggregators.rules import max_abs_difference as max_diff
 
 
+class ChildTimeoutError(Exception):
+    """A measuring child did not answer in time; it has been killed."""
+
+
 class Worker:
     """One measuring child: a JSON request per line in, a JSON answer per line out."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float):
-        self.argv, self.timeout_s = argv, timeout_s
+        self.argv, self.env, self.cwd, self.timeout_s = argv, env, cwd, timeout_s
+        self.start()
+
+    def start(self) -> None:
+        """(Re)start the child and read its greeting."""
         self.process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            bufsize=0, start_new_session=True,
+            self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, bufsize=0, start_new_session=True,
         )  # fmt: skip
         self.buffer = b""
-        self.hello = self.read(timeout_s)
+        self.hello = self.read(self.timeout_s)
 
     def ask(self, request: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         stdin = self.process.stdin
@@ -67,7 +76,7 @@ class Worker:
             while b"\n" not in self.buffer:
                 if not selector.select(max(deadline - time.monotonic(), 0)):
                     self.close(force=True)
-                    raise SystemExit(f"measuring child {self.argv[0]} timed out on {request}")
+                    raise ChildTimeoutError(f"no answer within {timeout_s:.0f} s to {request}")
                 chunk = os.read(stdout.fileno(), 1 << 16)
                 if not chunk:
                     self.close(force=True)
@@ -156,6 +165,7 @@ class Bench:
     args: Any
     scratch: Path
     history: History = field(default_factory=History)
+    case: tuple[int, int] = (0, 0)  # the (n, d) both children hold
 
     def contenders(
         self, peer: str, call: PeerCall, formats: tuple[str, ...], rule: str, n: int, d: int, f: int
@@ -181,10 +191,18 @@ class Bench:
         return out
 
     def call(self, c: Contender, rule: str, out: Path | None = None) -> dict[str, Any]:
-        if c.worker is None:
+        """One call; a call that outlasts the child's timeout becomes an error answer, and
+        the child is restarted (with the current case) for the contenders after it."""
+        worker = c.worker
+        if worker is None:
             raise RuntimeError("no worker")
         request = {"op": "call", "contender": c.peer, "rule": rule, "format": c.fmt}
-        return c.worker.ask(request | ({"out": str(out)} if out else {}))
+        try:
+            return worker.ask(request | ({"out": str(out)} if out else {}))
+        except ChildTimeoutError:
+            worker.start()
+            worker.ask({"op": "case", "n": self.case[0], "d": self.case[1], "seed": self.args.seed})
+            return {"error": f"no answer within {worker.timeout_s:.0f} s (killed)"}
 
     def warm_up(
         self, c: Contender, rule: str, reference: np.ndarray[Any, Any] | None
@@ -216,7 +234,12 @@ class Bench:
         for round_index in range(self.args.repeats):
             for c in contenders:
                 if c.worker is not None and len(c.runs) < c.allowed:
-                    c.runs.append(self.call(c, rule))
+                    answer = self.call(c, rule)
+                    if "error" in answer:  # keep the rounds it had
+                        failed = f"failed: {answer['error']}"
+                        c.allowed, c.note = len(c.runs), f"{c.note}; {failed}" if c.note else failed
+                    else:
+                        c.runs.append(answer)
             if round_index == 0:
                 timed_byzfl = [c for c in contenders if c.peer == "ByzFL" and c.runs]
                 for c in sorted(timed_byzfl, key=lambda c: c.runs[0]["cpu_s"])[1:]:
@@ -248,6 +271,7 @@ class Bench:
 
     def load_case(self, n: int, d: int) -> None:
         """Both children build the (n, d) inputs; they must be the same bytes."""
+        self.case = (n, d)
         request = {"op": "case", "n": n, "d": d, "seed": self.args.seed}
         crcs = {w.ask(request)["crc"] for w in (self.ours, self.peers) if w is not None}
         if len(crcs) != 1:

@@ -3,6 +3,7 @@ aggregator benchmark's bounded child protocol, and the workload it exports for F
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.aggregators.driver import Worker
+from benchmarks.aggregators.driver import Bench, ChildTimeoutError, Contender, Worker
 from benchmarks.deployment.procs import Group, Watcher, tail
 from benchmarks.deployment.workload import export, scenario
 from phalanx.simulation import initial_model
@@ -77,7 +78,7 @@ def test_worker_that_does_not_answer_is_killed_in_time(tmp_path: Path) -> None:
     worker = Worker([sys.executable, "-c", hello_then_hang], dict(os.environ), tmp_path, 10)
     assert worker.hello == {"ready": True}
     start = time.monotonic()
-    with pytest.raises(SystemExit, match="timed out"):
+    with pytest.raises(ChildTimeoutError, match="no answer within"):
         worker.ask({"op": "case"}, timeout_s=0.5)
     assert time.monotonic() - start < 5
     assert worker.process.poll() is not None
@@ -97,3 +98,32 @@ def test_exported_workload_is_the_scenarios_and_loads_without_pickle(tmp_path: P
         init = initial_model(workload.make_model, config.seed).state_dict()
         for name, tensor in init.items():
             assert torch.equal(torch.from_numpy(data[f"init/{name}"]), tensor)
+
+
+FAKE_CHILD = """
+import json, sys, time
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    if request["op"] == "case":
+        print(json.dumps({"crc": 1}), flush=True)
+    elif request["contender"] == "slow":
+        time.sleep(60)
+    else:
+        print(json.dumps({"wall_s": 0.0, "cpu_s": 0.0, "sys_s": 0.0, "faults": 0}), flush=True)
+"""
+
+
+def test_a_call_past_the_timeout_fails_alone_and_the_child_comes_back(tmp_path: Path) -> None:
+    worker = Worker([sys.executable, "-c", FAKE_CHILD], dict(os.environ), tmp_path, 1.0)
+    bench = Bench(worker, None, {}, argparse.Namespace(seed=0), tmp_path)
+    try:
+        bench.load_case(10, 100)
+        first = worker.process.pid
+        answer = bench.call(Contender("slow", "numpy", worker=worker), "median")
+        assert answer == {"error": "no answer within 1 s (killed)"}
+        assert worker.process.pid != first  # restarted, with the case loaded again
+        assert bench.call(Contender("fast", "numpy", worker=worker), "median")["faults"] == 0
+    finally:
+        worker.close()
+    assert worker.process.poll() is not None
