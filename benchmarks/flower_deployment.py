@@ -105,19 +105,25 @@ def cell(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
-def to_markdown(rows: list[dict[str, Any]], info: dict[str, Any], args: argparse.Namespace) -> str:
+def to_markdown(
+    rows: list[dict[str, Any]], info: dict[str, Any], run_config: dict[str, Any]
+) -> str:
+    rounds, clients = run_config["num-server-rounds"], run_config["min-nodes"]
+    per_round = round(clients * run_config["fraction-train"])
     lines = [
-        f"The `{args.scenario}` scenario ({args.rounds or 'all its'} rounds, {args.clients} "
-        "client processes, 10 per round, faults off) on loopback, medians of "
-        f"{args.repeats} alternating repeat(s). `python -m benchmarks.flower_deployment`.",
+        f"The `{run_config.get('scenario', 'seed')}` scenario on loopback: {rounds} rounds, "
+        f"{clients} client processes, {per_round} per round, faults off; medians of "
+        f"{info['repeats']} alternating repeat(s). `python -m benchmarks.flower_deployment`.",
         "",
-        "| contender | wall s | training s | coordinator peak RSS MiB | ServerApp peak RSS MiB "
-        "| processes | final accuracy | runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| contender | wall s | training s | training s / round | coordinator peak RSS MiB "
+        "| ServerApp peak RSS MiB | processes | final accuracy | runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        per_round = r["train_s"] / rounds if r["train_s"] is not None else None
         lines.append(
             f"| {r['name']} | {cell(r['wall_s'], '.1f')} | {cell(r['train_s'], '.1f')} | "
+            f"{cell(per_round, '.2f')} | "
             f"{cell(r['coordinator_mib'], '.0f')} | {cell(r['serverapp_mib'], '.0f')} | "
             f"{r['processes'] or '—'} | {cell(r['final_accuracy'], '.4f')} | {r['runs']} |"
         )
@@ -160,13 +166,21 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=Path("docs/flower_deployment.md"))
     parser.add_argument("--json", type=Path, default=Path("docs/flower_deployment.json"))
     parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--from-json", type=Path, help="render a saved run, measure nothing")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text(encoding="utf-8"))
+        text = to_markdown(saved["rows"], saved["machine"], saved["run_config"])
+        args.markdown.write_text(text, encoding="utf-8")
+        print(text)
+        return
     config, _ = scenario(args.scenario, args.rounds)
     if config.workload.num_clients != args.clients:
         raise SystemExit(
             f"{args.scenario} has {config.workload.num_clients} clients, not {args.clients}"
         )
     run_config = {
+        "scenario": args.scenario,
         "flwr": flower_version(args.peers_bin) or "",
         "num-server-rounds": config.rounds,
         "fraction-train": config.selection.clients_per_round / args.clients,
@@ -192,7 +206,7 @@ def main() -> None:
         "load average before": " ".join(f"{x:.1f}" for x in load_before),
         "after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
-    text = to_markdown(rows, info, args)
+    text = to_markdown(rows, info, run_config)
     print(text)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(text, encoding="utf-8")

@@ -143,6 +143,7 @@ def run_flower(
     env |= {**ONE_THREAD, "FLWR_HOME": str(home), "PATH": f"{peers_bin}:{env.get('PATH', '')}"}
     config = run_config | {"result-path": str(result_path)}
     config.pop("flwr", None)
+    config.pop("scenario", None)
     overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())
     group = Group(scratch, env)
     watcher = Watcher()
