@@ -129,12 +129,17 @@ class Contender:
             "median_wall_s": self.median("wall_s"),
             "median_sys_s": self.median("sys_s"),
             "faults": None if faults is None else int(faults),
-            "runs": self.runs,
-            "warm": self.warm,
+            "runs": [compact(r) for r in self.runs],  # [wall s, CPU s, system s, faults]
+            "warm": compact(self.warm) if self.warm else None,
             "max_abs_diff": self.difference,
             "coords_differing": self.differing,
             "note": self.note,
         }
+
+
+def compact(call: dict[str, float]) -> list[float]:
+    """One call's numbers as [wall s, CPU s, system s, faults], 4 significant digits."""
+    return [float(f"{call[k]:.4g}") for k in ("wall_s", "cpu_s", "sys_s", "faults")]
 
 
 @dataclass
