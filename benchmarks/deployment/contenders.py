@@ -168,21 +168,25 @@ def run_flower(
         while not result_path.exists():
             if time.monotonic() > deadline:
                 out.error = f"no result within {timeout_s:.0f} s{_progress(result_path)}"
-                return out
+                break
             if submit.poll() not in (None, 0) or link.poll() is not None:
                 why = tail(scratch / "flwr-run.log") or tail(scratch / "superlink.log")
                 out.error = f"Flower stopped before the last round: {why}"
-                return out
+                break
             time.sleep(0.1)
-        out.wall_s = time.perf_counter() - start
+        else:
+            out.wall_s = time.perf_counter() - start
     finally:
         group.stop()
         watcher.stop()
+    out.coordinator_mib, out.coordinator_what = watcher.peak_mib(link.pid), "flower-superlink"
+    if out.error is not None:  # what the processes held until then is still a measurement
+        peak = f"{out.coordinator_mib:.0f}" if out.coordinator_mib else "?"
+        out.error += f" (SuperLink peak RSS until then: {peak} MiB)"
+        return _tree(out, watcher)
     result = json.loads(result_path.read_text())
     out.train_s, out.final_accuracy = result["train_time_s"], result["final_accuracy"]
-    out.coordinator_mib = watcher.peak_mib(link.pid)
     serverapp = result.get("serverapp_pid")
     out.extra = {"serverapp_mib": watcher.peak_mib(serverapp) if serverapp else None,
                  "rounds": result["rounds"], "accuracies": result["accuracies"]}  # fmt: skip
-    out.coordinator_what = "flower-superlink"
     return _tree(out, watcher)
