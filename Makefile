@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck proto fuzz bench bench-peers bench-aggregators bench-byzantine fashion-mnist-data clean
+.PHONY: install run test lint typecheck proto fuzz bench bench-peers bench-aggregators bench-flower bench-byzantine fashion-mnist-data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,15 +41,34 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.fault_accuracy --seeds 42 7 123
 	$(BIN)/python -m benchmarks.aggregator_speed  # times ours alone unless bench-peers ran
 
-# ByzFL and Flower for the aggregator comparison, kept out of `install`: both go in with
-# --no-deps from exact pins, since their declared requirements clash with ours (see
-# benchmarks/requirements-peers.txt). `pip check` will list what they declare but do not use.
-# ByzFL's aggregators also need scipy, which `install` already brings (a phalanx dependency).
-bench-peers: $(STAMP)
-	$(BIN)/python -m pip install --quiet --no-deps -r benchmarks/requirements-peers.txt
+# ByzFL and Flower, for the benchmarks that compare against them, in their own environment
+# (.venv-peers), never in ours: Flower 1.42 requires protobuf < 7 and older rich, typer and
+# packaging than phalanx's gRPC runtime and CLI use. The benchmarks run each peer in a child
+# process with $(PEERS)/bin/python. torch and numpy take constraints.txt's pins (torch from
+# the local wheel); pip resolves the rest from benchmarks/requirements-peers.txt against the
+# peers' declared requirements; only ByzFL goes in with --no-deps (its torchvision: see
+# benchmarks/requirements-peers-nodeps.txt). Neither `install` nor CI ever builds it.
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
 
-bench-aggregators: bench-peers
+$(PEERS_STAMP): constraints.txt benchmarks/requirements-peers.txt benchmarks/requirements-peers-nodeps.txt
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	grep -E '^(torch|numpy)==' constraints.txt > $(PEERS)/constraints.txt
+	$(PEERS)/bin/python -m pip install --quiet -c $(PEERS)/constraints.txt torch numpy \
+	  -r benchmarks/requirements-peers.txt
+	$(PEERS)/bin/python -m pip install --quiet --no-deps -r benchmarks/requirements-peers-nodeps.txt
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+
+bench-aggregators: $(STAMP) bench-peers
 	$(BIN)/python -m benchmarks.aggregator_speed
+
+# The seed scenario over loopback: phalanx's gRPC launcher against Flower's SuperLink and
+# 20 SuperNodes (docs/flower_deployment.md).
+bench-flower: $(STAMP) bench-peers
+	$(BIN)/python -m benchmarks.flower_deployment
 
 # Fashion-MNIST's IDX files, from Debian (never downloaded at run time); tests never need them.
 fashion-mnist-data:
@@ -64,4 +83,4 @@ bench-byzantine: $(STAMP) fashion-mnist-data
 	  --set workload.hidden=64 --set rounds=40 --set training.local_epochs=1
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS) runs .pytest_cache .mypy_cache .ruff_cache

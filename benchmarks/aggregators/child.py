@@ -1,22 +1,27 @@
-"""The measuring half of ``aggregator_speed.py``: run in a child process
-(``python -m benchmarks.aggregators.child``) whose environment
-pins OpenMP/MKL/OpenBLAS to one thread before numpy or torch load, it times every contender
-on every (n, d) and prints one JSON document on stdout (progress goes to stderr).
+"""The measuring half of ``aggregator_speed.py``: a child process that times one side's
+aggregators on request. Two run side by side, one per environment:
 
-Per (n, d) the inputs are built once and shared. Per rule, every contender first makes one
-warm-up call, whose output is the one compared with ours (max |ours - peer|, and how many
-coordinates differ beyond a tolerance); then the contenders are timed in interleaved
-rounds and each reports the median of its rounds. ByzFL is timed on a numpy array and on a
-torch tensor in the first round; the faster format goes on alone. ``gc.collect()`` runs
-before every call, outside its time.
+- ``--side ours`` with phalanx's interpreter: phalanx's rules (``ours.py``);
+- ``--side peers`` with ``.venv-peers/bin/python``: ByzFL's and Flower's (``rules.py``,
+  loaded by ``peers.py``). That child never imports phalanx, and phalanx's environment
+  never holds the peers or their protobuf, grpcio, rich or typer.
 
-A peer call is skipped, with the reason, when its time predicted from the same call on
-the last smaller case exceeds ``--max-call-s``, or its memory (from its algorithm: ByzFL's
-NNM builds an n x (n - f) x d array) exceeds ``--max-bytes``. A slow call gets fewer
-rounds, ``min(repeats, floor(budget / warm-up time))``; one that alone outlasts the budget
-is timed once, by its warm-up call. Each timed call's minor page faults are recorded too
-(``faults``, the median): memory a call maps afresh and the kernel must zero is a cost of
-the host, not of the rule (see ``KEEP_FREED_MEMORY`` in ``aggregator_speed.py``).
+The parent (``driver.py``) talks to both over stdin/stdout, one JSON object per line, and
+interleaves their calls, so exactly one contender runs at a time. Requests:
+
+- ``{"op": "case", "n", "d", "seed"}``: build the inputs (``rules.make_inputs``; the same
+  numpy generator in both children) and answer their CRC-32, which the parent compares;
+- ``{"op": "call", "contender", "rule", "format", "out"?}``: one call, preceded by
+  ``gc.collect()`` and any per-call preparation (a fresh copy of an input the peer
+  modifies in place), both outside the time; answers wall seconds, CPU seconds (user +
+  system, the process's CPU clock), system seconds (``getrusage``) and minor page faults;
+  with ``out``, writes the output as a float64 ``.npy`` for the agreement check;
+- ``{"op": "quit"}``.
+
+Its environment pins OpenMP/MKL/OpenBLAS to one thread before numpy or torch load, and it
+sets ``torch.set_num_threads(1)``: one core per contender. CPU time is the figure the table
+compares: on a shared machine the wall clock also counts the time other processes held the
+core, which is not the rule's cost; both are recorded.
 """
 
 from __future__ import annotations
@@ -26,221 +31,120 @@ import functools
 import gc
 import json
 import resource
-import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import traceback
+import zlib
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
-from benchmarks.aggregators.peers import Loaded, load_byzfl, load_flower
-from benchmarks.aggregators.rules import (
-    AGREE,
-    Inputs,
-    PeerCall,
-    Rule,
-    Thunk,
-    as_vector,
-    count_differing,
-    make_inputs,
-    rules,
-)
-from benchmarks.aggregators.rules import max_abs_difference as max_diff
-from phalanx.aggregation import build_aggregator
-from phalanx.errors import PhalanxError
+from benchmarks.aggregators.peers import load_byzfl, load_flower
+from benchmarks.aggregators.rules import Inputs, Thunk, as_vector, make_inputs, rules
 
-Vector = npt.NDArray[np.float64]
+Prepare = dict[tuple[str, str, str], Any]  # (contender, rule, format) -> Inputs -> Thunk
 
 
-@dataclass
-class Contender:
-    """One (library, format) on one rule and size: its call, its runs, or why it has none."""
-
-    peer: str
-    fmt: str
-    make: Callable[[], Thunk] | None = None  # None: skipped or failed
-    note: str = ""
-    warm_s: float | None = None
-    runs: list[float] = field(default_factory=list)
-    faults: list[int] = field(default_factory=list)
-    allowed: int = 0
-    difference: float | None = None
-    differing: int | None = None  # coordinates where the outputs differ beyond AGREE
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "format": self.fmt,
-            "median_s": statistics.median(self.runs) if self.runs else None,
-            "runs_s": self.runs,
-            "faults": int(statistics.median(self.faults)) if self.faults else None,
-            "warm_s": self.warm_s,
-            "max_abs_diff": self.difference,
-            "coords_differing": self.differing,
-            "note": self.note,
-        }
-
-
-@dataclass
-class History:
-    """The last measured warm-up time of each (peer, format, rule), for predictions."""
-
-    seen: dict[tuple[str, str, str], tuple[float, int, int, int]] = field(default_factory=dict)
-
-    def predict(self, key: tuple[str, str, str], call: PeerCall, i: Inputs) -> float | None:
-        if key not in self.seen:
-            return None
-        seconds, n, d, f = self.seen[key]
-        return seconds * call.cost(i.n, i.d, i.f) / call.cost(n, d, f)
-
-    def note(self, key: tuple[str, str, str], seconds: float, i: Inputs) -> None:
-        self.seen[key] = (seconds, i.n, i.d, i.f)
-
-
-def timed(thunk: Thunk) -> tuple[float, object]:
-    seconds, output, _ = timed_faults(thunk)
-    return seconds, output
-
-
-def timed_faults(thunk: Thunk) -> tuple[float, object, int]:
-    """Seconds, output and minor page faults of one call (after a collection, untimed)."""
+def timed(thunk: Thunk) -> tuple[dict[str, float], object]:
+    """One call's wall and CPU seconds and minor page faults (collection first, untimed)."""
     gc.collect()
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu, start = time.process_time(), time.perf_counter()
     output = thunk()
-    seconds = time.perf_counter() - start
-    return seconds, output, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-
-
-def peer_contenders(
-    rule: Rule,
-    peer: Loaded,
-    call: PeerCall,
-    formats: tuple[str, ...],
-    i: Inputs,
-    args: Any,
-    history: History,
-) -> list[Contender]:
-    """The peer's contenders for this case, each runnable or skipped with its reason."""
-    if peer.missing:
-        return [Contender(peer.name, "", note=peer.missing)]
-    if call.factory is None:
-        return [Contender(peer.name, "", note=call.note)]
-    out = []
-    for fmt in formats:
-        c = Contender(peer.name, fmt, note=call.note)
-        predicted = history.predict((peer.name, fmt, rule.label), call, i)
-        needs = call.memory(i.n, i.d, i.f)
-        if predicted is not None and predicted > args.max_call_s:
-            c.note = f"skipped: predicted {predicted:.0f} s > {args.max_call_s:.0f} s"
-        elif needs > args.max_bytes:
-            c.note = f"skipped: needs ~{needs / 2**30:.1f} GiB > {args.max_bytes / 2**30:.0f} GiB"
-        else:
-            factory = call.factory
-            c.make = functools.partial(factory, i, fmt)
-        out.append(c)
-    return out
-
-
-def warm_up(c: Contender, reference: Vector | None, args: Any) -> Vector | None:
-    """The first call, not among the timed rounds: its output goes to the agreement check,
-    its time sets the number of rounds. A failure becomes the contender's note."""
-    if c.make is None:
-        return None
-    try:
-        c.warm_s, output = timed(c.make())
-    except Exception as error:  # a peer's own error is a result to report, not a crash
-        c.make, c.note = None, f"failed: {type(error).__name__}: {str(error)[:120]}"
-        return None
-    c.allowed = min(args.repeats, int(args.budget_s // max(c.warm_s, 1e-9)))
-    if c.allowed == 0:  # one call outlasts the budget: warm-up effects are noise, keep it
-        c.runs.append(c.warm_s)
-        c.note = (c.note + "; " if c.note else "") + "timed once (the first call)"
-    vector = as_vector(output)
-    if reference is not None:
-        c.difference = max_diff(reference, vector)
-        tolerance = AGREE * max(1.0, float(np.max(np.abs(reference))))
-        c.differing = count_differing(reference, vector, tolerance)
-    return vector
-
-
-def run_rounds(contenders: list[Contender], repeats: int) -> None:
-    """Interleaved timed rounds; after the first, only ByzFL's faster format continues."""
-    for round_index in range(repeats):
-        for c in contenders:
-            if c.make is not None and len(c.runs) < c.allowed:
-                seconds, _, faults = timed_faults(c.make())
-                c.runs.append(seconds)
-                c.faults.append(faults)
-        if round_index == 0:
-            timed_byzfl = [c for c in contenders if c.peer == "ByzFL" and c.runs]
-            for c in sorted(timed_byzfl, key=lambda c: c.runs[0])[1:]:
-                c.allowed = len(c.runs)
-                c.note = (c.note + "; " if c.note else "") + "slower format: timed once"
-
-
-def measure(
-    rule: Rule, i: Inputs, peers: tuple[Loaded, Loaded], args: Any, history: History
-) -> dict[str, Any]:
-    """Warm-ups (and the agreement check against ours), then the timed rounds, of one case."""
-    byzfl, flower = peers
-    ours = Contender("phalanx", "torch")
-    try:
-        aggregator = build_aggregator(rule.ours(i))
-        ours.make = lambda: functools.partial(aggregator.aggregate, i.t, i.weights)
-    except PhalanxError as error:  # e.g. a renamed parameter: report it, time the peers
-        ours.note = f"failed: {error}"
-    contenders = [
-        ours,
-        *peer_contenders(rule, byzfl, rule.byzfl, ("numpy", "torch"), i, args, history),
-        *peer_contenders(rule, flower, rule.flower, ("NDArrays",), i, args, history),
-    ]
-    reference = warm_up(ours, None, args)
-    for c in contenders[1:]:
-        warm_up(c, reference, args)
-        if c.warm_s is not None:
-            history.note((c.peer, c.fmt, rule.label), c.warm_s, i)
-    run_rounds(contenders, args.repeats)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    system = after.ru_stime - before.ru_stime
     return {
-        "rule": rule.label,
-        "n": i.n,
-        "d": i.d,
-        "f": i.f,
-        "scale": None if reference is None else float(np.max(np.abs(reference))),
-        "contenders": [{"peer": c.peer, **c.record()} for c in contenders],
-    }
+        "wall_s": wall,
+        "cpu_s": cpu,  # the process's CPU clock (ns), not rusage's tick-scaled split
+        "sys_s": system,
+        "faults": after.ru_minflt - before.ru_minflt,
+    }, output
+
+
+def ours_side() -> tuple[Prepare, dict[str, Any]]:
+    """phalanx's rules: the aggregator is built once per case (outside the time)."""
+    from benchmarks.aggregators.ours import OURS  # imports phalanx: this side only
+    from phalanx.aggregation import build_aggregator
+
+    def prepare(label: str, i: Inputs) -> Thunk:
+        aggregator = build_aggregator(OURS[label](i))
+        return functools.partial(aggregator.aggregate, i.t, i.weights)
+
+    table = {("phalanx", label, "torch"): functools.partial(prepare, label) for label in OURS}
+    return table, {"versions": {"phalanx": metadata.version("phalanx")}, "missing": {}}
+
+
+def peers_side() -> tuple[Prepare, dict[str, Any]]:
+    """ByzFL's rules on a numpy array and on a torch tensor; Flower's on its NDArrays."""
+    byzfl, flower = load_byzfl(), load_flower()
+    table: Prepare = {}
+    for rule in rules(byzfl, flower):
+        for peer, call, formats in (
+            (byzfl, rule.byzfl, ("numpy", "torch")),
+            (flower, rule.flower, ("NDArrays",)),
+        ):
+            if peer.missing is None and call.factory is not None:
+                for fmt in formats:
+                    table[(peer.name, rule.label, fmt)] = functools.partial(
+                        lambda factory, f, i: factory(i, f), call.factory, fmt
+                    )
+    versions = {p.name: p.version for p in (byzfl, flower)}
+    missing = {p.name: p.missing for p in (byzfl, flower) if p.missing}
+    return table, {"versions": versions, "missing": missing}
+
+
+def serve(table: Prepare, hello: dict[str, Any]) -> None:
+    """Answer requests until ``quit`` or the end of stdin."""
+    reply(hello | {"ready": True, "contenders": [list(key) for key in table]})
+    inputs: Inputs | None = None
+    cache: dict[tuple[str, str, str], Thunk] = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["op"] == "quit":
+            return
+        if request["op"] == "case":
+            inputs, cache = None, {}
+            gc.collect()
+            inputs = make_inputs(request["n"], request["d"], request["seed"])
+            reply({"crc": zlib.crc32(inputs.x.data)})
+            continue
+        key = (request["contender"], request["rule"], request["format"])
+        try:
+            if inputs is None:
+                raise RuntimeError("no case loaded")
+            if key[0] == "phalanx":  # built once per case: the aggregator holds no inputs
+                thunk = cache[key] if key in cache else cache.setdefault(key, table[key](inputs))
+            else:  # a peer's preparation may copy inputs it modifies: fresh every call
+                thunk = table[key](inputs)
+            stats, output = timed(thunk)
+        except Exception as error:  # a contender's own error is a result, not a crash
+            print(traceback.format_exc(), file=sys.stderr)
+            reply({"error": f"{type(error).__name__}: {str(error)[:160]}"})
+            continue
+        if request.get("out"):
+            np.save(Path(request["out"]), as_vector(output), allow_pickle=False)
+        del output
+        reply(stats)
+
+
+def reply(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, nargs="+", required=True)
-    parser.add_argument("--d", type=int, nargs="+", required=True)
-    parser.add_argument("--only", nargs="*", default=[])
-    parser.add_argument("--repeats", type=int, required=True)
-    parser.add_argument("--budget-s", type=float, required=True)
-    parser.add_argument("--max-call-s", type=float, required=True)
-    parser.add_argument("--max-bytes", type=float, required=True)
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--side", choices=("ours", "peers"), required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    peers = (load_byzfl(), load_flower())
+    table, hello = ours_side() if args.side == "ours" else peers_side()
     gc.collect()
     gc.freeze()  # what the imports made is never garbage; collecting before a call stays cheap
-    chosen = [r for r in rules(*peers) if not args.only or r.label in args.only]
-    history, cases = History(), []
-    for n in sorted(args.n):
-        for d in sorted(args.d):
-            inputs = make_inputs(n, d, args.seed)
-            for rule in chosen:
-                print(f"  {rule.label} n={n} d={d:,}", file=sys.stderr, flush=True)
-                cases.append(measure(rule, inputs, peers, args, history))
-            del inputs
-    versions = {p.name: p.version for p in peers}
-    missing = {p.name: p.missing for p in peers if p.missing}
-    print(json.dumps({"cases": cases, "peers": versions, "missing": missing}))
+    serve(table, hello | {"side": args.side})
 
 
 if __name__ == "__main__":

@@ -1,21 +1,21 @@
 """Load the peer libraries the aggregator benchmark compares against, or say why not.
 
-Both are optional (``make bench-peers``) and both are installed with ``--no-deps``, because
-their declared dependencies cannot live in our environment:
+Imported only by the peers' measuring child, which runs in ``.venv-peers``
+(``make bench-peers``), never in phalanx's environment:
 
-- **ByzFL** declares torchvision, which has no CPU wheel on these machines, and its package
-  ``__init__`` imports its whole framework (``byzfl.fed_framework`` imports torchvision at
-  the top), so even ``import byzfl.aggregators.aggregators`` fails: importing a submodule
-  runs its parent package's ``__init__`` first. The two modules we need import only numpy,
-  torch, scipy and ``byzfl.utils``. So ``byzfl`` is registered in ``sys.modules`` as the
-  package module built from ByzFL's own import spec, with its search path but with its
-  ``__init__`` never executed; the submodules are then imported by the ordinary machinery
-  from the installed, unmodified files.
-- **Flower** pins ``rich<15``, ``typer<0.21`` and ``packaging<26``, older than ours, and
-  needs grpcio, protobuf, cryptography, pycryptodome, httpx and iterators just to import
-  (``flwr/__init__`` imports its apps). Those are pinned in ``requirements-peers.txt``
-  within Flower's own ranges; Flower then imports normally and runs with our newer rich,
-  typer and packaging, which ``flwr.server.strategy.aggregate`` does not use.
+- **Flower** is installed with its declared dependencies (pip resolves them from
+  ``requirements-peers.txt``: protobuf < 7, grpcio, rich < 15, typer < 0.21, ...), which is
+  why it has an environment of its own; it imports normally.
+- **ByzFL** goes in with ``--no-deps`` (``requirements-peers-nodeps.txt``): it declares
+  torchvision, and the only torchvision for torch 2.13.0 here is a CUDA build whose import
+  fails next to the CPU torch. Its package ``__init__`` imports its whole framework
+  (``byzfl.fed_framework`` imports torchvision at the top), so even ``import
+  byzfl.aggregators.aggregators`` would fail: importing a submodule runs its parent
+  package's ``__init__`` first. The two modules we need import only numpy, torch, scipy and
+  ``byzfl.utils``. So ``byzfl`` is registered in ``sys.modules`` as the package module built
+  from ByzFL's own import spec, with its search path but with its ``__init__`` never
+  executed; the submodules are then imported by the ordinary machinery from the installed,
+  unmodified files.
 """
 
 from __future__ import annotations

@@ -39,8 +39,6 @@ import numpy.typing as npt
 import torch
 
 from benchmarks.aggregators.peers import Loaded
-from phalanx.config import AggregationConfig, StepConfig
-from phalanx.core.rng import numpy_rng
 
 GM_ITERATIONS = 10
 GM_NU = 1e-6
@@ -77,7 +75,7 @@ class Inputs:
 def make_inputs(n: int, d: int, seed: int) -> Inputs:
     """Honest rows ``g + 0.5 z`` around a shared direction g, and f Byzantine rows ``-5 g``
     (a scaled sign flip), placed last."""
-    rng = numpy_rng(seed, "bench.aggregator_speed", n, d)
+    rng = np.random.default_rng((seed, n, d))  # plain numpy: the peers' side has no phalanx
     centre = rng.standard_normal(d, dtype=np.float32)
     x = centre + np.float32(0.5) * rng.standard_normal((n, d), dtype=np.float32)
     f = tolerated(n)
@@ -131,18 +129,15 @@ class PeerCall:
 
 @dataclass(frozen=True)
 class Rule:
+    """A rule's peer versions; ours is built from ``ours.OURS[label]`` in phalanx's process."""
+
     label: str
-    ours: Callable[[Inputs], AggregationConfig]
     byzfl: PeerCall
     flower: PeerCall
 
 
 def absent(peer: str, what: str) -> PeerCall:
     return PeerCall(None, f"{peer} has no {what}")
-
-
-def _config(name: str, *steps: StepConfig, **params: Any) -> Callable[[Inputs], AggregationConfig]:
-    return lambda i: AggregationConfig(name=name, f=i.f, params=params, pre=steps)
 
 
 def rules(byzfl: Loaded, flower: Loaded) -> list[Rule]:
@@ -184,37 +179,31 @@ def rules(byzfl: Loaded, flower: Loaded) -> list[Rule]:
     return [
         Rule(
             "fedavg",
-            _config("fedavg"),
             bz(lambda i, v: agg.Average()(v)),
             fw(lambda i: fl.aggregate(i.results)),
         ),
         Rule(
             "median",
-            _config("median"),
             bz(lambda i, v: agg.Median()(v)),
             fw(lambda i: fl.aggregate_median(i.results)),
         ),
         Rule(
             "trimmed_mean",
-            _config("trimmed_mean"),
             bz(lambda i, v: agg.TrMean(i.f)(v)),
             fw(lambda i: fl.aggregate_trimmed_avg(i.results, (i.f + 0.5) / i.n)),
         ),
         Rule(
             "krum",
-            _config("krum"),
             bz(lambda i, v: agg.Krum(i.f)(v), cost=pairwise),
             fw(lambda i: fl.aggregate_krum(i.results, i.f, 0), cost=pairwise),
         ),
         Rule(
             "multi_krum",
-            _config("multi_krum"),
             bz(lambda i, v: agg.MultiKrum(i.f)(v), cost=pairwise),
             fw(lambda i: fl.aggregate_krum(i.results, i.f, i.n - i.f), cost=pairwise),
         ),
         Rule(
             "bulyan",
-            _config("bulyan"),
             absent("ByzFL", "Bulyan"),
             fw(
                 lambda i: fl.aggregate_bulyan(list(i.results), i.f, fl.aggregate_krum, to_keep=0),
@@ -223,23 +212,16 @@ def rules(byzfl: Loaded, flower: Loaded) -> list[Rule]:
         ),
         Rule(
             "geometric_median",
-            _config("geometric_median", nu=GM_NU, max_iter=GM_ITERATIONS, tol=0.0),
             bz(lambda i, v: agg.GeometricMedian(GM_NU, GM_ITERATIONS)(v)),
             absent("Flower", "geometric median"),
         ),
         Rule(
             "centered_clipping",
-            lambda i: AggregationConfig(
-                name="centered_clipping",
-                f=i.f,
-                params={"tau": i.radius, "iterations": CC_ITERATIONS, "momentum": False},
-            ),
             PeerCall(byzfl_centered_clipping, "a fresh instance per call (it keeps state)"),
             absent("Flower", "centred clipping"),
         ),
         Rule(
             "nnm > mean",
-            _config("fedavg", StepConfig(name="nnm")),
             bz(
                 lambda i, v: agg.Average()(pre.NNM(i.f)(v)),
                 cost=pairwise,
@@ -249,24 +231,16 @@ def rules(byzfl: Loaded, flower: Loaded) -> list[Rule]:
         ),
         Rule(
             "clipping (static) > mean",
-            lambda i: AggregationConfig(
-                name="fedavg",
-                pre=(
-                    StepConfig(name="clipping", params={"mode": "static", "threshold": i.radius}),
-                ),
-            ),
             bz_copy(lambda i, v: agg.Average()(pre.Clipping(i.radius)(v))),
             PeerCall(flower_clipping, "fixed clipping (DP helper, no noise); copies made first"),
         ),
         Rule(
             "clipping (ARC) > mean",
-            _config("fedavg", StepConfig(name="clipping", params={"mode": "adaptive"})),
             bz_copy(lambda i, v: agg.Average()(pre.ARC(i.f)(v))),
             absent("Flower", "adaptive robust clipping"),
         ),
         Rule(
             "bucketing > mean",
-            _config("fedavg", StepConfig(name="bucketing", params={"size": BUCKET_SIZE})),
             bz(lambda i, v: agg.Average()(pre.Bucketing(BUCKET_SIZE)(v))),
             absent("Flower", "bucketing"),
         ),
