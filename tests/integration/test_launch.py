@@ -7,8 +7,8 @@ the launcher restarts it, it joins again, and the run still commits every round.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
