@@ -17,7 +17,7 @@ def test_a_call_past_its_timeout_is_a_storage_error_and_stays_tracked() -> None:
 
     async def main() -> None:
         assert await calls.run(lambda: 5, what="quick") == 5
-        with pytest.raises(StorageError, match="save of round 3 did not finish within 0.1 s"):
+        with pytest.raises(StorageError, match=r"save of round 3 did not finish within 0\.1 s"):
             await calls.run(lambda: go.wait(10), what="save of round 3")
 
     asyncio.run(main())
