@@ -473,6 +473,12 @@ class CheckpointConfig(Strict):
     write_quorum: int | None = Field(
         None, ge=1, description="stores that must acknowledge a save; null: all"
     )
+    timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="seconds one checkpoint store call (a save, the resume lookup) may take; "
+        "past it the run stops with a StorageError naming the store (exit 9)",
+    )
 
     @model_validator(mode="after")
     def _quorum_reachable(self) -> CheckpointConfig:

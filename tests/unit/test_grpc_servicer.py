@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 import pytest
@@ -219,7 +219,7 @@ def test_a_stale_push_is_refused_on_its_header(served: Served) -> None:
 
 def test_a_push_whose_bytes_do_not_match_its_digest_is_refused(served: Served) -> None:
     sent = update()
-    forged = ClientUpdate(**{**sent.__dict__, "digest": "0" * 64})
+    forged = replace(sent, digest="0" * 64)
     error = failed(lambda: served.push(serde.update_parts(CALLER, forged, 4096)))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "do not match their digest" in (error.details() or "")

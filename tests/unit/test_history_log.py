@@ -3,6 +3,7 @@ last line dropped, the checkpoint's own last record restored."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def test_memory_history_keeps_records_in_order() -> None:
 class Journal:
     """A History and a store that write what happens to one list, in order."""
 
+    location = "journal"
+
     def __init__(self) -> None:
         self.calls: list[str] = []
 
@@ -125,11 +128,15 @@ def test_the_log_is_synced_before_each_checkpoint_not_every_round() -> None:
     from typing import Any, cast
 
     from phalanx.coordinator import CheckpointCommit
+    from phalanx.coordinator.store_calls import StoreCalls
 
     journal = Journal()
-    commit = CheckpointCommit(cast(Any, journal), cast(Any, journal), every=2, last_round=3)
+    commit = CheckpointCommit(
+        cast(Any, journal), cast(Any, journal), every=2, last_round=3, calls=StoreCalls(5.0)
+    )
     for round_ in (1, 2, 3):
-        commit.commit(cast(Any, SimpleNamespace(round=round_, last_record={"round": round_ - 1})))
+        state = SimpleNamespace(round=round_, last_record={"round": round_ - 1})
+        asyncio.run(commit.commit(cast(Any, state)))
     assert journal.calls == [
         "append 0",
         "sync", "save 2", "append 1",

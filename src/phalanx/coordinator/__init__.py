@@ -10,7 +10,8 @@
     RunDirectory.begin()       only now write config.json and run.json
     RunLifecycle.run()         per round: engine.run_round(state) -> (state, record), then
                                  commit step: checkpoint per cadence (write quorum or
-                                 CheckpointError), append the record to history.jsonl
+                                 CheckpointError; off the loop, checkpoint.timeout_s or
+                                 StorageError), append the record to history.jsonl
                                  observers: progress, on_round hooks (after the commit)
     stop signal                the round in flight is abandoned; what committed stays
 

@@ -3,7 +3,8 @@ crash at any instant.
 
 1. the checkpoint, when the cadence says so (``every`` rounds and the last round), after the
    history log's earlier lines are synced; a store that misses its write quorum raises
-   ``CheckpointError`` and the round is never reported;
+   ``CheckpointError``, one that takes longer than ``checkpoint.timeout_s`` raises
+   ``StorageError`` (``store_calls``), and the round is never reported;
 2. the round's record, appended to the history log (synced before the next checkpoint and
    at close: lines after the newest checkpoint are cut on resume anyway);
 3. only then the observers (progress, ``on_round`` hooks) hear of it (``RunLifecycle``).
@@ -21,25 +22,34 @@ from typing import Protocol
 from phalanx.checkpoint import CheckpointStore
 from phalanx.checkpoint.crashpoints import crash_point
 from phalanx.coordinator.history_log import History
+from phalanx.coordinator.store_calls import StoreCalls
 from phalanx.core.state import ServerState
 
 
 class CommitStep(Protocol):
     """Make the round that ended in ``state`` durable (raise if it cannot be)."""
 
-    def commit(self, state: ServerState) -> None: ...
+    async def commit(self, state: ServerState) -> None: ...
 
 
 class CheckpointCommit:
-    """Checkpoint per cadence into ``store`` (None: no checkpoints), then log the record."""
+    """Checkpoint per cadence into ``store`` (None: no checkpoints), then log the record.
+    The save runs off the event loop through ``calls`` (with its timeout)."""
 
     def __init__(
-        self, store: CheckpointStore | None, history: History, *, every: int, last_round: int
+        self,
+        store: CheckpointStore | None,
+        history: History,
+        *,
+        every: int,
+        last_round: int,
+        calls: StoreCalls,
     ) -> None:
         self.store = store
         self.history = history
         self.every = every
         self.last_round = last_round
+        self.calls = calls
 
     def due(self, state: ServerState) -> bool:
         """Whether the round that ended in ``state`` is checkpointed."""
@@ -47,10 +57,15 @@ class CheckpointCommit:
             return False
         return state.round % self.every == 0 or state.round == self.last_round
 
-    def commit(self, state: ServerState) -> None:
-        if self.due(state) and self.store is not None:
+    async def commit(self, state: ServerState) -> None:
+        store = self.store
+        if self.due(state) and store is not None:
             self.history.sync()  # the lines this checkpoint vouches for, durable first
             crash_point("engine.before_checkpoint")
-            self.store.save(state)
+            await self.calls.run(
+                lambda: store.save(state),
+                what=f"checkpoint save of round {state.round} to {store.location} "
+                f"(checkpoint.timeout_s; the last commit stays round {state.round - 1} or earlier)",
+            )
         if state.last_record is not None:
             self.history.append(state.last_record)

@@ -9,6 +9,7 @@ simulation uses it, and so will the networked coordinator.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from phalanx.checkpoint import CheckpointStore
@@ -17,10 +18,18 @@ from phalanx.coordinator.commit import CheckpointCommit, CommitStep
 from phalanx.coordinator.digest import config_digest
 from phalanx.coordinator.history_log import History
 from phalanx.coordinator.resume import newest_of_config, no_checkpoint
+from phalanx.coordinator.store_calls import StoreCalls
 from phalanx.core.state import ServerState
 from phalanx.engine.engine import RoundHook
 from phalanx.engine.history import RoundRecord
+from phalanx.engine.offload import Offloader
 from phalanx.errors import CheckpointError
+
+logger = logging.getLogger("phalanx.coordinator")
+
+CLOSE_WAIT_S = 10.0
+"""The longest ``close`` waits for a store call still running (the exit is not held up for
+a hung store; the call keeps the store locked instead)."""
 
 RunRound = Callable[[ServerState], Awaitable[tuple[ServerState, RoundRecord]]]
 
@@ -36,14 +45,20 @@ class RunLifecycle:
         history: History,
         observers: Sequence[RoundHook] = (),
         commit: CommitStep | None = None,
+        offload: Offloader | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.history = history
         self.observers = tuple(observers)
+        # Store calls run on threads with checkpoint.timeout_s each (``store_calls``).
+        self._owns_offload = offload is None
+        self._offload = offload or Offloader()
+        self.calls = StoreCalls(config.checkpoint.timeout_s, offload=self._offload)
         self.commit = commit or CheckpointCommit(
-            store, history, every=config.checkpoint.every, last_round=config.rounds
-        )
+            store, history, every=config.checkpoint.every, last_round=config.rounds,
+            calls=self.calls,
+        )  # fmt: skip
         self.digest = config_digest(config)
         self.state: ServerState | None = None  # the last committed state
         self._held = False
@@ -56,18 +71,26 @@ class RunLifecycle:
         overwrite what the directory holds. Then the store is taken (``acquire``: every
         local root locked and marked) and held until ``close``, the same store object for
         every save; the history log, which may live in a store root, is written only once
-        the root is known to be phalanx's."""
+        the root is known to be phalanx's. Both store calls are bounded by
+        ``checkpoint.timeout_s`` (``StorageError`` past it)."""
+        store = self.store
         if resume:
-            if self.store is None:
+            if store is None:
                 raise CheckpointError("resume needs a checkpoint directory")
-            found, skipped = newest_of_config(self.store, self.digest, rounds=self.config.rounds)
+            found, skipped = self.calls.run_now(
+                lambda: newest_of_config(store, self.digest, rounds=self.config.rounds),
+                what=f"reading the checkpoints in {store.location} (checkpoint.timeout_s)",
+            )
             if found is None:
-                raise no_checkpoint(self.store, self.digest, skipped, where)
+                raise no_checkpoint(store, self.digest, skipped, where)
             state = found
         else:
             state = initial.with_changes(config_digest=self.digest, last_record=None)
-        if self.store is not None:
-            self.store.acquire()
+        if store is not None:
+            self.calls.run_now(
+                store.acquire,
+                what=f"taking the checkpoint store {store.location} (checkpoint.timeout_s)",
+            )
             self._held = True
         self.history.start(state.round, state.last_record)
         self.state = state
@@ -79,7 +102,7 @@ class RunLifecycle:
         committed state."""
         while state.round < self.config.rounds:
             state, record = await run_round(state)
-            self.commit.commit(state)
+            await self.commit.commit(state)
             self.state = state
             for observe in self.observers:
                 observe(state, record)
@@ -88,10 +111,22 @@ class RunLifecycle:
 
     def close(self) -> None:
         """Close the history log and give the store back (safe to call more than once, and
-        after a ``start`` that failed)."""
+        after a ``start`` that failed). A store call still running (a save that timed out,
+        or one a stop signal abandoned) is waited for, up to ``checkpoint.timeout_s`` but no
+        more than ``CLOSE_WAIT_S``; if it runs on past that, the store's
+        lock goes with it: released when it ends, so nothing else writes the store (or
+        resumes from it) while it may still land a checkpoint."""
         try:
             self.history.close()
         finally:
-            if self._held and self.store is not None:
-                self._held = False
-                self.store.release()
+            store, held, self._held = self.store, self._held, False
+            if store is not None and held:
+                wait_s = min(self.calls.timeout_s, CLOSE_WAIT_S)
+                if not self.calls.drain(wait_s):
+                    logger.warning(
+                        "a call to checkpoint store %s still runs after %g s; the store stays "
+                        "locked until it ends", store.location, wait_s,
+                    )  # fmt: skip
+                self.calls.when_idle(store.release)
+            if self._owns_offload:
+                self._offload.close()

@@ -65,13 +65,18 @@ class Manifest:
             tuple(TensorSpec(k, tuple(v.shape), dtype_name(v.dtype)) for k, v in tensors.items())
         )
 
-    @property
+    # Cached (a manifest is frozen): validation asks for both on every update.
+    @functools.cached_property
     def dim(self) -> int:
         return sum(spec.numel for spec in self.specs)
 
-    @property
+    @functools.cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.specs)
+
+    @functools.cached_property
+    def name_set(self) -> frozenset[str]:
+        return frozenset(self.names)
 
     def to_json(self) -> list[dict[str, object]]:
         return [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in self.specs]

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 import torch
 from sortedcontainers import SortedList
 
-from phalanx.config import RunConfig
+from phalanx.config import RunConfig, ValidationConfig
 from phalanx.core.messages import (
     ClientUpdate,
     Envelope,
@@ -50,6 +51,9 @@ YIELD_EVERY_S = 0.02
 _MAX_STEPS = 1_000_000
 
 
+Slot = tuple[ClientId, int]  # (client, attempt): a task of the round in flight
+
+
 @dataclass
 class RoundInputs:
     round_index: int
@@ -75,10 +79,12 @@ class Collection:
     index: HealthIndex
     record: RoundRecord
     pool: UpdatePool
-    active: dict[TaskKey, TrainTask] = field(default_factory=dict)
-    # (deadline, client, attempt, key) of every task sent: a heap, entries of tasks no longer
-    # active skipped lazily; (client, attempt) is unique, so keys are never compared.
-    timers: list[tuple[float, ClientId, int, TaskKey]] = field(default_factory=list)
+    # The tasks in flight by (client, attempt): the round is the collection's own, and a
+    # tuple of ints hashes in C where a TaskKey's hash runs in Python (several per event).
+    active: dict[Slot, TrainTask] = field(default_factory=dict)
+    # (deadline, client, attempt, slot) of every task sent: a heap, entries of tasks no longer
+    # active skipped lazily; (client, attempt) is unique, so slots are never compared.
+    timers: list[tuple[float, ClientId, int, Slot]] = field(default_factory=list)
     retries: list[tuple[float, ClientId, int]] = field(default_factory=list)  # a heap
     asked: set[ClientId] = field(default_factory=set)
     # Asked clients that are healthy now: what a replacement must skip in the healthy set.
@@ -112,13 +118,12 @@ class Collector:
         self._last_task_config: TaskConfig | None = None
         self._yielded_at = time.monotonic()
 
-    async def _yield_now_and_then(self) -> None:
-        """Let the event loop run (a stop signal, a server's heartbeats) at least every
-        ``YIELD_EVERY_S`` of wall time; a runtime that suspends does so on its own."""
-        now = time.monotonic()
-        if now - self._yielded_at >= YIELD_EVERY_S:
-            self._yielded_at = now
-            await asyncio.sleep(0)
+    async def _yield_now(self) -> None:
+        """Let the event loop run (a stop signal, a server's heartbeats): the collector does
+        so at least every ``YIELD_EVERY_S`` of wall time; a runtime that suspends does so on
+        its own."""
+        self._yielded_at = time.monotonic()
+        await asyncio.sleep(0)
 
     async def collect(self, col: Collection, probes: list[ClientId]) -> None:
         target = self._config.selection.clients_per_round
@@ -130,22 +135,25 @@ class Collector:
         col.record.probes = len(probes)
         for client in [*first, *probes]:
             self._dispatch(col, client, attempt=1)
-        clock = self._runtime.clock
+        # Looked up once: the loop runs some 1.5 times per task of the round.
+        now, next_event, handle = self._runtime.clock.now, self._runtime.next_event, self._handle
+        pool, reasons, deadline = col.pool, col.record.reasons, col.deadline
         for _ in range(_MAX_STEPS):
-            if clock.now() >= col.deadline:
+            if now() >= deadline:
                 break
-            if col.pool.count >= target and not self._drop_outliers(col, goal):
+            if pool.count >= target and not self._drop_outliers(col, goal):
                 break
-            if col.record.reasons:
+            if reasons:
                 break  # a latched error: the round cannot commit
             if not col.active and not col.retries and not self._replace(col, goal):
                 break
             # No local name keeps the update alive while the next one arrives: a round holds
-            # one message at a time.
-            await self._handle(
-                col, await self._runtime.next_event(until=self._next_timer(col)), goal
-            )
-            await self._yield_now_and_then()
+            # one message at a time (``offloaded`` is done, its frame cleared, by then).
+            offloaded = handle(col, await next_event(until=self._next_timer(col)), goal)
+            if offloaded is not None:
+                await offloaded
+            if time.monotonic() - self._yielded_at >= YIELD_EVERY_S:
+                await self._yield_now()
         self._drop_outliers(col, goal)
         self._cancel_rest(col)
 
@@ -158,8 +166,9 @@ class Collector:
         task = TrainTask(
             col.inputs.envelope, key, col.inputs.model, self._task_config(deadline - now)
         )
-        col.active[key] = task
-        heapq.heappush(col.timers, (deadline, client, attempt, key))
+        slot = (client, attempt)
+        col.active[slot] = task
+        heapq.heappush(col.timers, (deadline, client, attempt, slot))
         col.asked.add(client)
         if attempt == 1:
             self._sync_asked_healthy(col, client)
@@ -236,35 +245,35 @@ class Collector:
             self._fail_leaver(col, client)
 
     def _fail_leaver(self, col: Collection, client: ClientId) -> None:
-        for key in [k for k in col.active if k.client == client]:
+        for slot in [s for s in col.active if s[0] == client]:
+            key = col.active.pop(slot).key
             self._runtime.cancel(key)
-            del col.active[key]
             self._failed(col, key, FailureKind.CRASH, "the client left")
 
     # -- events and timers ------------------------------------------------------------
 
     def _next_timer(self, col: Collection) -> float:
-        timers = col.timers
-        while timers and timers[0][3] not in col.active:
+        timers, active, retries = col.timers, col.active, col.retries
+        while timers and timers[0][3] not in active:
             heapq.heappop(timers)  # answered or cancelled since
         soonest = col.deadline
-        if timers:
-            soonest = min(soonest, timers[0][0])
-        if col.retries:
-            soonest = min(soonest, col.retries[0][0])
+        if timers and timers[0][0] < soonest:
+            soonest = timers[0][0]
+        if retries and retries[0][0] < soonest:
+            soonest = retries[0][0]
         return soonest
 
     def _fire_timers(self, col: Collection) -> None:
         """Fail the tasks whose deadline has passed (in client order), then send the
         retries that are due."""
         now = self._runtime.clock.now()
-        expired: list[tuple[ClientId, int, float, TaskKey]] = []
+        expired: list[tuple[ClientId, int, float, Slot]] = []
         while col.timers and col.timers[0][0] <= now:
-            deadline, client, attempt, key = heapq.heappop(col.timers)
-            if key in col.active:
-                expired.append((client, attempt, deadline, key))
-        for _, _, deadline, key in sorted(expired):
-            del col.active[key]
+            deadline, client, attempt, slot = heapq.heappop(col.timers)
+            if slot in col.active:
+                expired.append((client, attempt, deadline, slot))
+        for _, _, deadline, slot in sorted(expired):
+            key = col.active.pop(slot).key
             self._failed(col, key, FailureKind.TIMEOUT, f"no reply by t={deadline:.2f}")
         while col.retries and col.retries[0][0] <= now:
             _, client, attempt = heapq.heappop(col.retries)
@@ -273,42 +282,79 @@ class Collector:
             else:
                 self._replace(col, self._config.selection.dispatch_count)
 
-    async def _handle(
+    def _handle(
         self, col: Collection, event: ClientUpdate | TaskFailure | None, goal: int
-    ) -> None:
+    ) -> Coroutine[None, None, None] | None:
+        """Take an event (None: a timer is due). An update of a small model is handled here
+        and now, without a coroutine (a round has k of them); a large one returns the
+        coroutine that validates and folds it off the loop, for the caller to await."""
         self.apply_membership(col)  # first: a reply from a client that has left is void
         if event is None:
             self._fire_timers(col)
-        else:
-            await self._on_event(col, event, goal)
-
-    async def _on_event(
-        self, col: Collection, event: ClientUpdate | TaskFailure, goal: int
-    ) -> None:
-        task = col.active.pop(event.key, None)
+            return None
+        key = event.key
+        task = None
+        if key.round == col.inputs.round_index:  # an older round's event is late
+            task = col.active.pop((key.client, key.attempt), None)
         if task is None:
-            return  # late, duplicate or cancelled: submissions are idempotent by key
+            return None  # late, duplicate or cancelled: submissions are idempotent by key
         if isinstance(event, TaskFailure):
             self._failed(col, event.key, event.kind, event.detail)
-            return
-        inputs, size = col.inputs, col.inputs.update_bytes  # the work scales with the model
-        verdict = await self._offload.cpu(
-            size, validate_update, event, task, inputs.params, inputs.manifest,
-            self._config.validation,
-            declared_examples=self._membership.declared_examples(event.key.client),
+            return None
+        if not self._offload.inline(col.inputs.update_bytes):
+            return self._offloaded(col, event, task, goal)
+        inputs = col.inputs
+        verdict = validate_update(
+            event, task, inputs.params, inputs.manifest, self._config.validation,
+            self._membership.declared_examples(key.client),
         )  # fmt: skip
+        accepted = self._judged(col, event, verdict, goal)
+        if accepted is not None:
+            try:
+                outliers = col.pool.add(accepted)
+            except MemoryBudgetError as error:
+                col.record.reasons.append(str(error))
+                return None
+            if outliers:
+                self._reject_outliers(col, outliers, goal)
+        return None
+
+    async def _offloaded(
+        self, col: Collection, event: ClientUpdate, task: TrainTask, goal: int
+    ) -> None:
+        """``_handle``'s work for a large update, on the executor's thread."""
+        size = col.inputs.update_bytes
+        verdict = await self._offload.cpu(
+            size, validate_update, *self._validation_args(col, event, task)
+        )
+        accepted = self._judged(col, event, verdict, goal)
+        if accepted is not None:
+            try:
+                outliers = await self._offload.cpu(size, col.pool.add, accepted)
+            except MemoryBudgetError as error:
+                col.record.reasons.append(str(error))
+                return
+            if outliers:
+                self._reject_outliers(col, outliers, goal)
+
+    def _validation_args(
+        self, col: Collection, event: ClientUpdate, task: TrainTask
+    ) -> tuple[ClientUpdate, TrainTask, torch.Tensor, Manifest, ValidationConfig, int | None]:
+        inputs = col.inputs
+        declared = self._membership.declared_examples(event.key.client)
+        return event, task, inputs.params, inputs.manifest, self._config.validation, declared
+
+    def _judged(
+        self, col: Collection, event: ClientUpdate, verdict: Accepted | Rejected, goal: int
+    ) -> Accepted | None:
+        """Record the verdict on the client's health; the update if it goes to the pool."""
         if isinstance(verdict, Rejected):
             self.reject(col, event.key, verdict)
             self._replace(col, goal)
-            return
+            return None
         client = event.key.client
         self.set_health(col, client, self._health.success(col.index.table[client]))
-        try:
-            outliers = await self._offload.cpu(size, col.pool.add, verdict)
-        except MemoryBudgetError as error:
-            col.record.reasons.append(str(error))
-            return
-        self._reject_outliers(col, outliers, goal)
+        return verdict
 
     def reject(self, col: Collection, key: TaskKey, verdict: Rejected) -> None:
         """A refused update is final: recorded, held against the client, never retried."""
@@ -353,8 +399,8 @@ class Collector:
         return bool(outliers)
 
     def _cancel_rest(self, col: Collection) -> None:
-        for key in list(col.active):
-            self._runtime.cancel(key)
+        for task in list(col.active.values()):
+            self._runtime.cancel(task.key)
         col.record.cancelled = len(col.active) + len(col.retries)
         col.active.clear()
         col.timers.clear()

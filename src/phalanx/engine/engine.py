@@ -24,6 +24,7 @@ from phalanx.core.tensors import Manifest
 from phalanx.engine.collect import Collection, Collector, RoundInputs
 from phalanx.engine.health import HealthMonitor
 from phalanx.engine.health_index import HealthIndex
+from phalanx.engine.heap import settle_long_lived
 from phalanx.engine.history import RoundRecord
 from phalanx.engine.membership import Membership
 from phalanx.engine.offload import Offloader
@@ -161,6 +162,7 @@ class Engine:
             index.add_missing(self._membership.registered())
             self._membership.changes()  # already reflected in registered()
             self._index = index
+            settle_long_lived()  # the long-lived heap is set up: out of the collector's way
         needed = self._config.quorum.required(self._config.selection.clients_per_round)
         wait_s = self._config.selection.member_wait_s
         if self._membership.live_count() < needed and wait_s > 0:

@@ -42,19 +42,19 @@ class HealthMonitor:
     def failure(self, health: ClientHealth, round_index: int) -> ClientHealth:
         config = self._config
         score = config.decay * health.score
-        failed = replace(health, score=score, failures=health.failures + 1)
         if health.state is HealthState.PROBATION:
             cooldown = min(config.max_cooldown_rounds, max(1, health.cooldown) * 2)
         elif health.state is HealthState.HEALTHY and score < config.sideline_below:
             cooldown = config.cooldown_rounds
         else:
-            return failed
-        return replace(
-            failed,
-            state=HealthState.SIDELINED,
-            sidelined_until=round_index + 1 + cooldown,
-            cooldown=cooldown,
-        )
+            return ClientHealth(  # not dataclasses.replace: a round has many failures
+                score, health.state, health.sidelined_until, health.cooldown,
+                health.successes, health.failures + 1,
+            )  # fmt: skip
+        return ClientHealth(
+            score, HealthState.SIDELINED, round_index + 1 + cooldown, cooldown,
+            health.successes, health.failures + 1,
+        )  # fmt: skip
 
     def flag(self, before: ClientHealth, after: ClientHealth, round_index: int) -> ClientHealth:
         """The aggregator judged the client's accepted update unfit: its round counts as a

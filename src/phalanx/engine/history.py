@@ -14,7 +14,7 @@ from typing import Any
 from phalanx.types import ClientId, FailureKind, RejectReason
 
 
-@dataclass
+@dataclass(slots=True)
 class RoundEvent:
     """One failure or rejection, as the engine saw it."""
 
@@ -29,10 +29,10 @@ class RoundEvent:
         return {
             "client": self.client,
             "attempt": self.attempt,
-            "kind": self.kind.value,
+            "kind": str(self.kind),  # a StrEnum: its value (``.value`` is a slow property)
             "time": self.time,
             "detail": self.detail,
-            "reason": self.reason.value if self.reason else None,
+            "reason": str(self.reason) if self.reason else None,
         }
 
 
@@ -67,10 +67,10 @@ class RoundRecord:
     wall_s: float = 0.0
 
     def failure_counts(self) -> Counter[str]:
-        return Counter(event.kind.value for event in self.events)
+        return Counter(str(event.kind) for event in self.events)
 
     def rejection_counts(self) -> Counter[str]:
-        return Counter(e.reason.value for e in self.events if e.reason is not None)
+        return Counter(str(e.reason) for e in self.events if e.reason is not None)
 
     def injected_counts(self) -> Counter[str]:
         return Counter(str(item["kind"]) for item in self.injected)

@@ -19,7 +19,7 @@ from typing import Protocol
 from phalanx.types import ClientId
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemberChange:
     client: ClientId
     joined: bool  # False: the client left

@@ -24,7 +24,8 @@ from phalanx.types import RejectReason
 
 class NormReference:
     def __init__(self, config: ValidationConfig, prior: Iterable[float] = ()) -> None:
-        self._config = config
+        self._factor = config.max_relative_norm
+        self._min_updates = config.relative_min_updates
         self._norms = SortedList(prior)
 
     def __len__(self) -> int:
@@ -44,10 +45,11 @@ class NormReference:
 
     def violation(self, norm: float) -> Rejected | None:
         """Rejected if ``norm`` is above the bound; None if within it or there is no bar."""
-        factor = self._config.max_relative_norm
-        if factor is None or len(self._norms) < self._config.relative_min_updates:
+        factor, norms = self._factor, self._norms
+        count = len(norms)
+        if factor is None or count < self._min_updates:
             return None
-        median = self.median()
+        median = float(norms[(count - 1) // 2])  # count >= relative_min_updates >= 1
         if norm <= factor * median:
             return None
         return Rejected(

@@ -66,13 +66,17 @@ class Offloader:
         # The thread is released also when an engine is dropped without close().
         weakref.finalize(self, self._cpu.shutdown, wait=False, cancel_futures=True)
 
+    def inline(self, size: int | None) -> bool:
+        """Whether work on ``size`` bytes runs on the loop (``cpu`` would call it there): a
+        hot caller checks first and calls directly, saving a coroutine per call."""
+        return (size is not None and size < self.inline_bytes) or not self.enabled or self._closed
+
     async def cpu(
         self, size: int | None, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """``fn(*args, **kwargs)`` on the CPU thread, or inline when ``size`` (the bytes it
         works on; None: unknown, always off the loop) is below ``inline_bytes``."""
-        inline = size is not None and size < self.inline_bytes
-        if inline or not self.enabled or self._closed:
+        if self.inline(size):
             return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._cpu, functools.partial(fn, *args, **kwargs))

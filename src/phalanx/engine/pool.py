@@ -14,7 +14,8 @@ Folding follows arrival order, which the simulation makes deterministic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 
@@ -29,9 +30,9 @@ from phalanx.types import ClientId
 Outliers = list[tuple[Accepted, Rejected]]
 
 
-@dataclass(frozen=True)
-class Member:
-    """What the round remembers of an accepted update once its tensor is folded away."""
+class Member(NamedTuple):
+    """What the round remembers of an accepted update once its tensor is folded away (a
+    named tuple: a round makes k, and a tuple is built in C)."""
 
     client: ClientId
     attempt: int
@@ -62,6 +63,7 @@ class UpdatePool:
         self._held: dict[ClientId, Accepted] = {}
         self._members: dict[ClientId, Member] = {}
         self._reference = NormReference(config, prior_norms or ())
+        self._reference_updates = config.reference_updates
         self._norms: list[float] = []  # of every update accepted this round, folded or held
         if self._stream is not None:
             self._stream.begin(dim)
@@ -83,12 +85,13 @@ class UpdatePool:
 
     def add(self, item: Accepted) -> Outliers:
         """Accept ``item``, unless the relative norm bound rejects it (or others) now."""
-        if self._streaming and self._reference_size() >= self._config.reference_updates:
-            verdict = self._check_against_median(item)
+        stream = self._stream
+        if stream is not None and len(self._reference) >= self._reference_updates:
+            verdict = self._reference.violation(item.norm)  # the common case, kept short
             if verdict is not None:
                 return [(item, verdict)]
             self._admit(item)
-            self._fold(item)
+            stream.add(item.parts(), item.weight)
             return []
         if not self._streaming and stack_bytes(len(self._held) + 1, self._dim) > self._budget:
             raise MemoryBudgetError(
@@ -158,4 +161,4 @@ class UpdatePool:
 
     def _fold(self, item: Accepted) -> None:
         if self._stream is not None:
-            self._stream.add(item.delta_parts(), item.weight)
+            self._stream.add(item.parts(), item.weight)

@@ -11,7 +11,7 @@ update pool applies it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -25,7 +25,6 @@ from phalanx.core.tensors import (
     dtype_name,
     flatten,
     payload_digest,
-    payload_size,
 )
 from phalanx.types import RejectReason
 
@@ -33,8 +32,10 @@ from phalanx.types import RejectReason
 # never allocates more than a chunk beyond the message itself.
 CHUNK = 1 << 20
 
+WIRE_ITEMSIZE = torch.empty(0, dtype=WIRE_DTYPE).element_size()
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class Accepted:
     update: ClientUpdate
     params: torch.Tensor  # the flat global model the client was sent
@@ -44,6 +45,14 @@ class Accepted:
     # The flat delta as validation computed it, kept when the model fits in one chunk
     # (memory stays O(CHUNK)), so folding or stacking does not compute it again.
     kept: torch.Tensor | None = None
+
+    def parts(self) -> Iterable[tuple[int, torch.Tensor]]:
+        """``delta_parts``, as a one-piece tuple for the common small model (no generator:
+        a round folds k of them)."""
+        kept = self.kept
+        if kept is not None and len(self.manifest.specs) == 1 and kept.numel() <= CHUNK:
+            return ((0, kept),)
+        return self.delta_parts()
 
     def delta_parts(self) -> Iterator[tuple[int, torch.Tensor]]:
         """(offset, piece of the flat delta), one chunk at a time: the kept delta's pieces,
@@ -110,7 +119,8 @@ def delta_and_norm(
     each piece is subtracted once; its norm is taken in float64."""
     dim = params.numel()
     if len(manifest.specs) == 1 and 0 < dim <= CHUNK:  # the common small model: no pieces
-        delta = tensors[manifest.specs[0].name].reshape(-1) - params
+        weights = tensors[manifest.specs[0].name]
+        delta = (weights if weights.dim() == 1 else weights.reshape(-1)) - params
         return math.hypot(float(torch.linalg.vector_norm(delta, dtype=torch.float64))), delta
     kept = torch.empty(dim, dtype=params.dtype) if 0 < dim <= CHUNK else None
     norms: list[float] = []
@@ -124,15 +134,15 @@ def delta_and_norm(
     return math.hypot(*norms), kept
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rejected:
     reason: RejectReason
     detail: str
 
 
 def _schema(update: ClientUpdate, manifest: Manifest) -> Rejected | None:
-    names = set(update.tensors)
-    if names != set(manifest.names):
+    if update.tensors.keys() != manifest.name_set:
+        names = set(update.tensors)
         missing = sorted(set(manifest.names) - names)
         extra = sorted(names - set(manifest.names))
         return Rejected(RejectReason.SCHEMA, f"missing {missing}, unexpected {extra}")
@@ -140,7 +150,7 @@ def _schema(update: ClientUpdate, manifest: Manifest) -> Rejected | None:
         tensor = update.tensors[spec.name]
         if not isinstance(tensor, torch.Tensor):
             return Rejected(RejectReason.SCHEMA, f"{spec.name} is not a tensor")
-        if tuple(tensor.shape) != spec.shape:
+        if tensor.shape != spec.shape:  # torch.Size is a tuple
             return Rejected(
                 RejectReason.SHAPE, f"{spec.name}: {tuple(tensor.shape)} != {spec.shape}"
             )
@@ -158,9 +168,9 @@ def _claims(
         return Rejected(
             RejectReason.SENDER, f"sent by {update.sender}, the task went to {task.key.client}"
         )
-    if update.key != task.key:
+    if update.key is not task.key and update.key != task.key:
         return Rejected(RejectReason.ROUND, f"answers {update.key}, expected {task.key}")
-    if update.base != task.model:
+    if update.base is not task.model and update.base != task.model:
         return Rejected(
             RejectReason.VERSION,
             f"trained on version {update.base.version} ({update.base.sha256[:12]}), "
@@ -188,7 +198,6 @@ def validate_update(
     params: torch.Tensor,
     manifest: Manifest,
     config: ValidationConfig,
-    *,
     declared_examples: int | None = None,
 ) -> Accepted | Rejected:
     """Accept an update (with its flat delta from ``params``, the model ``task`` referred
@@ -196,7 +205,9 @@ def validate_update(
     problem = _claims(update, task, declared_examples) or _schema(update, manifest)
     if problem:
         return problem
-    size = payload_size(update.tensors)
+    # Every tensor now has its manifest shape and the wire dtype: the payload's size is the
+    # model's (``payload_size``), known without walking the tensors.
+    size = manifest.dim * WIRE_ITEMSIZE
     if size > config.max_update_bytes:
         return Rejected(RejectReason.SIZE, f"{size} bytes > {config.max_update_bytes}")
     if payload_digest(update.tensors) != update.digest:
