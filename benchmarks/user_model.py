@@ -32,7 +32,10 @@ per round, on both sides) included; phalanx's worker processes are forked before
 import ``torch._dynamo`` (what the first ``torch.optim`` optimiser would otherwise import,
 about 1 s) before their clocks start: phalanx does so when it builds its trainer, the
 plain loop explicitly, so training-only time excludes that import for both and whole-process
-time includes it for both.
+time includes it for both. *training CPU s* is the CPU time over the same span, of every
+process the contender used (phalanx's workers included): the work done, whatever else the
+machine runs. Two workers can beat the plain loop by at most twice its CPU time over
+phalanx's, and only on a machine where nothing else wants the two cores.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -89,6 +93,15 @@ def _config(work: Work, workers: int, fault_rate: float) -> Any:
     )  # fmt: skip
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process (all its threads) and of its children reaped so far."""
+    own, reaped = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+
+
 def _accuracy(model: Any, test: Any) -> float:
     import torch
 
@@ -113,7 +126,7 @@ def child_plain(work: Work, schedule: list[list[int]]) -> dict[str, Any]:
     model = initial_model(cnn, SEED)
     local = initial_model(cnn, SEED)
     torch.manual_seed(SEED)  # dropout draws from the global generator: reproducible runs
-    start = time.perf_counter()
+    cpu, start = _cpu_s(), time.perf_counter()
     for r, chosen in enumerate(schedule):
         if not chosen:  # a round phalanx discarded: the model stays as it was
             continue
@@ -135,7 +148,8 @@ def child_plain(work: Work, schedule: list[list[int]]) -> dict[str, Any]:
                 p.copy_(weights[name] / total)
         model.eval()
         accuracy = _accuracy(model, digits.test)
-    return {"train_s": time.perf_counter() - start, "accuracy": accuracy, "trained": -1}
+    train_s = time.perf_counter() - start
+    return {"train_s": train_s, "cpu_s": _cpu_s() - cpu, "accuracy": accuracy, "trained": -1}
 
 
 def child_phalanx(work: Work, workers: int, fault_rate: float) -> dict[str, Any]:
@@ -149,9 +163,11 @@ def child_phalanx(work: Work, workers: int, fault_rate: float) -> dict[str, Any]
     with Simulation(
         config, model=cnn, clients=digits.clients, test=digits.test, train=train
     ) as simulation:
-        result = simulation.run()
+        cpu = _cpu_s()
+        result = simulation.run()  # its workers are reaped when it ends: their CPU counts
     return {
         "train_s": result.train_time_s,
+        "cpu_s": _cpu_s() - cpu,
         "accuracy": result.history[-1]["metrics"]["accuracy"],
         "trained": result.training.trained,
         "thrown_away": result.training.thrown_away,
@@ -189,6 +205,7 @@ CONTENDERS = {  # name -> label
 class Runs:
     whole: list[float] = field(default_factory=list)
     train: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
     trained: list[int] = field(default_factory=list)
     thrown: list[int] = field(default_factory=list)
@@ -234,6 +251,7 @@ def measure(
             r = runs[name]
             r.whole.append(wall)
             r.train.append(report["train_s"])
+            r.cpu.append(report["cpu_s"])
             r.accuracy.append(report["accuracy"])
             r.trained.append(report["trained"])
             r.thrown.append(report.get("thrown_away", 0))
@@ -255,8 +273,8 @@ def table(runs: dict[str, Runs]) -> tuple[list[str], list[str]]:
     base_train = _median(base.train) if base else None
     lines = [
         "| contender | whole-process s | training-only s | plain / this (training) "
-        "| accuracy | updates trained | trained, thrown away | same clients |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| training CPU s | accuracy | updates trained | trained, thrown away | same clients |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in runs.items():
         train_s = _median(r.train)
@@ -267,7 +285,8 @@ def table(runs: dict[str, Runs]) -> tuple[list[str], list[str]]:
         same = _yes(all(r.same_clients)) if name in SAME_WORK and r.same_clients else "—"
         lines.append(
             f"| {label} | {_fmt(_median(r.whole), '.2f')} | {_fmt(train_s, '.3f')} "
-            f"| {_fmt(ratio, '.2f')}x | {_fmt(_median(r.accuracy), '.3f')} "
+            f"| {_fmt(ratio, '.2f')}x | {_fmt(_median(r.cpu), '.2f')} "
+            f"| {_fmt(_median(r.accuracy), '.3f')} "
             f"| {_fmt(trained, '.0f')} | {_fmt(thrown, '.0f')} | {same} |"
         )
     return lines, verdicts(runs, base_train)
@@ -320,13 +339,15 @@ def main() -> None:
         child_main(args.child, work, args.schedule)
         return
     names = args.only or list(CONTENDERS)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="user-model-") as tmp:
         runs = measure(names, work, args.repeats, args.timeout, Path(tmp) / "schedule.json")
     lines, checks = table(runs)
     where = (
         f"_{work.clients} clients, {work.per_round} per round, {work.rounds} rounds, "
         f"{work.epochs} local epochs; Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, medians of {args.repeats} interleaved runs._"
+        f"{os.cpu_count()} CPUs, medians of {args.repeats} interleaved runs; load average "
+        f"(1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after._"
     )
     text = "\n".join([*lines, "", *checks, "", where, ""])
     print(text)
