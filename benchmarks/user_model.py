@@ -10,9 +10,15 @@ batch 16, lr 0.05), weighted FedAvg and a test-set evaluation after every round.
 
 - ``plain loop``: one process, one thread: one local model that gets the global weights with
   ``load_state_dict`` before each client (a fresh optimiser each time), FedAvg of the
-  parameters, evaluation. What a careful user writes without a framework.
+  parameters, evaluation. What a careful user writes without a framework. It trains, round
+  by round, the very clients whose updates phalanx accepted (the schedule: read from an
+  untimed phalanx run before the measurements), so both sides do the same work. Phalanx
+  over-selects (``selection.dispatch_count``) and keeps the first replies, which on its
+  virtual clock are the smaller clients': a plain loop drawing its own 10 clients a round
+  trained 20% more steps (3,040 against 2,542), which flattered phalanx by that much.
 - ``phalanx, N worker(s)``: ``Simulation(..., train=train)`` with ``simulation.workers=N``,
-  faults off; ``workers=0`` is the in-process mode.
+  faults off; ``workers=0`` is the in-process mode. Each row checks that the run accepted
+  the schedule's clients (the *same clients* column).
 - ``phalanx, 2 workers, 20% faults``: crash/hang/corrupt at 20%; its row counts the updates
   trained and the trained updates the engine then threw away (cancelled, late).
 
@@ -20,11 +26,16 @@ Each contender runs in its own subprocess with ``OMP_NUM_THREADS=MKL_NUM_THREADS
 ``torch.set_num_threads(1)`` (workers get one thread each); contenders are interleaved
 ``--repeats`` times and each number is the median. *whole-process s* is the parent's wall time
 around the child (interpreter start, imports, data, training, exit); *training-only s* is the
-child's own clock from the first round to the last, evaluation included. Both children
+child's own clock from the first round to the last, evaluation (one pass over the test set
+per round, on both sides) included; phalanx's worker processes are forked before it starts
+(``WorkerTrainer.prepare``), as the plain loop builds its model before its own. Both children
 import ``torch._dynamo`` (what the first ``torch.optim`` optimiser would otherwise import,
 about 1 s) before their clocks start: phalanx does so when it builds its trainer, the
 plain loop explicitly, so training-only time excludes that import for both and whole-process
-time includes it for both.
+time includes it for both. *training CPU s* is the CPU time over the same span, of every
+process the contender used (phalanx's workers included): the work done, whatever else the
+machine runs. Two workers can beat the plain loop by at most twice its CPU time over
+phalanx's, and only on a machine where nothing else wants the two cores.
 """
 
 from __future__ import annotations
@@ -33,9 +44,11 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +93,15 @@ def _config(work: Work, workers: int, fault_rate: float) -> Any:
     )  # fmt: skip
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process (all its threads) and of its children reaped so far."""
+    own, reaped = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+
+
 def _accuracy(model: Any, test: Any) -> float:
     import torch
 
@@ -87,10 +109,9 @@ def _accuracy(model: Any, test: Any) -> float:
         return float((model(test.x).argmax(1) == test.y).float().mean())
 
 
-def child_plain(work: Work) -> dict[str, Any]:
+def child_plain(work: Work, schedule: list[list[int]]) -> dict[str, Any]:
     import importlib
 
-    import numpy as np
     import torch
     from examples.custom_model import cnn, train
 
@@ -104,13 +125,13 @@ def child_plain(work: Work) -> dict[str, Any]:
     digits = build_workload(config.workload, SEED)
     model = initial_model(cnn, SEED)
     local = initial_model(cnn, SEED)
-    rng = np.random.default_rng(SEED)
     torch.manual_seed(SEED)  # dropout draws from the global generator: reproducible runs
-    start = time.perf_counter()
-    for r in range(work.rounds):
-        chosen = rng.choice(work.clients, work.per_round, replace=False)
+    cpu, start = _cpu_s(), time.perf_counter()
+    for r, chosen in enumerate(schedule):
+        if not chosen:  # a round phalanx discarded: the model stays as it was
+            continue
         weights, total = {n: torch.zeros_like(p) for n, p in model.named_parameters()}, 0
-        for client in (int(c) for c in chosen):
+        for client in chosen:
             data = digits.clients[client]
             local.load_state_dict(model.state_dict())
             local.train()
@@ -127,7 +148,8 @@ def child_plain(work: Work) -> dict[str, Any]:
                 p.copy_(weights[name] / total)
         model.eval()
         accuracy = _accuracy(model, digits.test)
-    return {"train_s": time.perf_counter() - start, "accuracy": accuracy, "trained": -1}
+    train_s = time.perf_counter() - start
+    return {"train_s": train_s, "cpu_s": _cpu_s() - cpu, "accuracy": accuracy, "trained": -1}
 
 
 def child_phalanx(work: Work, workers: int, fault_rate: float) -> dict[str, Any]:
@@ -141,21 +163,26 @@ def child_phalanx(work: Work, workers: int, fault_rate: float) -> dict[str, Any]
     with Simulation(
         config, model=cnn, clients=digits.clients, test=digits.test, train=train
     ) as simulation:
-        result = simulation.run()
+        cpu = _cpu_s()
+        result = simulation.run()  # its workers are reaped when it ends: their CPU counts
     return {
         "train_s": result.train_time_s,
+        "cpu_s": _cpu_s() - cpu,
         "accuracy": result.history[-1]["metrics"]["accuracy"],
         "trained": result.training.trained,
         "thrown_away": result.training.thrown_away,
+        "schedule": [record["accepted"] for record in result.history],
     }
 
 
-def child_main(name: str, work: Work) -> None:
+def child_main(name: str, work: Work, schedule: Path | None) -> None:
     import torch
 
     torch.set_num_threads(1)
     if name == "plain":
-        report = child_plain(work)
+        if schedule is None:
+            raise SystemExit("the plain loop needs --schedule (the clients to train)")
+        report = child_plain(work, json.loads(schedule.read_text()))
     else:
         workers, _, rate = name.removeprefix("phalanx-").partition("-")
         report = child_phalanx(work, int(workers), float(rate or 0))
@@ -164,6 +191,7 @@ def child_main(name: str, work: Work) -> None:
 
 # --- the parent ----------------------------------------------------------------------------
 
+SCHEDULE_FROM = "phalanx-0"  # an untimed run of it gives the schedule the plain loop trains
 CONTENDERS = {  # name -> label
     "plain": "plain loop (1 thread)",
     "phalanx-0": "phalanx, in-process (workers=0)",
@@ -177,15 +205,21 @@ CONTENDERS = {  # name -> label
 class Runs:
     whole: list[float] = field(default_factory=list)
     train: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
     trained: list[int] = field(default_factory=list)
     thrown: list[int] = field(default_factory=list)
+    same_clients: list[bool] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
-def run_child(name: str, work: Work, timeout_s: float) -> tuple[float, dict[str, Any]]:
+def run_child(
+    name: str, work: Work, timeout_s: float, schedule: Path | None = None
+) -> tuple[float, dict[str, Any]]:
     argv = [sys.executable, "-m", "benchmarks.user_model", "--child", name]
     argv += [f"--{k.replace('_', '-')}={v}" for k, v in vars(work).items()]
+    if schedule is not None:
+        argv.append(f"--schedule={schedule}")
     env = {**os.environ, **CHILD_ENV}
     start = time.perf_counter()
     done = subprocess.run(
@@ -198,21 +232,30 @@ def run_child(name: str, work: Work, timeout_s: float) -> tuple[float, dict[str,
     return wall, json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(names: list[str], work: Work, repeats: int, timeout_s: float) -> dict[str, Runs]:
+def measure(
+    names: list[str], work: Work, repeats: int, timeout_s: float, schedule: Path
+) -> dict[str, Runs]:
+    """Every contender ``repeats`` times, interleaved; first, untimed, the schedule (the
+    clients phalanx accepts each round) that the plain loop then trains."""
+    _, report = run_child(SCHEDULE_FROM, work, timeout_s)
+    reference = report["schedule"]
+    schedule.write_text(json.dumps(reference))
     runs = {name: Runs() for name in names}
     for _ in range(repeats):  # interleaved: a noisy minute hurts every contender alike
         for name in names:
             try:
-                wall, report = run_child(name, work, timeout_s)
+                wall, report = run_child(name, work, timeout_s, schedule)
             except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
                 runs[name].errors.append(str(exc))
                 continue
             r = runs[name]
             r.whole.append(wall)
             r.train.append(report["train_s"])
+            r.cpu.append(report["cpu_s"])
             r.accuracy.append(report["accuracy"])
             r.trained.append(report["trained"])
             r.thrown.append(report.get("thrown_away", 0))
+            r.same_clients.append(report.get("schedule", reference) == reference)
     return runs
 
 
@@ -230,8 +273,8 @@ def table(runs: dict[str, Runs]) -> tuple[list[str], list[str]]:
     base_train = _median(base.train) if base else None
     lines = [
         "| contender | whole-process s | training-only s | plain / this (training) "
-        "| accuracy | updates trained | trained, thrown away |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| training CPU s | accuracy | updates trained | trained, thrown away | same clients |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in runs.items():
         train_s = _median(r.train)
@@ -239,12 +282,21 @@ def table(runs: dict[str, Runs]) -> tuple[list[str], list[str]]:
         trained = _median(r.trained) if name != "plain" else None
         thrown = max(r.thrown) if r.thrown and name != "plain" else None
         label = CONTENDERS[name] + (f" (* {r.errors[0]})" if r.errors else "")
+        same = _yes(all(r.same_clients)) if name in SAME_WORK and r.same_clients else "—"
         lines.append(
             f"| {label} | {_fmt(_median(r.whole), '.2f')} | {_fmt(train_s, '.3f')} "
-            f"| {_fmt(ratio, '.2f')}x | {_fmt(_median(r.accuracy), '.3f')} "
-            f"| {_fmt(trained, '.0f')} | {_fmt(thrown, '.0f')} |"
+            f"| {_fmt(ratio, '.2f')}x | {_fmt(_median(r.cpu), '.2f')} "
+            f"| {_fmt(_median(r.accuracy), '.3f')} "
+            f"| {_fmt(trained, '.0f')} | {_fmt(thrown, '.0f')} | {same} |"
         )
     return lines, verdicts(runs, base_train)
+
+
+SAME_WORK = ("phalanx-0", "phalanx-1", "phalanx-2")  # faults change whom a round accepts
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "NO"
 
 
 def verdicts(runs: dict[str, Runs], base_train: float | None) -> list[str]:
@@ -258,7 +310,10 @@ def verdicts(runs: dict[str, Runs], base_train: float | None) -> list[str]:
     two, one = ratio("phalanx-2"), ratio("phalanx-1")
     faulty = runs.get("phalanx-2-0.2")
     thrown = max(faulty.thrown) if faulty and faulty.thrown else None
+    same = [ok for name in SAME_WORK if name in runs for ok in runs[name].same_clients]
     return [
+        f"- same work: the plain loop trains the clients phalanx accepted, every round: "
+        f"{verdict(all(same) if same else None)}",
         f"- 2 workers: plain / phalanx = {_fmt(two, '.2f')}x, target >= 1.6x: "
         f"{verdict(None if two is None else two >= 1.6)}",
         f"- 1 worker: plain / phalanx = {_fmt(one, '.2f')}x, target >= 1.0x (never slower): "
@@ -277,18 +332,22 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=sorted(CONTENDERS))
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--schedule", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = Work(args.clients, args.per_round, args.rounds, args.epochs)
     if args.child:
-        child_main(args.child, work)
+        child_main(args.child, work, args.schedule)
         return
     names = args.only or list(CONTENDERS)
-    runs = measure(names, work, args.repeats, args.timeout)
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="user-model-") as tmp:
+        runs = measure(names, work, args.repeats, args.timeout, Path(tmp) / "schedule.json")
     lines, checks = table(runs)
     where = (
         f"_{work.clients} clients, {work.per_round} per round, {work.rounds} rounds, "
         f"{work.epochs} local epochs; Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, medians of {args.repeats} interleaved runs._"
+        f"{os.cpu_count()} CPUs, medians of {args.repeats} interleaved runs; load average "
+        f"(1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after._"
     )
     text = "\n".join([*lines, "", *checks, "", where, ""])
     print(text)

@@ -297,6 +297,9 @@ class Simulation:
             if directory is not None:
                 directory.begin(config, resumed_at=state.round if resume else None)
             runtime.clock.advance_to(state.clock)
+            prepare = getattr(self._trainer, "prepare", None)
+            if callable(prepare):  # workers start now, not on the first round's clock
+                prepare()
             start = time.perf_counter()
             task = asyncio.current_task()
             if signals is not None and task is not None:

@@ -234,3 +234,17 @@ def test_a_frame_carries_tensors_that_share_storage_and_copies_none_it_need_not(
     header, received = codec.unpack_frame(codec.pack_frame({"k": 1}, sent))
     assert header == {"k": 1} and received is not None
     assert all(torch.equal(received[n], t) for n, t in sent.items())
+
+
+def test_tensors_are_written_as_safetensors_itself_writes_them() -> None:
+    """The numpy path of ``_serialised`` is a speed-up only: byte for byte what
+    ``safetensors.torch.save`` writes, for every dtype it takes (bfloat16 goes through
+    torch), shapes with a zero and scalars included."""
+    tensors = {
+        "w": torch.randn(3, 4), "b": torch.zeros(0, 2), "s": torch.tensor(2.5, dtype=torch.float64),
+        "h": torch.ones(2, dtype=torch.float16), "i": torch.arange(3), "m": torch.tensor([True]),
+        "u": torch.arange(4, dtype=torch.uint8), "k": torch.arange(2, dtype=torch.int32),
+    }  # fmt: skip
+    assert codec._serialised(tensors) == save(tensors)
+    brain = {"w": torch.ones(2, dtype=torch.bfloat16), "v": torch.ones(1)}
+    assert codec._serialised(brain) == save(brain)

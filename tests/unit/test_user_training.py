@@ -247,6 +247,31 @@ def test_a_reloaded_copy_starts_every_attempt_as_a_fresh_copy_would() -> None:
         assert torch.equal(buffer, initial)
 
 
+class FrozenNorm(nn.Sequential):
+    """A model whose ``train()`` keeps its BatchNorm in eval mode: its own idea of training."""
+
+    def train(self, mode: bool = True) -> FrozenNorm:
+        super().train(mode)
+        self[1].eval()
+        return self
+
+
+def test_a_copy_left_in_eval_mode_is_reused_in_training_mode_as_its_train_defines() -> None:
+    copies, _, params = _reloaded_cnn()
+    model = copies.load(params)
+    model.eval()
+    copies.release(model)
+    again = copies.load(params)
+    assert again is model and all(m.training for m in again.modules())
+    frozen = FrozenNorm(nn.Linear(4, 3), nn.BatchNorm1d(3)).eval()
+    copies = ReloadedCopy(frozen)
+    for _ in range(2):
+        model = copies.load(params)
+        assert model[0].training and not model[1].training
+        model.eval()
+        copies.release(model)
+
+
 @pytest.mark.parametrize(
     "change",
     [

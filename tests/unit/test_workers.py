@@ -357,3 +357,32 @@ def test_a_garbled_reply_is_a_crash_and_that_worker_is_replaced(
         assert outcome.error.startswith("crash: unreadable reply (header length 64")
         monkeypatch.undo()  # workers forked from now on answer properly
         assert_added(pool.run(make_jobs(2)), make_jobs(2))
+
+
+def test_start_forks_the_workers_before_any_job_and_they_serve_the_first() -> None:
+    with WorkerPool(add_client, workers=2) as pool:
+        pool.start()
+        pids = {slot.proc.pid for slot in pool._slots if slot is not None}
+        assert len(pids) == 2
+        pool.start()  # idempotent: the same workers
+        assert {slot.proc.pid for slot in pool._slots if slot is not None} == pids
+        outcomes = pool.run(make_jobs(4))
+    assert {int(o.metrics["pid"]) for o in outcomes} == pids
+    with pytest.raises(RuntimeBackendError, match="after close"):
+        pool.start()
+
+
+def test_shares_are_balanced_by_cost_and_keep_queue_order() -> None:
+    """One big job and ten small ones: the big one alone on one worker, the small ones on
+    the other (equal counts would put the big one beside four small ones)."""
+    params = {"w": torch.tensor([1.0, 2.0, 3.0])}
+    costs = [1.0, 1.0, 1.0, 10.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    jobs = [
+        WorkerJob(100 + c, c, params, {"scale": c / 2}, cost=cost) for c, cost in enumerate(costs)
+    ]
+    with WorkerPool(add_client, workers=2) as pool:
+        pool.submit(jobs)
+        shares = [[j.job_id for j in slot.jobs] for slot in pool._slots if slot is not None]
+        assert shares == [[103], [100, 101, 102, 104, 105, 106, 107, 108, 109, 110]]
+        outcomes = [pool.result(job.job_id) for job in jobs]
+    assert_added(outcomes, jobs)

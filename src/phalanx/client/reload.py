@@ -27,15 +27,24 @@ def fingerprint(model: nn.Module) -> Fingerprint:
     settings, the parameter and buffer dicts and their contents) by identity, and each
     parameter's tensor hooks by identity and its shape and dtype by value. Taken in training
     mode, which every attempt starts in."""
+    return _fingerprint(list(model.modules()), list(model.parameters()))
+
+
+def _fingerprint(modules: list[nn.Module], params: list[nn.Parameter]) -> Fingerprint:
+    """``fingerprint`` over a model's modules and parameters as listed when it was copied:
+    a module or parameter added or replaced since shows in its parent's dicts, which are
+    part of the fingerprint, so the lists need not be walked again."""
     ids: list[object] = []
-    for module in model.modules():
-        for name, value in vars(module).items():
-            ids += (name, value)
+    for module in modules:
+        attributes = vars(module)
+        ids.extend(attributes)
+        ids.extend(attributes.values())
+        for value in attributes.values():
             if isinstance(value, dict):
                 ids.extend(value)
                 ids.extend(value.values())
     values: list[object] = []
-    for param in model.parameters():
+    for param in params:
         ids += (param._backward_hooks, getattr(param, "_post_accumulate_grad_hooks", None))
         values += (param.shape, param.dtype)
     return ids, values
@@ -53,36 +62,63 @@ def _reusable(model: nn.Module) -> bool:
 
 
 class ReloadedCopy:
-    """One process's copy of the template, reloaded for each attempt (see module docstring)."""
+    """One process's copy of the template, reloaded for each attempt (see module docstring).
+
+    The copy's parameters, buffers and modules are listed once, when it is made: walking a
+    model's module tree costs more than the reload itself, and the fingerprint taken after
+    each attempt catches any change that would make the lists stale.
+    """
 
     def __init__(self, template: nn.Module) -> None:
         self._template = template
         self._reuse = _reusable(template)
         self._model: nn.Module | None = None
         self._print: Fingerprint = ([], [])
+        self._params: list[tuple[str, nn.Parameter, nn.Parameter]] = []  # name, copy's, template's
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor]] = []  # copy's, template's
+        self._modules: list[nn.Module] = []
+        self._lent = False  # loaded and not yet released: it may not be in training mode
 
     def load(self, params: Mapping[str, torch.Tensor]) -> nn.Module:
         """The copy, in training mode, holding ``params`` and the template's buffers."""
         model = self._model
         if model is None or not self._reuse:
-            model = self._model = copy.deepcopy(self._template).train()
-            self._print = fingerprint(model)
+            model = self._fresh()
+        elif self._lent:
+            model.train()
         with torch.no_grad():
-            for (name, param), (_, original) in zip(
-                model.named_parameters(), self._template.named_parameters(), strict=True
-            ):
+            for name, param, original in self._params:
                 param.copy_(params[name])
                 param.grad = None
                 param.requires_grad_(original.requires_grad)
-            for buffer, initial in zip(model.buffers(), self._template.buffers(), strict=True):
+            for buffer, initial in self._buffers:
                 buffer.copy_(initial)
-        return model.train()
+        self._lent = True
+        return model
 
     def release(self, model: nn.Module) -> None:
         """After an attempt: keep the copy only if the attempt left it as a reload expects."""
-        model.train()  # an attempt may end in eval mode: not a change a reload misses
-        if not same(fingerprint(model), self._print):
+        self._lent = False
+        if not all(module.training for module in self._modules):
+            model.train()  # an attempt may end in eval mode: not a change a reload misses
+        if model is not self._model or not same(
+            _fingerprint(self._modules, [p for _, p, _ in self._params]), self._print
+        ):
             self._model = None
+
+    def _fresh(self) -> nn.Module:
+        """A new deep copy of the template, in training mode, and its lists."""
+        model = self._model = copy.deepcopy(self._template).train()
+        self._modules = list(model.modules())
+        self._params = [
+            (name, param, original)
+            for (name, param), original in zip(
+                model.named_parameters(), self._template.parameters(), strict=True
+            )
+        ]
+        self._buffers = list(zip(model.buffers(), self._template.buffers(), strict=True))
+        self._print = _fingerprint(self._modules, [p for _, p, _ in self._params])
+        return model
 
 
 __all__ = ["Fingerprint", "ReloadedCopy", "fingerprint", "same"]

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import torch
 from pydantic import ValidationError
+from safetensors.numpy import save as save_numpy
 from safetensors.torch import load, save
 
 from phalanx.core import wire
@@ -63,6 +64,23 @@ def _owned(tensors: Mapping[str, torch.Tensor]) -> Tensors:
     return out
 
 
+# dtypes numpy has too: their safetensors bytes can be written through numpy
+_NUMPY_DTYPES = frozenset(
+    {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16}
+    | {torch.int8, torch.uint8, torch.bool}
+)
+
+
+def _serialised(tensors: Tensors) -> bytes:
+    """The safetensors bytes of ``tensors`` (``_owned``: detached, contiguous, on the CPU).
+    Through numpy when every dtype has a numpy twin: the very bytes ``safetensors.torch``
+    writes, in a quarter of its time for a model's few small tensors (about 25 against
+    100 us), which the worker pipe pays on every message."""
+    if all(t.dtype in _NUMPY_DTYPES for t in tensors.values()):
+        return save_numpy({name: t.numpy() for name, t in tensors.items()})
+    return save(tensors)
+
+
 def pack_frame(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor] | None) -> bytes:
     """Length, JSON header, safetensors (see ``_owned``). ``None`` sends no tensor section at
     all."""
@@ -71,7 +89,7 @@ def pack_frame(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor] | 
         raise ProtocolError(f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}")
     if tensors is None:
         return _LEN.pack(len(head)) + head
-    return _LEN.pack(len(head)) + head + save(_owned(tensors))
+    return _LEN.pack(len(head)) + head + _serialised(_owned(tensors))
 
 
 def unpack_frame(data: bytes) -> tuple[dict[str, Any], Tensors | None]:

@@ -254,6 +254,12 @@ class WorkerTrainer:
             for job, request in zip(jobs, requests, strict=True)
         ]
 
+    def prepare(self) -> None:
+        """Start the workers now, before the first round, rather than on its first job."""
+        pool = self._open()
+        if isinstance(pool, WorkerPool):
+            pool.start()
+
     def close(self) -> None:
         """Stop the workers (idempotent); the next ``train`` starts new ones."""
         pool, self._pool = self._pool, None
@@ -288,4 +294,6 @@ class WorkerTrainer:
             "total_steps": self.total_steps(key.client),
         }
         self._jobs += 1
-        return WorkerJob(self._jobs, key.client, tensors, meta)
+        # Its cost, for balancing workers' shares: its steps, and one step's worth for what
+        # every attempt pays besides (a reload, an optimiser, the reply).
+        return WorkerJob(self._jobs, key.client, tensors, meta, cost=job.step_limit + 1.0)

@@ -6,10 +6,12 @@ only (frames of the one codec, ``core.codec``: 4-byte length, JSON header, safet
 and nothing that crossed is unpickled.
 
 The hand-off is amortised: an idle worker gets a share of the queued jobs that train on the
-same weights in one message, the weights once (guided self-scheduling: ``ceil(queued /
-workers)``, so a slow client does not hold up the others). It answers each job as soon as it
-is done, so the parent can use one result while the worker trains the next, and the hang
-guard still times each job on its own. A worker is sent work only when idle: it never has a
+same weights in one message, the weights once. Shares are balanced by each job's cost (its
+local steps; ``shares.planned_share``), so a round's workers finish together instead of one
+waiting on another's big client. A worker answers each job as soon as it is done, so the
+parent can use one result while the worker trains the next, and the hang guard still times
+each job on its own. ``start`` forks the workers ahead of the first job, so the first round
+does not wait for them. A worker is sent work only when idle: it never has a
 reply and a request in flight at once, so a large model cannot fill both pipes and deadlock.
 
 ``WorkerOutcome.error`` is None, ``"error: ..."`` (the function raised; the worker lives on),
@@ -47,6 +49,7 @@ import torch
 from phalanx.coordinator.signals import RunInterrupted, stop_requested
 from phalanx.core.codec import pack_frame, unpack_frame
 from phalanx.errors import ConfigError, ProtocolError, RuntimeBackendError
+from phalanx.runtime.inprocess.shares import planned_share
 
 log = logging.getLogger("phalanx.runtime.workers")
 
@@ -64,6 +67,7 @@ class WorkerJob:
     client_id: int
     params: Tensors
     meta: dict[str, Any]  # JSON-serialisable
+    cost: float = 1.0  # relative work (local steps): what shares are balanced by
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,11 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _serve(
-    conn: Connection, train_fn: TrainFn, threads: int, inherited: list[Connection], parent: int
+    conn: Connection,
+    train_fn: TrainFn,
+    threads: int,
+    inherited: list[Connection],
+    parent: int,
 ) -> None:
     """A worker's life: answer each request's jobs, one reply per job, until the parent
     closes the pipe."""
@@ -178,6 +186,15 @@ class WorkerPool:
         self._done: dict[int, WorkerOutcome] = {}
         self._closed = False
 
+    def start(self) -> None:
+        """Fork every worker not yet running, ahead of the first job (a worker that dies
+        later is replaced when next needed)."""
+        if self._closed:
+            raise RuntimeBackendError("WorkerPool used after close()")
+        for i, slot in enumerate(self._slots):
+            if slot is None:
+                self._slots[i] = self._spawn()
+
     def run(self, jobs: Sequence[WorkerJob]) -> list[WorkerOutcome]:
         """Run every job; block until each has an outcome; return them in job order."""
         self.submit(jobs)
@@ -244,25 +261,36 @@ class WorkerPool:
         child.close()
         return _Slot(proc, parent)
 
-    def _share(self) -> list[WorkerJob]:
-        """The next idle worker's share of the queue: jobs on the head's weights."""
+    def _share(self, asker: int) -> list[WorkerJob]:
+        """Idle worker ``asker``'s share of the queue: of the jobs at its head that train
+        on the head's weights, its part of a plan balanced by cost (``planned_share``)."""
         while self._queue and self._queue[0].job_id not in self._wanted:
             self._queue.popleft()  # forgotten before it started
         if not self._queue:
             return []
-        size = -(-len(self._queue) // len(self._slots))
-        share = [self._queue.popleft()]
-        while self._queue and len(share) < size and self._queue[0].params is share[0].params:
-            job = self._queue.popleft()
+        weights = self._queue[0].params
+        head: list[int] = []  # positions of the wanted jobs on the head's weights
+        for position, job in enumerate(self._queue):
+            if job.params is not weights:
+                break
             if job.job_id in self._wanted:
-                share.append(job)
+                head.append(position)
+        others = [
+            sum(job.cost for job in slot.jobs) if slot is not None else 0.0
+            for i, slot in enumerate(self._slots)
+            if i != asker
+        ]
+        picked = planned_share([self._queue[p].cost for p in head], others)
+        taken = {head[k] for k in picked}
+        share = [self._queue[p] for p in sorted(taken)]
+        self._queue = deque(job for p, job in enumerate(self._queue) if p not in taken)
         return share
 
     def _dispatch(self) -> None:
         for i, slot in enumerate(self._slots):
             if slot is not None and slot.jobs:
                 continue
-            share = self._share()
+            share = self._share(i)
             if not share:
                 return
             if slot is None or not slot.proc.is_alive():
