@@ -74,9 +74,9 @@ def test_a_crashed_client_process_is_restarted_and_the_run_commits(tmp_path: Pat
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["rounds_committed"] == 3
-    # client 1 crashes in rounds 1 and 2 whenever it is live and asked (a slow start can
-    # leave it out of one of them): each crash is a restart
-    assert re.search(r"client restarts: [12] \(1 clients\)", done.stdout), done.stdout[-2000:]
+    # client 1 crashes in rounds 1 and 2 (every attempt) whenever it is live and asked (a
+    # slow start can leave it out of one of them): each crash is a restart
+    assert re.search(r"client restarts: [1-9] \(1 clients\)", done.stdout), done.stdout[-2000:]
     history = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [r["round"] for r in history] == [0, 1, 2]
 
