@@ -134,7 +134,7 @@ class Deployment:
             directory.begin(config, resumed_at=state.round if resume else None)
             start = time.perf_counter()
             state = await self._rounds(lifecycle, engine, state, signals, history, port)
-            await self._farewell(runtime)
+            await self._farewell_unless_stopped(runtime, signals)
             return ServeResult(state, history.records(), time.perf_counter() - start, port)
         finally:
             await runtime.close(timeout_s=FAREWELL_S)
@@ -167,6 +167,22 @@ class Deployment:
             committed = lifecycle.state or state
             result = ServeResult(committed, history.records(), time.perf_counter() - start, port)
             raise RunInterrupted(signals.signum, result) from None
+
+    @classmethod
+    async def _farewell_unless_stopped(
+        cls, runtime: GrpcRuntime, signals: StopSignals | None
+    ) -> None:
+        """The farewell, cut short by a stop signal: every round is committed by now, so a
+        SIGTERM here ends the run as finished (the chaos runs found it ending in a
+        CancelledError traceback instead)."""
+        try:
+            await cls._farewell(runtime)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if signals is None or signals.signum is None or task is None:
+                raise
+            task.uncancel()
+            log.info("stop signal during the farewell: the run is complete, stopping now")
 
     @staticmethod
     async def _farewell(runtime: GrpcRuntime) -> None:
