@@ -149,5 +149,5 @@ def test_a_partition_in_a_private_network_namespace(tmp_path: Path) -> None:
         seed=103, clients=4, rounds=3, network=ChaosSchedule(steps=(Step(at=0.0, action=Heal()),)),
         events=(Partition(at=0.1, seconds=1.5), KillClient(at=0.3, client=0)),
     )  # fmt: skip
-    outcome = run_isolated(plan, tmp_path, deadline_s=150.0)
+    outcome = run_isolated(plan, tmp_path, deadline_s=150.0, epochs=EPOCHS)
     assert outcome.verdict.ok, "\n".join(outcome.verdict.problems)

@@ -45,14 +45,16 @@ def outcome_from_json(text: str, workdir: Path) -> Outcome:
     )  # fmt: skip
 
 
-def run_isolated(plan: ChaosPlan, workdir: Path, *, deadline_s: float = 150.0) -> Outcome:
+def run_isolated(
+    plan: ChaosPlan, workdir: Path, *, deadline_s: float = 150.0, epochs: int = 20
+) -> Outcome:
     """Play ``plan`` in a fresh network namespace (``unshare -n``); bounded by the deadline."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "plan.json").write_text(plan.to_json())
     command = [
         "unshare", "-n", sys.executable, "-m", "phalanx.testing.chaos.isolated",
         "--plan", str(workdir / "plan.json"), "--workdir", str(workdir),
-        "--deadline-s", str(deadline_s),
+        "--deadline-s", str(deadline_s), "--epochs", str(epochs),
     ]  # fmt: skip
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=deadline_s + EXIT_SLACK_S, check=False
@@ -71,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--deadline-s", type=float, default=150.0)
+    parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args(argv)
     set_loopback(True)  # a new namespace's loopback starts down
     plan = (
         ChaosPlan.from_json(args.plan.read_text()) if args.plan
         else draw_plan(args.seed, partitions=True)
     )  # fmt: skip
-    outcome = ChaosRun(plan, args.workdir, deadline_s=args.deadline_s, partitions=True).run()
+    outcome = ChaosRun(
+        plan, args.workdir, deadline_s=args.deadline_s, epochs=args.epochs, partitions=True
+    ).run()
     (args.workdir / OUTCOME_FILE).write_text(outcome_json(outcome))
     return 0
 
