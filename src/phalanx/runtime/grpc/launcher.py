@@ -19,6 +19,11 @@ id, done by one supervisor so a scenario runs over real processes and real socke
 The children die with the launcher (``PR_SET_PDEATHSIG``), a Ctrl-C or SIGTERM is passed to
 the coordinator (which stops as ``phalanx run`` does: what committed is kept, the resume
 command printed), and every wait is bounded; the launcher exits with the coordinator's code.
+
+The chaos runner (``phalanx.testing.chaos``) drives the same supervisor with a few more
+knobs: a fixed listen address and a different address for the clients (a fault-injecting
+proxy in between), a hook called on every supervision tick (to kill or stop processes on
+schedule), and a hook that may restart a dead coordinator (``phalanx serve --resume``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +73,10 @@ class LaunchPlan:
     restart_delay_cap_s: float = 2.0
     ready_timeout_s: float = 120.0
     grace_s: float = 15.0
+    listen: str = "127.0.0.1:0"  # the coordinator's address (port 0: any free one)
+    client_server: str | None = None  # what clients dial (default: the coordinator itself)
+    coordinator_env: Mapping[str, str] = field(default_factory=dict)
+    coordinator_log: Path | None = None  # its output (default: this terminal)
 
     def __post_init__(self) -> None:
         if not self.clients:
@@ -90,11 +99,28 @@ class Child:
     stopped: bool = False  # terminated by the launcher at the end (not a failure)
 
 
+@dataclass(frozen=True)
+class Relaunch:
+    """How to start the coordinator again after it died: ``serve_args`` replace the plan's
+    scenario, overrides and serve args (typically ``--resume DIR`` and the deployment
+    flags); listen address, credentials and TLS stay; ``env`` is added to its environment."""
+
+    serve_args: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+Tick = Callable[["LocalLauncher"], None]
+"""Called on every supervision tick (every ``POLL_S``), from the launcher's thread."""
+OnCoordinatorExit = Callable[[int], Relaunch | None]
+"""Told the dead coordinator's exit code (negative: the signal); a ``Relaunch`` restarts it."""
+
+
 @dataclass
 class LaunchResult:
     exit_code: int
     restarts: dict[str, int] = field(default_factory=dict)
     client_exits: dict[str, int] = field(default_factory=dict)
+    coordinator_exits: list[int] = field(default_factory=list)  # earlier incarnations' codes
 
 
 def _die_with_launcher() -> None:  # runs in the child between fork and exec
@@ -115,27 +141,33 @@ class LocalLauncher:
         self.coordinator: Child | None = None
         self.clients: dict[ClientId, Child] = {}
         self._signalled: int | None = None
+        self._serve_argv: Callable[[Sequence[str]], list[str]] = lambda _args: []
+        self._coordinator_exits: list[int] = []
 
     # -- the whole launch ------------------------------------------------------------
 
-    def run(self, on_ready: Callable[[int], None] | None = None) -> LaunchResult:
+    def run(
+        self, on_ready: Callable[[int], None] | None = None, *, on_tick: Tick | None = None,
+        on_coordinator_exit: OnCoordinatorExit | None = None,
+    ) -> LaunchResult:  # fmt: skip
         env = _child_env()
         try:
             serve_argv, client_base = self._prepare()
-            self.coordinator = Child("coordinator", serve_argv, None)
-            self._start(self.coordinator, env, quiet=False)
+            self.coordinator = Child("coordinator", serve_argv, self.plan.coordinator_log)
+            self._start(self.coordinator, {**env, **self.plan.coordinator_env}, quiet=False)
             port = self._wait_for_port()
             if port is None:
                 return self._result()
             if on_ready is not None:
                 on_ready(port)
+            server = self.plan.client_server or f"127.0.0.1:{port}"
             for client in self.plan.clients:
-                argv = client_base(client, port)
+                argv = client_base(client, server)
                 self.clients[client] = Child(
                     f"client {client}", argv, self.workdir / f"client-{client}.log"
                 )
                 self._start(self.clients[client], env, quiet=True)
-            self._supervise(env)
+            self._supervise(env, on_tick, on_coordinator_exit)
             return self._result()
         finally:
             self._reap_all()
@@ -152,7 +184,7 @@ class LocalLauncher:
 
     # -- preparing ---------------------------------------------------------------------
 
-    def _prepare(self) -> tuple[list[str], Callable[[ClientId, int], list[str]]]:
+    def _prepare(self) -> tuple[list[str], Callable[[ClientId, str], list[str]]]:
         plan = self.plan
         secrets = self.workdir / "secrets"
         secrets.mkdir(mode=0o700)
@@ -185,21 +217,24 @@ class LocalLauncher:
                 ]  # fmt: skip
 
         port_file = self.workdir / "port"
-        serve_argv = phalanx_argv(
-            "serve", *serve_scenario, *sets, "--listen", "127.0.0.1:0",
-            "--port-file", str(port_file), "--credentials", str(book), *tls_serve,
-            *plan.serve_args,
-        )  # fmt: skip
+
+        def serve_argv(args: Sequence[str]) -> list[str]:
+            return phalanx_argv(
+                "serve", "--listen", plan.listen, "--port-file", str(port_file),
+                "--credentials", str(book), *tls_serve, *args,
+            )  # fmt: skip
+
+        self._serve_argv = serve_argv
         faults = ["--inject-faults"] if plan.inject_faults else []
 
-        def client_argv(client: ClientId, port: int) -> list[str]:
+        def client_argv(client: ClientId, server: str) -> list[str]:
             return phalanx_argv(
-                "client", "--server", f"127.0.0.1:{port}", "--id", str(client),
+                "client", "--server", server, "--id", str(client),
                 "--token-file", str(token_of[client]), *client_scenario, *sets, *faults,
                 *tls_client(client), "--threads", "1", *plan.client_args,
             )  # fmt: skip
 
-        return serve_argv, client_argv
+        return serve_argv([*serve_scenario, *sets, *plan.serve_args]), client_argv
 
     # -- processes -----------------------------------------------------------------------
 
@@ -242,12 +277,27 @@ class LocalLauncher:
             f"the coordinator did not listen within {self.plan.ready_timeout_s:.0f} s"
         )
 
-    def _supervise(self, env: dict[str, str]) -> None:
-        """Until the coordinator exits: restart clients whose process died."""
-        if self.coordinator is None or self.coordinator.process is None:
+    def _supervise(
+        self, env: dict[str, str], on_tick: Tick | None, on_exit: OnCoordinatorExit | None
+    ) -> None:
+        """Until the coordinator exits (for good): restart clients whose process died, and
+        the coordinator when ``on_exit`` asks for it."""
+        coordinator = self.coordinator
+        if coordinator is None or coordinator.process is None:
             return
-        coordinator = self.coordinator.process
-        while coordinator.poll() is None:
+        while True:
+            code = coordinator.process.poll()
+            if code is not None:
+                relaunch = on_exit(code) if on_exit is not None else None
+                if relaunch is None or self._signalled is not None:
+                    return
+                self._coordinator_exits.append(code)
+                coordinator.argv = self._serve_argv(relaunch.serve_args)
+                coordinator.restarts += 1
+                log.info("coordinator exited %s; restarting it", _exit_text(code))
+                self._start(coordinator, {**env, **relaunch.env}, quiet=False)
+            if on_tick is not None:
+                on_tick(self)
             now = time.monotonic()
             for child in self.clients.values():
                 self._tend(child, now, env)
@@ -313,6 +363,7 @@ class LocalLauncher:
             code = 128 - code
         return LaunchResult(
             exit_code=code,
+            coordinator_exits=list(self._coordinator_exits),
             restarts={c.name: c.restarts for c in self.clients.values() if c.restarts},
             client_exits={
                 c.name: c.process.returncode

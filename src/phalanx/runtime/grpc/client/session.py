@@ -8,10 +8,10 @@ credential an ``AuthError`` (exit code 11): neither is retried.
 ``call`` makes one call as the current session. Transport failures are retried with
 backoff (``Retrying``) until ``give_up_s`` passes. A coordinator that restarted has lost
 every session, and says so with ``AuthError`` on the next call: the session joins again and
-repeats the call, once. It joins again only with evidence of a restart since its last join
-(a call that succeeded, or a reconnection after a transport failure), so a coordinator that
-keeps refusing a fresh session ends the client (``AuthError``) instead of making it loop on
-joins.
+repeats the call, once. It joins again at most once without a call succeeding in between
+(the coordinator may die right after a join, before any call was served: the chaos runs
+found clients that ended there), so a coordinator that keeps refusing the session ends the
+client (``AuthError``) instead of making it loop on joins.
 """
 
 from __future__ import annotations
@@ -54,8 +54,7 @@ class Session:
         self.give_up_s = give_up_s
         self._lock = threading.Lock()
         self._lease: Lease | None = None
-        self._served = False  # a call succeeded since the last join
-        self._resets = 0  # the connection's resets at the last join
+        self._unserved_rejoins = 0  # joins again since a call last succeeded
         self.joins = 0
 
     @property
@@ -81,8 +80,7 @@ class Session:
                 f"the coordinator knows this client as {lease.client}, not as {me.client}"
             )
         with self._lock:
-            self._lease, self._served = lease, False
-            self._resets = self.calls.connection.resets
+            self._lease = lease
             self.joins += 1
         log.info("client %s joined as session %s", me.client, lease.session)
         return lease
@@ -93,20 +91,18 @@ class Session:
         try:
             return self._attempt(what, fn, limit)
         except AuthError as exc:
-            if isinstance(exc, PermissionDeniedError) or not self._may_rejoin():
-                raise
+            with self._lock:
+                if isinstance(exc, PermissionDeniedError) or self._unserved_rejoins >= 1:
+                    raise
+                self._unserved_rejoins += 1
             log.warning(
                 "%s: the coordinator no longer knows this session (%s); joining again", what, exc
             )
             self.join()
             return self._attempt(what, fn, limit)
 
-    def _may_rejoin(self) -> bool:
-        with self._lock:
-            return self._served or self.calls.connection.resets > self._resets
-
     def _attempt(self, what: str, fn: Callable[[Caller], T], deadline_s: float) -> T:
         result = self.retrying.call(lambda: fn(self.caller), what=what, deadline_s=deadline_s)
         with self._lock:
-            self._served = True
+            self._unserved_rejoins = 0
         return result

@@ -161,7 +161,7 @@ class Deployment:
                 lifecycle, _tracked(engine, runtime), state, signals, history, port
             )
             await set_serving(health, False)
-            await self._farewell(runtime)
+            await self._farewell_unless_stopped(runtime, signals)
             return ServeResult(state, history.records(), time.perf_counter() - start, port)
         finally:
             if health is not None:
@@ -212,6 +212,22 @@ class Deployment:
             committed = lifecycle.state or state
             result = ServeResult(committed, history.records(), time.perf_counter() - start, port)
             raise RunInterrupted(signals.signum, result) from None
+
+    @classmethod
+    async def _farewell_unless_stopped(
+        cls, runtime: GrpcRuntime, signals: StopSignals | None
+    ) -> None:
+        """The farewell, cut short by a stop signal: every round is committed by now, so a
+        SIGTERM here ends the run as finished (the chaos runs found it ending in a
+        CancelledError traceback instead)."""
+        try:
+            await cls._farewell(runtime)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if signals is None or signals.signum is None or task is None:
+                raise
+            task.uncancel()
+            log.info("stop signal during the farewell: the run is complete, stopping now")
 
     @staticmethod
     async def _farewell(runtime: GrpcRuntime) -> None:
