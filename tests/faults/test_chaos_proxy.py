@@ -45,7 +45,7 @@ def proxy() -> Iterator[ChaosProxy]:
     before = open_fds()
     with echo_in_thread() as upstream, ChaosProxy.start_in_thread(upstream=upstream) as proxy:
         yield proxy
-    assert open_fds() == before
+    assert open_fds() <= before  # nothing left open (an earlier test's garbage may close)
 
 
 def send_in_thread(client: socket.socket, payload: bytes) -> threading.Thread:
