@@ -12,7 +12,7 @@ threads) that never imports torch, with one thread for every native library. Eve
 bounded: the drawing by ``timeout_s``, reaping a killed helper by ``_REAP_S``. A helper
 that fails, dies or does not answer in time becomes a ``StorageError`` naming what
 happened; ``close`` kills and reaps it whatever the run's fate, and the kernel kills it if
-the run itself dies (``plot_worker.die_with_parent``).
+the run itself dies (``core.processes.die_with_parent``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import phalanx
+from phalanx.core.processes import ONE_THREAD_ENV
 from phalanx.errors import StorageError
 from phalanx.observability.summary import History
 
@@ -35,7 +36,6 @@ log = logging.getLogger("phalanx.observability")
 
 DRAW_TIMEOUT_S = 120.0  # a 1,000-round run draws in well under a second on an idle core
 _REAP_S = 5.0
-_ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 def _environment() -> dict[str, str]:
@@ -43,7 +43,7 @@ def _environment() -> dict[str, str]:
     one thread for every native library, and matplotlib's non-interactive backend."""
     source = str(Path(phalanx.__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, **_ONE_THREAD, "MPLBACKEND": "agg", "PYTHONPATH": path}
+    return {**os.environ, **ONE_THREAD_ENV, "MPLBACKEND": "agg", "PYTHONPATH": path}
 
 
 class PlotProcess:

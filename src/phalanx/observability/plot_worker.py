@@ -19,8 +19,6 @@ nothing that crossed the process boundary is unpickled.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -29,19 +27,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from phalanx.core.processes import die_with_parent
 from phalanx.observability.report import ACCURACY_PLOT, FAULTS_PLOT
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this process when its parent dies; if the parent is already
-    gone, exit now. prctl is Linux's: elsewhere the parent's kill on close is all there is."""
-    with contextlib.suppress(AttributeError, OSError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def read_request(stream: Any) -> tuple[Path, list[dict[str, Any]]] | None:

@@ -29,7 +29,6 @@ schedule), and a hook that may restart a dead coordinator (``phalanx serve --res
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
@@ -42,13 +41,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from phalanx.core.processes import ONE_THREAD_ENV, kill_me_with_parent
 from phalanx.errors import ConfigError, PhalanxError
 from phalanx.runtime.grpc.certs import make_local_pki
 from phalanx.runtime.grpc.credentials import issue_credentials, token_files
 from phalanx.types import ClientId
 
 log = logging.getLogger("phalanx.runtime.grpc.launcher")
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 FATAL_CLIENT_EXITS = {2: "a bad flag or scenario", 10: "another protocol version", 11: "refused"}
 POLL_S = 0.1
 
@@ -121,11 +120,6 @@ class LaunchResult:
     restarts: dict[str, int] = field(default_factory=dict)
     client_exits: dict[str, int] = field(default_factory=dict)
     coordinator_exits: list[int] = field(default_factory=list)  # earlier incarnations' codes
-
-
-def _die_with_launcher() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(AttributeError, OSError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def phalanx_argv(*args: str) -> list[str]:
@@ -252,7 +246,7 @@ class LocalLauncher:
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=log_fd,
-                preexec_fn=_die_with_launcher,  # the launcher runs no threads: fork is safe
+                preexec_fn=kill_me_with_parent,  # the launcher runs no threads: fork is safe
                 start_new_session=quiet,
             )
         except OSError as exc:
@@ -395,7 +389,4 @@ def _exit_text(code: int) -> str:
 
 def _child_env() -> dict[str, str]:
     """One thread for every numerical library in every child (torch is pinned by flag)."""
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+    return {"PYTHONUNBUFFERED": "1", **os.environ, **ONE_THREAD_ENV}

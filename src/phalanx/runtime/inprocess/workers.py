@@ -31,7 +31,6 @@ while the parent's torch runs on one.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing as mp
 import os
@@ -48,6 +47,7 @@ import torch
 
 from phalanx.coordinator.signals import RunInterrupted, stop_requested
 from phalanx.core.codec import pack_frame, unpack_frame
+from phalanx.core.processes import die_with_parent
 from phalanx.errors import ConfigError, ProtocolError, RuntimeBackendError
 from phalanx.runtime.inprocess.shares import planned_share
 
@@ -58,7 +58,6 @@ TrainFn = Callable[[int, Tensors, dict[str, Any]], tuple[Tensors, dict[str, floa
 _REAP_S = 5.0  # bound on waiting for a killed worker to be reaped
 _CLOSE_GRACE_S = 1.0  # idle workers exit on EOF; busy ones are killed after this
 _STOP_POLL_S = 0.1  # how often a running batch looks for a stop signal
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -99,16 +98,6 @@ def _answer_all(train_fn: TrainFn, request: bytes) -> Iterator[bytes]:
         yield _answer(train_fn, job, params or {})
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this worker when its parent dies; if the parent died before
-    that took effect, exit now. A no-op where prctl does not exist (not Linux)."""
-    with contextlib.suppress(AttributeError, OSError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _serve(
     conn: Connection,
     train_fn: TrainFn,
@@ -118,7 +107,7 @@ def _serve(
 ) -> None:
     """A worker's life: answer each request's jobs, one reply per job, until the parent
     closes the pipe."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     for other in inherited:  # the parent's ends: holding them would hide the parent's EOF
         other.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle

@@ -23,6 +23,7 @@ from phalanx.core.messages import (
 from phalanx.core.tensors import TensorSpec
 from phalanx.errors import ProtocolError, VersionMismatchError
 from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
+from phalanx.runtime.grpc.serde.chunks import parse_chunk_part
 from phalanx.runtime.grpc.session import Caller, Chunk
 from phalanx.types import FailureKind
 
@@ -30,6 +31,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"]
 METHODS = tuple(method.name for method in SERVICE.methods)
 P = ParamSpec("P")
 M = TypeVar("M", bound=Message)
+Part = TypeVar("Part", pb.UpdatePart, pb.ModelPart)  # the streamed parts: a chunk or a header
 _KINDS = {kind.value: kind for kind in FailureKind}
 
 
@@ -171,3 +173,13 @@ def caller_pb(caller: Caller) -> pb.Caller:
 
 def chunk_of(part: pb.Chunk) -> Chunk:
     return Chunk(part.seq, part.data)
+
+
+def chunk_or_part(cls: type[Part], data: bytes) -> Chunk | Part:
+    """A push's or download's part: its chunk, read without a copy when in the canonical
+    form (``chunks.parse_chunk_part``), else the generated parser's chunk or other member."""
+    fast = parse_chunk_part(data)
+    if fast is not None:
+        return fast
+    message = parse_message(cls, data)
+    return chunk_of(message.chunk) if message.HasField("chunk") else message

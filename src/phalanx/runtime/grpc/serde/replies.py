@@ -8,7 +8,7 @@ from phalanx.errors import ProtocolError
 from phalanx.runtime.grpc.assembly import chunks
 from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
 from phalanx.runtime.grpc.serde._core import (
-    chunk_of,
+    chunk_or_part,
     encoder,
     envelope_of,
     envelope_pb,
@@ -23,7 +23,7 @@ from phalanx.runtime.grpc.serde._core import (
     task_pb,
     tensor_specs_of,
 )
-from phalanx.runtime.grpc.serde.chunks import chunk_part, parse_chunk_part
+from phalanx.runtime.grpc.serde.chunks import chunk_part
 from phalanx.runtime.grpc.session import (
     Ack,
     Chunk,
@@ -115,12 +115,9 @@ def _model_header(header: ModelHeader) -> pb.ModelPart:
 
 
 def parse_model_part(data: bytes) -> ModelHeader | Chunk:
-    fast = parse_chunk_part(data)
-    if fast is not None:
-        return fast
-    message = parse_message(pb.ModelPart, data)
-    if message.HasField("chunk"):
-        return chunk_of(message.chunk)
+    message = chunk_or_part(pb.ModelPart, data)
+    if isinstance(message, Chunk):
+        return message
     require(message, "header")
     part = message.header
     require(part, "envelope", "ref")

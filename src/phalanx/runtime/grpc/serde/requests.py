@@ -10,7 +10,7 @@ from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
 from phalanx.runtime.grpc.serde._core import (
     caller_of,
     caller_pb,
-    chunk_of,
+    chunk_or_part,
     encoder,
     envelope_of,
     envelope_pb,
@@ -25,7 +25,7 @@ from phalanx.runtime.grpc.serde._core import (
     specs_pb,
     tensor_specs_of,
 )
-from phalanx.runtime.grpc.serde.chunks import chunk_part, parse_chunk_part
+from phalanx.runtime.grpc.serde.chunks import chunk_part
 from phalanx.runtime.grpc.session import Caller, Chunk, JoinRequest, StatusQuery, UpdateHeader
 
 
@@ -99,12 +99,9 @@ def _update_start(caller: Caller, update: ClientUpdate, total: int) -> pb.Update
 
 def parse_update_part(data: bytes) -> tuple[Caller, UpdateHeader] | Chunk:
     """The first part of a push (who, and the update's header) or one of its chunks."""
-    fast = parse_chunk_part(data)
-    if fast is not None:
-        return fast
-    message = parse_message(pb.UpdatePart, data)
-    if message.HasField("chunk"):
-        return chunk_of(message.chunk)
+    message = chunk_or_part(pb.UpdatePart, data)
+    if isinstance(message, Chunk):
+        return message
     require(message, "start")
     start = message.start
     require(start, "caller", "header")
