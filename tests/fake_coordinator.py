@@ -202,6 +202,7 @@ class Served:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._server: grpc.aio.Server | None = None
+        self._thaw = threading.Event()
 
     @property
     def target(self) -> str:
@@ -220,6 +221,11 @@ class Served:
 
         self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout=10)
 
+    def freeze(self, seconds: float) -> None:
+        """Block the server's event loop for ``seconds`` (or until ``close``), as SIGSTOP
+        would: connections stay open, nothing is answered."""
+        self._loop.call_soon_threadsafe(self._thaw.wait, seconds)
+
     def stop(self) -> None:
         """Stop serving at once (in-flight calls cancelled), as a killed coordinator."""
         server, self._server = self._server, None
@@ -234,6 +240,7 @@ class Served:
         self.close()
 
     def close(self) -> None:
+        self._thaw.set()
         self.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)

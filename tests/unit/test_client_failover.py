@@ -146,6 +146,29 @@ def test_a_deposed_leader_is_refused_its_task_and_its_model(pair: tuple[Served, 
     assert agent.stats.tasks == 1  # the deposed leader's task never reached the agent
 
 
+def test_a_paused_leader_is_left_within_a_few_heartbeats(pair: tuple[Served, Served]) -> None:
+    """The leader stops answering (its loop blocked, connections open: a SIGSTOP) while the
+    client long-polls it; a failed heartbeat moves the client on, cancelling the poll, and
+    the new leader's task is trained and pushed well before the old one would answer."""
+    paused, leader = pair
+    paused.fake.epoch, leader.fake.standby = 1, paused.target
+    work = shard()
+    agent = agent_for(paused, work, server=f"{paused.target},{leader.target}")
+    thread, errors = start_agent(agent)
+    wait_for(lambda: paused.fake.heartbeats >= 2)
+
+    started = time.monotonic()
+    paused.freeze(30.0)
+    leader.fake.standby, leader.fake.epoch = None, 2
+    leader.fake.tasks.append(task(0, ME, publish(leader, work), epoch=2))  # type: ignore[arg-type]
+    leader.fake.finish = True
+    join_agent(thread, errors, 15.0)
+
+    assert time.monotonic() - started < 15.0  # half the pause
+    assert [(u.key.round, u.envelope.epoch) for u in leader.fake.updates] == [(0, 2)]
+    assert agent.session.leadership.epoch == 2
+
+
 def test_a_deposed_leaders_model_is_refused_on_its_header(served: Served) -> None:
     deposed = served
     deposed.fake.epoch, deposed.fake.any_session = 2, True
