@@ -37,6 +37,7 @@ from phalanx.runtime.grpc.client import (
     load_app,
 )
 from phalanx.runtime.grpc.client.assemble import ClientSettings, build_agent
+from phalanx.runtime.grpc.client.channel import parse_addresses
 
 SIGTERM_EXIT = 143
 
@@ -121,6 +122,7 @@ def client(
         logging.getLogger("phalanx").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _terminate)
     credential = read_token(token_file)
+    parse_addresses(server)  # a bad list fails before the workload is built
     shard = load_shard(scenario, overrides or [], app, client_id, byzantine=inject_faults)
     settings = ClientSettings(
         server=server, credential=credential, tls=TlsFiles(tls_ca, tls_cert, tls_key),
