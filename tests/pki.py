@@ -51,11 +51,13 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def make_pki(root: Path) -> Pki:
+def make_pki(root: Path, *, client: int = 2) -> Pki:
+    """The CA, the server's certificate, and client ``client``'s (common name client-<id>,
+    the id a coordinator under mutual TLS holds it to)."""
     keys = {who: ec.generate_private_key(ec.SECP256R1()) for who in ("ca", "server", "client")}
     ca = _certificate("phalanx test CA", keys["ca"], "phalanx test CA", keys["ca"], ca=True)
     server = _certificate("localhost", keys["server"], "phalanx test CA", keys["ca"], server=True)
-    client = _certificate("client-2", keys["client"], "phalanx test CA", keys["ca"])
+    mine = _certificate(f"client-{client}", keys["client"], "phalanx test CA", keys["ca"])
 
     def pem(cert: x509.Certificate) -> bytes:
         return cert.public_bytes(serialization.Encoding.PEM)
@@ -70,6 +72,6 @@ def make_pki(root: Path) -> Pki:
         _write(root / "ca.pem", pem(ca)),
         _write(root / "server.pem", pem(server)),
         _write(root / "server.key", private(keys["server"])),
-        _write(root / "client.pem", pem(client)),
+        _write(root / "client.pem", pem(mine)),
         _write(root / "client.key", private(keys["client"])),
     )

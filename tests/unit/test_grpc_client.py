@@ -418,9 +418,9 @@ def test_fault_specs_are_checked() -> None:
 
 
 def test_mutual_tls_from_pem_files(tmp_path: Path) -> None:
-    """The client's channel over TLS with a client certificate (``--tls-ca/-cert/-key``); a
+    """The client's channel over TLS with its client certificate (``--tls-ca/-cert/-key``); a
     client without one is refused in the handshake and gives up within its bound."""
-    pki = make_pki(tmp_path)
+    pki = make_pki(tmp_path, client=ME)
     credentials = grpc.ssl_server_credentials(
         [(pki.server_key.read_bytes(), pki.server_cert.read_bytes())],
         root_certificates=pki.ca.read_bytes(), require_client_auth=True,
