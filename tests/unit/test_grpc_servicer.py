@@ -31,7 +31,7 @@ from phalanx.core.messages import (
 )
 from phalanx.core.tensors import payload_digest
 from phalanx.errors import AuthError, SizeLimitError, StaleError, VersionMismatchError
-from phalanx.runtime.grpc import serde
+from phalanx.runtime.grpc import serde, servicer
 from phalanx.runtime.grpc.assembly import WireLimits, raw_bytes, specs_of
 from phalanx.runtime.grpc.errors import INTERNAL_DETAILS, error_of_rpc
 from phalanx.runtime.grpc.proto import phalanx_v1_pb2 as pb
@@ -224,6 +224,22 @@ def test_a_push_whose_bytes_do_not_match_its_digest_is_refused(served: Served) -
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "do not match their digest" in (error.details() or "")
     assert served.handlers.updates == [] and len(served.handlers.failed) == 1
+
+
+def test_a_push_hashed_while_it_streams_arrives_whole_or_is_refused_on_its_digest(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servicer, "HASH_AHEAD_BYTES", 4096)  # hash off the loop every chunk
+    tensors = {"a": torch.linspace(-1.0, 1.0, 9000), "b": torch.ones(3000)}  # 12 chunks
+    sent = update(tensors=tensors)
+    serde.parse_push_reply(served.push(serde.update_parts(CALLER, sent, 4096)))
+    (got,) = served.handlers.updates
+    assert all(torch.equal(got.tensors[n], tensors[n]) for n in tensors)
+    forged = replace(sent, digest=payload_digest({"a": tensors["a"]}))
+    error = failed(lambda: served.push(serde.update_parts(CALLER, forged, 4096)))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "do not match their digest" in (error.details() or "")
+    assert len(served.handlers.updates) == 1 and len(served.handlers.failed) == 1
 
 
 def test_an_oversized_push_is_cut_off_while_it_streams(served: Served) -> None:

@@ -120,14 +120,15 @@ def payload_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name]
-        digest.update(_header(name, tensor.dtype, tensor.shape))
+        digest.update(digest_header(name, tensor.dtype, tensor.shape))
         digest.update(_byte_view(tensor))
     return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=4096)
-def _header(name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> bytes:
-    """What precedes a tensor's bytes in the digest; the same few for every update."""
+def digest_header(name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> bytes:
+    """What precedes a tensor's bytes in the digest; the same few for every update (public
+    for the gRPC receiver, which hashes a stream's bytes as they arrive)."""
     return f"{name}|{dtype_name(dtype)}|{tuple(shape)}|".encode()
 
 

@@ -8,7 +8,11 @@ problem, anything but the stream its header announced: a chunk out of order, rep
 missing, an empty or oversized chunk, more bytes than announced (``SizeLimitError``, before
 they are buffered), a stream that ends short, tensors that do not hash to the digest.
 Memory is taken at the first chunk, the announced total at once (checked against the limit
-before that chunk), so a header alone costs nothing and a chunk is copied exactly once.
+before that chunk) from ``buffers.BUFFERS``, which recycles the buffers of updates already
+dropped; it is not zeroed (``finish`` hands out nothing before every byte was written), so
+a header alone costs nothing and a chunk is copied exactly once. The digest is hashed as
+the bytes arrive (``hash_ahead``, which the servicer runs off the event loop), so
+little is left to hash when the stream ends.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import torch
 
 from phalanx.core.tensors import WIRE_DTYPE, WIRE_DTYPE_NAME, TensorSpec, payload_digest
 from phalanx.errors import ProtocolError, SizeLimitError
+from phalanx.runtime.grpc.buffers import BUFFERS, Bytes
+from phalanx.runtime.grpc.digest import RunningDigest
 
 ITEMSIZE = WIRE_DTYPE.itemsize
 _LE = np.dtype("<f4")  # the wire's byte order, whatever the host's
@@ -151,13 +157,27 @@ class Assembler:
         self._total = total_bytes
         self._max_chunk = limits.max_chunk_bytes
         self._what = what
-        self._buffer = bytearray()  # sized to the announced total at the first chunk
+        self._buffer = _EMPTY  # the announced total, uninitialised, from the first chunk
         self._received = 0
         self._next = 0
+        self._digest = RunningDigest(specs, ITEMSIZE)
 
     @property
     def received(self) -> int:
         return self._received
+
+    @property
+    def unhashed(self) -> int:
+        """Bytes received that the digest has not hashed yet (all of them where the digest
+        cannot run ahead, which is hashed whole by ``finish``)."""
+        return self._received - (self._digest.hashed if self._digest.usable else 0)
+
+    def hash_ahead(self) -> None:
+        """Hash the bytes received so far (those the digest's order reaches); safe to call
+        from another thread while ``add`` goes on, one call at a time."""
+        received = self._received  # read first: the buffer is in place before it grows
+        if self._digest.usable:
+            self._digest.feed(self._buffer.data, received)
 
     def add(self, seq: int, data: bytes | memoryview) -> None:
         if seq != self._next:
@@ -175,10 +195,10 @@ class Assembler:
                 f"{self._what}: chunk {seq} brings {self.received + len(data)} bytes; "
                 f"{self._total} were announced"
             )
-        if not self._buffer:
-            self._buffer = bytearray(self._total)
+        if not self._buffer.size:
+            self._buffer = BUFFERS.take(self._total)
         end = self._received + len(data)
-        memoryview(self._buffer)[self._received : end] = data
+        self._buffer.data[self._received : end] = data
         self._received = end
         self._next += 1
 
@@ -190,12 +210,19 @@ class Assembler:
                 f"(chunks missing)"
             )
         tensors = _tensors(self._buffer, self._specs)
-        if payload_digest(tensors) != digest:
+        if self._digest.usable:
+            got = self._digest.hexdigest(self._buffer.data, self._total)
+        else:
+            got = payload_digest(tensors)
+        if got != digest:
             raise ProtocolError(f"{self._what}: tensors do not match their digest")
         return tensors
 
 
-def _tensors(buffer: bytearray, specs: tuple[TensorSpec, ...]) -> dict[str, torch.Tensor]:
+_EMPTY = np.empty(0, dtype=np.uint8)
+
+
+def _tensors(buffer: Bytes, specs: tuple[TensorSpec, ...]) -> dict[str, torch.Tensor]:
     """Tensors viewing ``buffer`` (no copy on a little-endian host)."""
     out: dict[str, torch.Tensor] = {}
     offset = 0

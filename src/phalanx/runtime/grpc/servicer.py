@@ -26,6 +26,7 @@ from phalanx.core.messages import ClientUpdate
 from phalanx.errors import PhalanxError, ProtocolError
 from phalanx.runtime.grpc import serde
 from phalanx.runtime.grpc.assembly import WireLimits
+from phalanx.runtime.grpc.digest import RunningDigest
 from phalanx.runtime.grpc.errors import status_of
 from phalanx.runtime.grpc.handlers import CoordinatorHandlers, check_peer, claimed_client
 from phalanx.runtime.grpc.session import Caller, UpdateHeader
@@ -36,7 +37,8 @@ Context = grpc.aio.ServicerContext[bytes, bytes]
 T = TypeVar("T")
 R = TypeVar("R")
 MESSAGE_HEADROOM = 64 << 10  # a chunk message's protobuf framing around its data
-OFFLOAD_DIGEST_BYTES = 1 << 20  # updates past this are hashed off the event loop
+OFFLOAD_DIGEST_BYTES = 1 << 20  # a digest tail past this is hashed off the event loop
+HASH_AHEAD_BYTES = 4 << 20  # a push's bytes are hashed off the loop in batches of this
 
 
 class CoordinatorServicer:
@@ -114,9 +116,11 @@ class CoordinatorServicer:
             check_peer(context.auth_context(), caller.client)
             await self._handlers.admit_update(caller, header)
             admitted = (caller, header)
+            hashing: asyncio.Future[None] | None = None
             async for data in requests:
                 receiver.add(data)
-            update = await _finish(receiver, caller.client)
+                hashing = _hash_ahead(receiver, hashing)
+            update = await _finish(receiver, caller.client, hashing)
             admitted = None  # handed over: push_update answers for it now
             return serde.push_reply(await self._handlers.push_update(caller, update))
         except Exception as exc:
@@ -130,11 +134,30 @@ class CoordinatorServicer:
                 self._handlers.push_failed(*admitted, "the push was cancelled or cut off")
 
 
-async def _finish(receiver: UpdateReceiver, sender: int) -> ClientUpdate:
-    """The digest check of a big update in a thread (hashlib releases the GIL), so the loop
-    goes on taking other clients' chunks meanwhile; a small one inline (a thread hop costs
-    more than hashing it)."""
-    if receiver.received_bytes < OFFLOAD_DIGEST_BYTES:
+def _hash_ahead(
+    receiver: UpdateReceiver, running: asyncio.Future[None] | None
+) -> asyncio.Future[None] | None:
+    """Hash what arrived in a thread (hashlib releases the GIL) once a batch waits and no
+    hash of this push runs: the digest keeps up with the stream, the loop goes on taking
+    chunks, and the client waits for its reply only for the last batch's hash."""
+    if running is not None and not running.done():
+        return running
+    if running is not None:
+        running.result()  # a failed hash is this push's failure
+    if not RunningDigest.usable or receiver.unhashed < HASH_AHEAD_BYTES:
+        return running
+    return asyncio.get_running_loop().run_in_executor(None, receiver.hash_ahead)
+
+
+async def _finish(
+    receiver: UpdateReceiver, sender: int, hashing: asyncio.Future[None] | None
+) -> ClientUpdate:
+    """The digest check, once the hash running ahead is done: what is left in a thread when
+    it is big (the loop goes on taking other clients' chunks meanwhile), inline when small
+    (a thread hop costs more than hashing it)."""
+    if hashing is not None:
+        await hashing
+    if receiver.unhashed < OFFLOAD_DIGEST_BYTES:
         return receiver.finish(sender)
     return await asyncio.to_thread(receiver.finish, sender)
 

@@ -49,8 +49,15 @@ class UpdateReceiver:
         self._assembler.add(part.seq, part.data)
 
     @property
-    def received_bytes(self) -> int:
-        return self._assembler.received if self._assembler is not None else 0
+    def unhashed(self) -> int:
+        """Bytes received and not hashed yet: what ``hash_ahead`` or ``finish`` will hash."""
+        return self._assembler.unhashed if self._assembler is not None else 0
+
+    def hash_ahead(self) -> None:
+        """Hash what has arrived so far; may run in another thread while ``add`` goes on,
+        one call at a time."""
+        if self._assembler is not None:
+            self._assembler.hash_ahead()
 
     def finish(self, sender: int) -> ClientUpdate:
         """The update whose tensors arrived whole and match their digest, from ``sender``
