@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from phalanx.aggregation import Aggregator, RoundContext, StreamingAggregator, build_aggregator
+from phalanx.aggregation.base import round_f
 from phalanx.config import RunConfig
 from phalanx.core.messages import Envelope
 from phalanx.core.models import ModelBook
@@ -136,7 +137,9 @@ class Engine:
             )
         else:
             await self._collector.collect(col, probes)
-        context = RoundContext(self._config.seed, state.round, state.tensors)
+        f = round_f(self._config.aggregation.f, ((e.client, e.reason) for e in record.events))
+        record.effective_f = f if f < self._config.aggregation.f else None
+        context = RoundContext(self._config.seed, state.round, state.tensors, f=f)
         new_params, carried = await self._gate_and_aggregate(col, required, context)
         if self._round_faults is not None:
             record.injected = self._round_faults(state.round)
