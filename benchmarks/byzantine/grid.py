@@ -42,6 +42,11 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "ipm ε=5": {"attack": "ipm", "params": {"epsilon": 5.0}},
     "label_flip": {"attack": "label_flip"},
     "backdoor": {"attack": "backdoor"},
+    "min_max": {"attack": "min_max"},
+    "min_sum": {"attack": "min_sum"},
+    "mimic": {"attack": "mimic"},
+    "alie_optimal": {"attack": "alie_optimal"},
+    "ipm_optimal": {"attack": "ipm_optimal"},
 }
 CLEAN = "clean"
 
