@@ -42,6 +42,11 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "ipm ε=5": {"attack": "ipm", "params": {"epsilon": 5.0}},
     "label_flip": {"attack": "label_flip"},
     "backdoor": {"attack": "backdoor"},
+    "min_max": {"attack": "min_max"},
+    "min_sum": {"attack": "min_sum"},
+    "mimic": {"attack": "mimic"},
+    "alie_optimal": {"attack": "alie_optimal"},
+    "ipm_optimal": {"attack": "ipm_optimal"},
 }
 CLEAN = "clean"
 
@@ -70,6 +75,11 @@ class Outcome:
     discarded_byzantine: int = 0
     discarded_honest: int = 0
     rounds_failed: int = 0
+    # What the aggregator's flags cost honest clients (observability.flags): flags on their
+    # updates, and their client-rounds lost to flag sidelining (count and share).
+    honest_flagged: int = 0
+    honest_rounds_lost: int = 0
+    honest_rounds_lost_share: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,6 +118,7 @@ def cell_config(cell: Cell, overrides: list[str]) -> tuple[RunConfig, int, bool]
 def run_cell(cell: Cell, overrides: list[str]) -> Outcome:
     """Train one cell to the end; its final-round test accuracy (and backdoor success)."""
     from phalanx.faults.byzantine import byzantine_clients
+    from phalanx.observability.flags import flag_outcomes
     from phalanx.simulation import Simulation
 
     torch.set_num_threads(1)
@@ -119,6 +130,7 @@ def run_cell(cell: Cell, overrides: list[str]) -> Outcome:
     bad = byzantine_clients(config.faults.byzantine, config.workload.num_clients, config.seed)
     discarded = [c for record in result.history for c in record.get("discarded", [])]
     asr = metrics.get("backdoor_asr")
+    flags = flag_outcomes(result.history)
     return Outcome(
         accuracy=float(metrics.get("accuracy", math.nan)),
         backdoor_asr=None if asr is None else float(asr),
@@ -128,6 +140,9 @@ def run_cell(cell: Cell, overrides: list[str]) -> Outcome:
         discarded_byzantine=sum(1 for c in discarded if c in bad),
         discarded_honest=sum(1 for c in discarded if c not in bad),
         rounds_failed=sum(1 for record in result.history if not record["committed"]),
+        honest_flagged=flags["honest_flagged"],
+        honest_rounds_lost=flags["honest_rounds_lost"],
+        honest_rounds_lost_share=flags["honest_rounds_lost_share"] or 0.0,
     )
 
 

@@ -76,6 +76,7 @@ def render(cells: Cells, *, dataset: str, out: Path, console: Console) -> None:
             console.print(table)
             lines.append("")
     lines += _backdoor(asr, partitions, fractions, aggregators)
+    lines += _honest_flags(cells, partitions, [0.0, *fractions])
     lines += _acceptance(accuracy, partitions, attacks)
     for line in _acceptance(accuracy, partitions, attacks):
         console.print(line)
@@ -97,6 +98,34 @@ def _backdoor(
     for agg in aggs:
         values = [_pct(asr.get((p, f, "backdoor", agg))) for p, f in columns]
         lines.append(f"| {agg} | " + " | ".join(values) + " |")
+    return [*lines, ""]
+
+
+def _honest_flags(cells: Cells, partitions: list[str], fractions: list[float]) -> list[str]:
+    """The default's flags on honest updates (mean per run) and the honest client-rounds
+    they cost (the largest share of any run), per partition and fraction, from the cells
+    that measured them."""
+    flags: dict[tuple[str, float], list[tuple[int, float]]] = defaultdict(list)
+    for item in cells.values():
+        c, o = item["cell"], item["outcome"]
+        if c["aggregator"] == DEFAULT and "honest_flagged" in o:
+            flags[(c["partition"], c["fraction"])].append(
+                (o["honest_flagged"], o["honest_rounds_lost_share"])
+            )
+    if not flags:
+        return []
+    lines = ["## Honest clients and the default's flags", "",
+             "Flags on honest updates (mean per run, over attacks and seeds) and the largest "
+             "share of honest client-rounds any run lost to flag sidelining.", "",
+             "| partition | Byzantine | honest flags per run | worst share of rounds lost |",
+             "|---|---|---|---|"]  # fmt: skip
+    for partition in partitions:
+        for fraction in fractions:
+            runs = flags.get((partition, fraction))
+            if runs:
+                mean = statistics.mean(f for f, _ in runs)
+                worst = max(share for _, share in runs)
+                lines.append(f"| {partition} | {fraction:.0%} | {mean:.1f} | {_pct(worst)}% |")
     return [*lines, ""]
 
 

@@ -43,7 +43,14 @@ if _TYPE_CHECKING:
         RuntimeBackendError,
         WorkloadError,
     )
-    from phalanx.faults.byzantine import byzantine_clients
+    from phalanx.faults.attacks import (
+        AggregationView,
+        Attack,
+        ColludingAttack,
+        ModelAttack,
+        RoundView,
+    )
+    from phalanx.faults.byzantine import byzantine_clients, register_attack, unregister_attack
     from phalanx.simulation import RunResult, Simulation
     from phalanx.types import Corruption, FailureKind, FaultKind, RejectReason
     from phalanx.workloads import ClientData, Workload, build_workload
@@ -63,7 +70,9 @@ _HOMES = {
     "phalanx.engine.engine": ("Engine",),
     "phalanx.errors": ("AggregationError", "CheckpointError", "ConfigError", "PhalanxError",
                        "ProtocolError", "RuntimeBackendError", "WorkloadError"),
-    "phalanx.faults.byzantine": ("byzantine_clients",),
+    "phalanx.faults.attacks": ("AggregationView", "Attack", "ColludingAttack", "ModelAttack",
+                               "RoundView"),
+    "phalanx.faults.byzantine": ("byzantine_clients", "register_attack", "unregister_attack"),
     "phalanx.simulation": ("RunResult", "Simulation"),
     "phalanx.types": ("Corruption", "FailureKind", "FaultKind", "RejectReason"),
     "phalanx.workloads": ("ClientData", "Workload", "build_workload"),
@@ -74,12 +83,15 @@ __all__ = [
     "Aggregate",
     "AggregationConfig",
     "AggregationError",
+    "AggregationView",
     "Aggregator",
+    "Attack",
     "ByzantineConfig",
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointStore",
     "ClientData",
+    "ColludingAttack",
     "ConfigError",
     "Corruption",
     "Engine",
@@ -90,11 +102,13 @@ __all__ = [
     "FedAvg",
     "FsspecCheckpointStore",
     "LocalCheckpointStore",
+    "ModelAttack",
     "PhalanxError",
     "ProtocolError",
     "RejectReason",
     "ReplicatedCheckpointStore",
     "RoundContext",
+    "RoundView",
     "RunConfig",
     "RunResult",
     "RuntimeBackendError",
@@ -112,6 +126,8 @@ __all__ = [
     "build_workload",
     "byzantine_clients",
     "load_config",
+    "register_attack",
+    "unregister_attack",
 ]
 
 

@@ -32,6 +32,7 @@ from phalanx.coordinator import (
     RunLifecycle,
     StopSignals,
 )
+from phalanx.coordinator.lifecycle import RunRound
 from phalanx.core.models import ModelBook
 from phalanx.core.rng import derive_seed
 from phalanx.core.state import ServerState
@@ -305,7 +306,7 @@ class Simulation:
             if signals is not None and task is not None:
                 signals.attach(task)
             try:
-                state = await lifecycle.run(engine.run_round, state)
+                state = await lifecycle.run(self._run_round(engine, runtime), state)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 if signals is None or signals.signum is None or signals.forced:
                     raise
@@ -317,6 +318,12 @@ class Simulation:
             await runtime.close()
             engine.close()
             lifecycle.close()
+
+    @staticmethod
+    def _run_round(engine: Engine, runtime: SimulationRuntime) -> RunRound:
+        """The engine's round; colluders hear of each round's public server state first."""
+        adversary = runtime.adversary
+        return engine.run_round if adversary is None else adversary.watching(engine.run_round)
 
     @staticmethod
     def _result(

@@ -58,3 +58,63 @@ def test_without_feedback_flags_are_reported_but_nobody_is_sidelined() -> None:
     history = sim.run().history
     assert {c for record in history for c in record["flagged"]} == set(sim.byzantine)
     assert all(sorted(record["dispatched"]) == list(range(10)) for record in history)
+
+
+# --- the floor: flags never shrink the healthy pool below what the rule needs ---------------
+
+# No attacker at all, and a policy harsh enough that every flag sidelines for the rest of the
+# run: centred clipping flags its f = 2 least aligned rows every round, so without a floor
+# the pool would empty. The floor is 2f + 1 = 5 healthy clients.
+HARSH = (
+    "faults.byzantine.fraction=0.0",
+    "aggregation.params.flag_alignment=1.0",
+    "health.sideline_below=0.9",
+    "health.cooldown_rounds=50",
+)
+
+
+def test_flags_never_sideline_the_pool_below_the_rules_tolerance() -> None:
+    sim = Simulation(config(*HARSH))
+    history = sim.run().history
+    assert all(record["committed"] for record in history)
+    assert all(record["sidelined"] <= 10 - 5 for record in history)
+    assert max(record["sidelined"] for record in history) == 5  # the floor binds
+    went = [c for record in history for c in record.get("flag_sidelined", [])]
+    assert len(went) == len(set(went)) == 5
+    last = history[-1]
+    assert len(last["flagged"]) == 2 and "flag_sidelined" not in last  # flagged, kept
+
+
+def test_a_flag_past_the_floor_costs_the_score_but_not_the_place() -> None:
+    monitor = HealthMonitor(HealthConfig(decay=0.5, sideline_below=0.3))
+    opening = ClientHealth(score=0.5, successes=3, failures=1)
+    after = monitor.success(opening)
+    kept = monitor.flag(opening, after, round_index=4, may_sideline=False)
+    assert kept.score == 0.25 and (kept.successes, kept.failures) == (3, 2)
+    assert kept.state is HealthState.HEALTHY and kept.sidelined_until == after.sidelined_until
+
+
+class Index:
+    """Just what flagging reads of the health index."""
+
+    def __init__(self, scores: dict[int, float]) -> None:
+        self.table = {c: ClientHealth(score=s) for c, s in scores.items()}
+        self._opening = dict(self.table)
+        self.healthy = set(scores)
+
+    def opening(self, client: int) -> ClientHealth:
+        return self._opening[client]
+
+    def set(self, client: int, health: ClientHealth) -> None:
+        self.table[client] = health
+        if health.state is not HealthState.HEALTHY:
+            self.healthy.discard(client)
+
+
+def test_when_flags_compete_for_the_room_the_lowest_score_goes_first() -> None:
+    monitor = HealthMonitor(HealthConfig(decay=0.5, sideline_below=0.4))
+    index = Index({0: 0.7, 1: 0.5, 2: 0.6, 3: 1.0, 4: 1.0})
+    went = monitor.apply_flags(index, [0, 1, 2], round_index=3, floor=3, set_health=index.set)
+    assert went == [1, 2]  # 0.25 and 0.3 fall under 0.4; then the pool is at its floor
+    assert index.table[0].state is HealthState.HEALTHY and index.table[0].score == 0.35
+    assert index.healthy == {0, 3, 4}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from benchmarks.byzantine.grid import AGGREGATORS, CLEAN, DEFAULT, Cell, cell_config
@@ -61,3 +63,39 @@ def test_every_aggregator_in_the_grid_builds() -> None:
     for name in AGGREGATORS:
         config, _, _ = cell_config(cell(name), [])
         build_aggregator(config.aggregation)
+
+
+def test_the_report_gives_the_defaults_honest_flags_and_worst_rounds_lost() -> None:
+    from benchmarks.byzantine.report import _honest_flags
+
+    def item(aggregator: str, fraction: float, flagged: int, share: float) -> dict[str, Any]:
+        outcome = {"honest_flagged": flagged, "honest_rounds_lost_share": share}
+        return {"cell": {"aggregator": aggregator, "partition": "iid", "fraction": fraction},
+                "outcome": outcome}  # fmt: skip
+
+    cells = {
+        "a": item(DEFAULT, 0.3, 10, 0.01),
+        "b": item(DEFAULT, 0.3, 20, 0.04),
+        "c": item("median", 0.3, 99, 0.5),  # not the default: left out
+        "d": {"cell": {"aggregator": DEFAULT, "partition": "iid", "fraction": 0.0},
+              "outcome": {}},  # a cell measured before the flags were: left out
+    }  # fmt: skip
+    lines = _honest_flags(cells, ["iid"], [0.0, 0.3])
+    assert lines[-2] == "| iid | 30% | 15.0 | 4.0% |"
+    assert not any("| 0% |" in line for line in lines)
+    assert _honest_flags({"d": cells["d"]}, ["iid"], [0.0]) == []
+
+
+def test_every_tuning_candidate_builds_a_valid_config_on_every_scenario() -> None:
+    from benchmarks.byzantine.tuning import CANDIDATES, SCENARIOS, TUNING_SEEDS
+
+    for overrides in CANDIDATES.values():
+        for partition, fraction, attack in SCENARIOS:
+            cell = Cell("digits", partition, fraction, attack, DEFAULT, TUNING_SEEDS[0])
+            config, f, _ = cell_config(cell, overrides)
+            assert f == 4 and config.seed == TUNING_SEEDS[0]
+    config, _, _ = cell_config(cell, CANDIDATES["persistent_flags"])
+    assert config.aggregation == load_config(scenario_path("robust")).aggregation  # shipped
+    previous, _, _ = cell_config(cell, CANDIDATES["momentum_flags"])
+    assert previous.aggregation.params == {"flag_alignment": 0.0}
+    assert previous.aggregation.pre == () and previous.aggregation.health_feedback

@@ -90,10 +90,11 @@ def test_null_on_a_required_key_is_an_error_naming_it() -> None:
 def test_an_inline_table_replaces_the_whole_table() -> None:
     """The way to switch a rule whose parameters differ (README's example)."""
     robust = load_config(scenario_path("robust"))
-    assert robust.aggregation.params == {"flag_alignment": 0.0}
+    assert [step.name for step in robust.aggregation.pre] == ["persistent_flags"]
     config = load_config(scenario_path("robust"), ['aggregation={name="fedavg"}'])
     assert config.aggregation.name == "fedavg" and config.aggregation.params == {}
     assert config.aggregation.f == 0 and not config.aggregation.health_feedback
+    assert config.aggregation.pre == ()
 
 
 def test_overrides_leave_the_scenario_tree_untouched() -> None:

@@ -130,6 +130,15 @@ def test_summarize_counts_every_key() -> None:
             "scaled": 0,
             "honest_discarded": 0,
         },
+        "flags": {
+            "honest_flagged": 0,
+            "byzantine_flagged": 0,
+            "honest_aggregated": 9,  # the discarded round's update does not count
+            "honest_flag_rate": 0.0,
+            "honest_sidelined": 0,
+            "honest_rounds_lost": 0,
+            "honest_rounds_lost_share": 0.0,
+        },
         "wall_time_s": 5.5,
         "train_time_s": 4.25,
         "sim_time_s": 42.0,

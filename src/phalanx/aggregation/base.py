@@ -18,6 +18,7 @@ import torch
 
 from phalanx.core.named import Params
 from phalanx.errors import AggregationError
+from phalanx.types import ClientId, RejectReason
 
 P = TypeVar("P", bound=Params)
 
@@ -40,15 +41,43 @@ class RoundContext:
     f: int | None = None
 
 
+# Rejections that prove the sender itself faulty: what it sealed (the checksum matched) is
+# malformed, not finite, longer than the absolute bound, too large, or claims more examples
+# or steps than it could have. Not among them: a checksum mismatch (the link may have
+# damaged an honest update), a stale version or round (an honest client that is late), a
+# wrong sender (the transport's), and the relative norm bound -- an honest heterogeneous
+# client can exceed it, and colluders who send short updates lower the median it is taken
+# against, which would let them talk f down.
+SENDER_FAULTS: frozenset[RejectReason] = frozenset(
+    {
+        RejectReason.SCHEMA,
+        RejectReason.SHAPE,
+        RejectReason.DTYPE,
+        RejectReason.SIZE,
+        RejectReason.NON_FINITE,
+        RejectReason.NORM_ABSOLUTE,
+        RejectReason.EXAMPLES,
+    }
+)
+
+
 def effective_f(assumed: int, *, rejected: int) -> int:
     """This round's f: the ``assumed`` Byzantine updates per round less the ``rejected``
-    ones, the updates validation refused for their content (non-finite, too long, wrong
-    schema, shape, dtype, size or checksum). f counts every arbitrary update a round may
-    hold, and a refused update is no longer in the stack, so the rule need not tolerate it
-    again; tolerating fewer lets it keep more honest rows (trim less, discard less)."""
+    ones, the updates validation refused as proof of a faulty sender (``SENDER_FAULTS``).
+    f counts every arbitrary update a round may hold, and a refused update is no longer in
+    the stack, so the rule need not tolerate it again; tolerating fewer lets it keep more
+    honest rows (trim less, discard less) and accept a round with fewer rows."""
     if assumed < 0 or rejected < 0:
         raise AggregationError(f"f and rejected must be >= 0; got f={assumed}, {rejected}")
     return max(assumed - rejected, 0)
+
+
+def round_f(assumed: int, rejections: Iterable[tuple[ClientId, RejectReason | None]]) -> int:
+    """``effective_f`` for a round whose validation refused ``rejections`` ((client,
+    reason) pairs, the round's events): one off f per distinct client refused for a
+    ``SENDER_FAULTS`` reason."""
+    faulty = {client for client, reason in rejections if reason in SENDER_FAULTS}
+    return effective_f(assumed, rejected=len(faulty))
 
 
 @dataclass(frozen=True)

@@ -4,20 +4,25 @@ A Byzantine client trains like any other; when it replies, ``Adversary.send`` re
 genuine weights with the attack's (global model + crafted delta), and the client seals that
 (``client.faults.Byzantine``), so the update passes integrity checks.
 
-Colluding attacks (ALIE, IPM) are omniscient: the adversary sees (``observe``) the genuine
-weights of the round's honest clients, and when the first Byzantine update of a round is
-sent, a ``RoundGenuine`` callback gives it every reply of that round still due (the
-simulation trains them then), so the attack sees the genuine deltas of all the round's
-honest updates, those delivered before included. The crafted vector is computed once per
-(round, model version) and every Byzantine update of the round sends it. Everything is a
-function of the tasks the engine dispatched, which are deterministic in the seed, so a
-resumed round crafts the same vector.
+Colluding attacks (ALIE, IPM, min-max, ...) are omniscient: the adversary sees
+(``observe``) the genuine weights of the round's honest clients, and when the first
+Byzantine update of a round is sent, a ``RoundGenuine`` callback gives it every reply of
+that round still due (the simulation trains them then), so the attack sees the genuine
+deltas of all the round's honest updates, those delivered before included. It crafts from a
+``RoundView``: those deltas with their client ids, the colluders and the clients selected
+so far, and the server's public state -- the round's model, and, once the simulation has
+told it the round is opening (``open_round``, wired by ``watching``), the aggregator state
+the server carries into the round and its rule as a callable. The crafted vector is computed
+once per (round, model version) and every Byzantine update of the round sends it.
+Everything is a function of the tasks the engine dispatched and of the checkpointed server
+state, both deterministic in the seed, so a resumed round crafts the same vector.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -25,13 +30,15 @@ from phalanx.config import RunConfig
 from phalanx.core.messages import TaskKey, TrainTask
 from phalanx.core.models import PublishedModel
 from phalanx.core.rng import torch_rng
+from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest, flatten, unflatten
-from phalanx.faults.attacks import Attack, ColludingAttack
+from phalanx.faults.attacks import AggregationView, Attack, ColludingAttack, RoundView
 from phalanx.faults.byzantine import build_attack, byzantine_clients
 from phalanx.types import ClientId
 
 Tensors = dict[str, torch.Tensor]
 RoundGenuine = Callable[[], list[tuple[TaskKey, Tensors]]]  # replies still due, trained now
+R = TypeVar("R")
 
 
 @dataclass
@@ -50,7 +57,10 @@ class Adversary:
         self._seed = config.seed
         self._n = config.selection.clients_per_round
         self._manifest = manifest
+        self._config = config
         self._rounds: dict[tuple[int, int], _Round] = {}
+        # What the server carries into the round it opens (round, version -> state).
+        self._public: tuple[tuple[int, int], Mapping[str, torch.Tensor]] | None = None
         attack.check_round(self._n)
 
     @classmethod
@@ -63,6 +73,22 @@ class Adversary:
 
     def is_byzantine(self, client: ClientId) -> bool:
         return client in self.clients
+
+    def open_round(self, state: ServerState) -> None:
+        """The server opens round ``state.round``: note the aggregator state it carries
+        (public to the colluders, as the literature's omniscient adversary knows it)."""
+        self._public = ((state.round, state.model_version), dict(state.tensors))
+
+    def watching(
+        self, run_round: Callable[[ServerState], Awaitable[R]]
+    ) -> Callable[[ServerState], Awaitable[R]]:
+        """``run_round`` that first tells this adversary of the round it opens."""
+
+        async def run(state: ServerState) -> R:
+            self.open_round(state)
+            return await run_round(state)
+
+        return run
 
     def dispatched(self, task: TrainTask) -> None:
         """Note a task sent: the colluders count how many of them a round has."""
@@ -117,9 +143,46 @@ class Adversary:
         pool = state.honest or own
         if not pool:
             return None
-        stack = torch.stack([pool[k] for k in sorted(pool, key=_order)])
-        f = len(state.dispatched & self.clients)
-        return attack.collude(stack, n=self._n, f=f)
+        keys = sorted(pool, key=_order)
+        return attack.craft_round(self._view(task, model, keys, pool))
+
+    def _view(
+        self,
+        task: TrainTask,
+        model: PublishedModel,
+        keys: list[TaskKey],
+        pool: dict[TaskKey, torch.Tensor],
+    ) -> RoundView:
+        """The round as the colluders see it (see ``RoundView``)."""
+        dispatched = self._round(task).dispatched
+        round_index, version = task.key.round, task.model.version
+        public = self._public
+        carried = public[1] if public is not None and public[0] == (round_index, version) else {}
+        return RoundView(
+            torch.stack([pool[k] for k in keys]),
+            tuple(k.client for k in keys),
+            tuple(sorted(dispatched & self.clients)),
+            self._n,
+            round_index=round_index,
+            model_version=version,
+            global_model=model.params,
+            aggregation=self._aggregation(round_index, carried),
+            selected=tuple(sorted(dispatched)),
+            server_state=carried,
+        )
+
+    def _aggregation(
+        self, round_index: int, carried: Mapping[str, torch.Tensor]
+    ) -> AggregationView:
+        """The server's rule and bounds (imported here: a client process, which runs no
+        colluding attack, need not load the aggregation package)."""
+        from phalanx.faults.view import aggregation_view
+
+        config = self._config
+        return aggregation_view(
+            config.aggregation, config.validation, seed=self._seed, round_index=round_index,
+            state=carried,
+        )  # fmt: skip
 
     def _delta(self, model: PublishedModel, tensors: Tensors) -> torch.Tensor | None:
         """Weights minus the global model, flat; None for weights that do not fit the model

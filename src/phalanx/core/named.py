@@ -94,6 +94,11 @@ class Registry(Mapping[str, T], Generic[T, P]):
         self._entries[name] = Entry(name, value, model, text)
         return value
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in's or a test's clean-up); an unknown name is an error."""
+        self.entry(name)  # ConfigError listing the valid names
+        del self._entries[name]
+
     def entry(self, name: str) -> Entry[T, P]:
         """The entry of ``name``, or an error such as "unknown aggregator 'krm'; valid: ..."."""
         try:

@@ -8,6 +8,7 @@ history log) and telling observers is the run lifecycle's (``phalanx.coordinator
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -16,13 +17,14 @@ from typing import Any
 import torch
 
 from phalanx.aggregation import Aggregator, RoundContext, StreamingAggregator, build_aggregator
+from phalanx.aggregation.base import round_f
 from phalanx.config import RunConfig
 from phalanx.core.messages import Envelope
 from phalanx.core.models import ModelBook
 from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest
 from phalanx.engine.collect import Collection, Collector, RoundInputs
-from phalanx.engine.health import HealthMonitor
+from phalanx.engine.health import HealthMonitor, flag_floor
 from phalanx.engine.health_index import HealthIndex
 from phalanx.engine.heap import settle_long_lived
 from phalanx.engine.history import RoundRecord
@@ -70,6 +72,7 @@ class Engine:
         self._evaluate = evaluate
         self._aggregator = aggregator or build_aggregator(config.aggregation)
         self._health = HealthMonitor(config.health)
+        self._flag_floor = flag_floor(self._aggregator, config)
         retry = RetryPolicy(config.retry, seed=config.seed)
         # CPU work (validation, stacking aggregation, evaluation) runs off the event loop;
         # the engine owns the executor unless it was given one (close() releases it).
@@ -136,7 +139,9 @@ class Engine:
             )
         else:
             await self._collector.collect(col, probes)
-        context = RoundContext(self._config.seed, state.round, state.tensors)
+        f = round_f(self._config.aggregation.f, ((e.client, e.reason) for e in record.events))
+        record.effective_f = f if f < self._config.aggregation.f else None
+        context = RoundContext(self._config.seed, state.round, state.tensors, f=f)
         new_params, carried = await self._gate_and_aggregate(col, required, context)
         if self._round_faults is not None:
             record.injected = self._round_faults(state.round)
@@ -219,14 +224,15 @@ class Engine:
         return col.inputs.params + result.vector, dict(result.state)
 
     def _flag(self, col: Collection, flagged: list[int]) -> None:
-        """Let the health monitor learn from the aggregator's verdicts (``health_feedback``)."""
+        """Let the health monitor learn from the aggregator's verdicts (``health_feedback``),
+        never sidelining the healthy pool below the aggregator's floor (``flag_floor``)."""
         col.record.flagged = sorted(flagged)
         if not self._config.aggregation.health_feedback:
             return
-        index, round_index = col.index, col.inputs.round_index
-        for client in sorted(flagged):
-            health = self._health.flag(index.opening(client), index.table[client], round_index)
-            self._collector.set_health(col, client, health)
+        col.record.flag_sidelined = self._health.apply_flags(
+            col.index, col.record.flagged, col.inputs.round_index, floor=self._flag_floor,
+            set_health=functools.partial(self._collector.set_health, col),
+        )  # fmt: skip
 
     def _finish(
         self,

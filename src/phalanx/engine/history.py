@@ -60,6 +60,10 @@ class RoundRecord:
     flagged: list[ClientId] = field(
         default_factory=list
     )  # suspicious: see aggregation.health_feedback
+    # The round's f when validation refused updates that prove their sender faulty (None:
+    # the configured f; see aggregation.base.round_f), and the clients a flag sidelined.
+    effective_f: int | None = None
+    flag_sidelined: list[ClientId] = field(default_factory=list)
     injected: list[dict[str, Any]] = field(default_factory=list)  # from the runtime, if any
     metrics: dict[str, float] = field(default_factory=dict)
     started_at: float = 0.0
@@ -86,4 +90,12 @@ class RoundRecord:
         data["failures"] = dict(self.failure_counts())
         data["rejections"] = dict(self.rejection_counts())
         data["injected_counts"] = dict(self.injected_counts())
+        for key in OMITTED_WHEN_UNSET:  # absent from runs where they never happen
+            if data[key] is None or data[key] == []:
+                del data[key]
         return data
+
+
+# Keys ``to_json`` leaves out while unset (None, empty), so histories of runs without f
+# accounting or flag sidelining read exactly as before; readers use ``record.get``.
+OMITTED_WHEN_UNSET: tuple[str, ...] = ("effective_f", "flag_sidelined")

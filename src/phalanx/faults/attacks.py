@@ -8,23 +8,25 @@ one float32 vector) with pure, vectorised torch code. They come in two shapes:
   one it sends (sign flipping, scaling, Gaussian noise): it needs nothing but its own
   training;
 * ``ColludingAttack.craft_round(view)`` gets a ``RoundView`` -- the round's honest deltas
-  with their client ids, the colluders' ids, and the server's public state (round, model
-  version, global model, the aggregation rule, f and the validation bounds, and the rule
-  itself as a callable on an ``n x d`` stack) -- as the omniscient adversary of the
+  with their client ids, the colluders' ids, the clients selected so far, and the server's
+  public state (round, model version, global model, the aggregator state it carries such as
+  centred clipping's momentum, the aggregation rule, f and the validation bounds, and the
+  rule itself as a callable on an ``n x d`` stack) -- as the omniscient adversary of the
   literature does, and crafts one vector that every Byzantine client of the round sends
   (ALIE, IPM, min-max, mimic...). Identical vectors are what let them shift a
   coordinate-wise median or pass a distance-based filter together.
 
 An attack's parameters are its pydantic model, so a bad key or value is a ``ConfigError``
 naming it. ``phalanx.faults.byzantine.ATTACKS`` maps names to these classes; user code adds
-its own with ``ATTACKS.register("my_attack", MyAttack)`` (see examples/custom_attack.py).
+its own with ``phalanx.register_attack("my_attack", MyAttack)`` (see
+examples/custom_attack.py).
 """
 
 from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import ClassVar
@@ -100,10 +102,17 @@ class AggregationView:
 class RoundView:
     """What the colluders of one round see: the input of ``ColludingAttack.craft_round``.
 
-    ``honest`` is ``k x d`` (one honest delta per row, in ``honest_clients`` order, sorted
-    client id), ``byzantine_clients`` the colluders in the round, ``n`` the number of
-    clients the server asked for. The server's public state: ``round_index``,
-    ``model_version``, ``global_model`` (flat; None when not known) and ``aggregation``.
+    ``honest`` is ``k x d`` (one honest delta per row, in ``honest_clients`` order: sorted
+    client id, then attempt; a client retried in the round may appear once per attempt),
+    ``byzantine_clients`` the colluders in the round, ``selected`` every client the server
+    had asked in the round when the colluders crafted (over-selection and replacements
+    included), ``n`` the number of clients the server aims to aggregate. When no honest
+    update has arrived yet, ``honest`` holds the colluders' own genuine deltas instead
+    (their ids in ``honest_clients``). The server's public state: ``round_index``,
+    ``model_version``, ``global_model`` (flat; None when not known), ``server_state`` (the
+    aggregator state the server carries into the round, e.g. centred clipping's momentum
+    under ``"centered_clipping.centre"``; empty when there is none or it is not known)
+    and ``aggregation`` (the rule, the server's configured f, the norm bounds).
     """
 
     honest: torch.Tensor
@@ -114,6 +123,8 @@ class RoundView:
     model_version: int = 0
     global_model: torch.Tensor | None = None
     aggregation: AggregationView = field(default_factory=AggregationView)
+    selected: tuple[int, ...] = ()
+    server_state: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.honest.dim() != 2 or self.honest.shape[0] != len(self.honest_clients):

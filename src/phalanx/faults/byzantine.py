@@ -15,7 +15,16 @@ from phalanx.core.named import Registry
 from phalanx.core.rng import numpy_rng
 from phalanx.errors import ConfigError
 from phalanx.faults.adaptive import Mimic, MinMax, MinSum
-from phalanx.faults.attacks import Alie, Attack, Gaussian, Ipm, Scaling, SignFlip
+from phalanx.faults.attacks import (
+    Alie,
+    Attack,
+    ColludingAttack,
+    Gaussian,
+    Ipm,
+    ModelAttack,
+    Scaling,
+    SignFlip,
+)
 from phalanx.faults.optimised import AlieOptimal, IpmOptimal
 from phalanx.faults.poisoning import Backdoor, LabelFlip
 
@@ -27,8 +36,8 @@ def _own_model(cls: type[Attack]) -> type[Attack]:
 
 
 # An attack class is its own parameter model. User code adds one with
-# ``ATTACKS.register("my_attack", MyAttack)`` (a ``ModelAttack`` or ``ColludingAttack``
-# subclass with a ``name`` class attribute), then names it in ``faults.byzantine.attack``
+# ``phalanx.register_attack("my_attack", MyAttack)`` (a ``ModelAttack`` or
+# ``ColludingAttack`` subclass), then names it in ``faults.byzantine.attack``
 # (examples/custom_attack.py).
 ATTACKS: Registry[type[Attack], Attack] = Registry("attack", params_of=_own_model)
 for _cls, _text in (
@@ -46,6 +55,31 @@ for _cls, _text in (
     (Backdoor, "data poisoning: stamp a trigger and relabel to the target class"),
 ):
     ATTACKS.register(_cls.name, _cls, description=_text)
+
+
+def register_attack(
+    name: str,
+    attack: type[Attack],
+    *,
+    description: str | None = None,
+    replace: bool = False,
+) -> type[Attack]:
+    """Make ``attack`` (a ``ModelAttack`` or ``ColludingAttack`` subclass) choosable as
+    ``faults.byzantine.attack = name``; its pydantic fields are the parameters
+    ``faults.byzantine.params`` is checked against. A taken name is a ``ConfigError`` unless
+    ``replace``; so is a class that is not an attack. Returns the class, so it serves as a
+    decorator's body too. ``phalanx list attacks`` shows it with ``description`` (default:
+    the first line of its docstring)."""
+    if not (isinstance(attack, type) and issubclass(attack, (ModelAttack, ColludingAttack))):
+        raise ConfigError(
+            f"attack {name!r}: {attack!r} is not a ModelAttack or ColludingAttack subclass"
+        )
+    return ATTACKS.register(name, attack, description=description, replace=replace)
+
+
+def unregister_attack(name: str) -> None:
+    """Forget a registered attack (a test's or a plug-in's clean-up); unknown: ConfigError."""
+    ATTACKS.unregister(name)
 
 
 def build_attack(config: ByzantineConfig) -> Attack:

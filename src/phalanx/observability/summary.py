@@ -33,6 +33,9 @@ key                       meaning
                           Byzantine updates injected, and how many of those that reached a
                           committed round's aggregation were given a full say, none, or a
                           clipped one; ``honest_discarded`` counts honest updates given none
+``flags``                 what the aggregator's flags cost honest clients: flags on honest
+                          and Byzantine updates, the false-flag rate, honest clients a flag
+                          sidelined and the rounds they lost (``observability.flags``)
 ``wall_time_s``           wall-clock seconds of the whole run
 ``train_time_s``          wall-clock seconds spent in rounds
 ``sim_time_s``            simulated seconds, last round's end minus first round's start
@@ -49,6 +52,7 @@ from typing import Any
 
 from rich.table import Table
 
+from phalanx.observability.flags import flag_outcomes
 from phalanx.types import FaultKind
 
 History = Sequence[Mapping[str, Any]]
@@ -91,6 +95,7 @@ def summarize(
         "aggregator_scaled": _per_client(history, "scaled"),
         "aggregator_flagged": _per_client(history, "flagged"),
         "byzantine": _byzantine(history),
+        "flags": flag_outcomes(history),
         "wall_time_s": wall_time_s,
         "train_time_s": train_time_s,
         "sim_time_s": history[-1]["ended_at"] - history[0]["started_at"] if history else 0.0,

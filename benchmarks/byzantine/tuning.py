@@ -1,0 +1,124 @@
+"""Candidate defaults on TUNING seeds only: which robust configuration to ship.
+
+Each candidate is a set of overrides on the shipped ``robust`` scenario (centred clipping,
+f = 4 of 20, health feedback); each runs a few hard scenarios (30% Byzantine at Dirichlet
+0.5, where f = 4 under-estimates the 6 attackers, and the clean non-IID partitions, where
+flags punish honest clients). The seeds here choose the default and must never be the
+seeds a report is drawn on (``byzantine_accuracy``'s held-out seeds).
+
+    .venv/bin/python -m benchmarks.byzantine.tuning                    # every candidate
+    .venv/bin/python -m benchmarks.byzantine.tuning --candidates momentum_flags persistent_flags
+
+Prints one table per candidate (accuracy, discarded rounds, honest flags, share of honest
+client-rounds lost to flag sidelining) and keeps finished runs in a JSON file, so an
+interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.byzantine.grid import CLEAN, DEFAULT, Cell, run_cell
+from benchmarks.common.measure import REPO_ROOT
+
+TUNING_SEEDS = (42, 7)  # chosen on, never reported on
+
+# Every candidate sets its whole aggregation line, so it does not move with the shipped one.
+_MOMENTUM_FLAGS = ["aggregation.params={flag_alignment=0.0}", "aggregation.pre=[]"]
+_NO_MOMENTUM_FLAGS = "aggregation.params={}"
+
+
+def _persistent(params: str = "{}") -> list[str]:
+    step = f"{{name='persistent_flags', params={params}}}"
+    return [_NO_MOMENTUM_FLAGS, f"aggregation.pre=[{step}]", "aggregation.health_feedback=true"]
+
+
+CANDIDATES: dict[str, list[str]] = {
+    "momentum_flags": [*_MOMENTUM_FLAGS, "aggregation.health_feedback=true"],
+    "no_feedback": [*_MOMENTUM_FLAGS, "aggregation.health_feedback=false"],
+    "persistent_flags": _persistent(),  # the shipped default since this tuning
+    "persistent_flags t=2": _persistent("{threshold=2.0}"),
+    "persistent_flags t=0.5": _persistent("{threshold=0.5}"),
+    "persistent_flags drift=0.1": _persistent("{drift=0.1}"),
+    "nnm > centered_clipping": [
+        _NO_MOMENTUM_FLAGS,
+        "aggregation.pre=[{name='nnm'}]",
+        "aggregation.health_feedback=false",
+    ],
+}
+
+# (partition, Byzantine fraction, attack): the clean non-IID runs measure what flags cost
+# honest clients; the attacks are the 30% cases the shipped default lost.
+SCENARIOS: list[tuple[str, float, str]] = [
+    ("dirichlet0.5", 0.0, CLEAN),
+    ("dirichlet0.1", 0.0, CLEAN),
+    ("dirichlet0.5", 0.3, "sign_flip"),
+    ("dirichlet0.5", 0.3, "ipm ε=5"),
+    ("dirichlet0.5", 0.3, "min_max"),
+]
+
+
+def run(candidate: str, scenario: tuple[str, float, str], seed: int) -> dict[str, Any]:
+    """One run of ``candidate`` on ``scenario``: the cell and its outcome, as JSON."""
+    partition, fraction, attack = scenario
+    cell = Cell("digits", partition, fraction, attack, DEFAULT, seed)
+    outcome = run_cell(cell, CANDIDATES[candidate])
+    return {"candidate": candidate, "cell": asdict(cell), "outcome": asdict(outcome)}
+
+
+def key(candidate: str, scenario: tuple[str, float, str], seed: int) -> str:
+    return "|".join(map(str, (candidate, *scenario, seed)))
+
+
+def table(candidate: str, runs: dict[str, dict[str, Any]], seeds: list[int]) -> Table:
+    """Per scenario: accuracy per seed, rounds discarded, honest flags and the worst share
+    of honest client-rounds lost."""
+    out = Table(title=f"{candidate} (tuning seeds {', '.join(map(str, seeds))})")
+    for column in ("scenario", "accuracy %", "discarded", "honest flags", "honest lost %"):
+        out.add_column(column, justify="right")
+    for scenario in SCENARIOS:
+        found = [runs[k] for s in seeds if (k := key(candidate, scenario, s)) in runs]
+        if not found:
+            continue
+        outcomes = [item["outcome"] for item in found]
+        out.add_row(
+            f"{scenario[0]} {scenario[1]:.0%} {scenario[2]}",
+            " / ".join(f"{100 * o['accuracy']:.1f}" for o in outcomes),
+            str(sum(o["rounds_failed"] for o in outcomes)),
+            f"{statistics.mean(o['honest_flagged'] for o in outcomes):.0f}",
+            f"{100 * max(o['honest_rounds_lost_share'] for o in outcomes):.2f}",
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(TUNING_SEEDS))
+    parser.add_argument("--results", type=Path, default=REPO_ROOT / "docs/byzantine_tuning.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    console = Console()
+    runs: dict[str, dict[str, Any]] = (
+        json.loads(args.results.read_text()) if args.results.exists() else {}
+    )
+    for candidate in args.candidates:
+        for scenario in SCENARIOS:
+            for seed in args.seeds:
+                if key(candidate, scenario, seed) not in runs:
+                    runs[key(candidate, scenario, seed)] = run(candidate, scenario, seed)
+                    args.results.write_text(json.dumps(runs, indent=1) + "\n")
+        console.print(table(candidate, runs, args.seeds))
+
+
+if __name__ == "__main__":
+    main()
