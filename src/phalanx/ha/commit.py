@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, NoReturn
+from typing import Any
 
 from phalanx.checkpoint import CheckpointStore
 from phalanx.checkpoint.crashpoints import crash_point
@@ -70,14 +70,13 @@ class FencedCommit:
         )
         self._check_leading(state.round)
         pointer = self._pointer(state)
-        outcome, leader_epoch = await asyncio.to_thread(self._transact, pointer)
+        outcome = await asyncio.to_thread(self._transact, pointer)
         if outcome != "committed":
-            self._not_committed(pointer, outcome, leader_epoch)
+            self.term.lose(f"commit of round {pointer.round} {outcome}")
+            raise LeadershipLostError(
+                f"commit of round {pointer.round} at epoch {self.term.epoch}: {outcome}"
+            )
         self.previous, self.base_digest = pointer, pointer.model_digest
-        self.commits.write(
-            "commit", epoch=self.term.epoch, round=state.round, model_digest=pointer.model_digest,
-            base_digest=pointer.base_digest, model_version=state.model_version,
-        )  # fmt: skip
         if state.last_record is not None:
             self.history.append(state.last_record)
 
@@ -99,9 +98,10 @@ class FencedCommit:
             }
         )  # fmt: skip
 
-    def _transact(self, pointer: Pointer) -> tuple[str, int]:
-        """The fenced transaction (on a thread): ("committed" | "refused" | "uncertain",
-        the leader key's epoch when refused, else 0)."""
+    def _transact(self, pointer: Pointer) -> str:
+        """The fenced transaction, on a thread: "committed", "refused" or "uncertain". The
+        outcome is logged here, so that it is on record even when the term ended (and the
+        task awaiting this was cancelled) while the transaction was in flight."""
         etcd = self.term.elector.etcd
         expected = (
             compare(self.key, "VALUE", self.previous.encode())
@@ -109,6 +109,7 @@ class FencedCommit:
             else compare(self.key, "CREATE", 0)
         )
         fault_point("ha.before_txn")
+        leader_epoch = 0
         try:
             result = etcd.txn(
                 [compare(self.term.elector.key, "CREATE", self.term.epoch), expected],
@@ -117,13 +118,15 @@ class FencedCommit:
             )
         except EtcdUnavailableError as exc:
             log.warning("commit of round %d: etcd did not answer (%s)", pointer.round, exc)
-            return self._read_back(pointer)
-        fault_point("ha.after_txn")
-        if result.succeeded:
-            return "committed", 0
-        return "refused", _range_epoch(result.responses)
+            outcome = self._read_back(pointer)
+        else:
+            fault_point("ha.after_txn")
+            outcome = "committed" if result.succeeded else "refused"
+            leader_epoch = 0 if result.succeeded else _range_epoch(result.responses)
+        self._record(pointer, outcome, leader_epoch)
+        return outcome
 
-    def _read_back(self, pointer: Pointer) -> tuple[str, int]:
+    def _read_back(self, pointer: Pointer) -> str:
         """etcd did not answer: read the pointer back while the lease holds (bounded)."""
         for _ in range(20):
             if not self.term.leading:
@@ -133,31 +136,28 @@ class FencedCommit:
             except EtcdUnavailableError:
                 continue
             if found is not None and found.value == pointer.encode():
-                return "committed", 0
-            return "refused", 0
-        return "uncertain", 0
+                return "committed"
+            return "refused"
+        return "uncertain"
 
-    def _not_committed(self, pointer: Pointer, outcome: str, leader_epoch: int) -> NoReturn:
+    def _record(self, pointer: Pointer, outcome: str, leader_epoch: int) -> None:
         if outcome == "refused":
             held = f"epoch {leader_epoch}" if leader_epoch else "nobody"
             log.error(
                 "commit of round %d at epoch %d REFUSED by fencing (the leader key is now held "
                 "by %s): nothing committed, standing by", pointer.round, self.term.epoch, held,
             )  # fmt: skip
-        else:
+        elif outcome == "uncertain":
             log.error(
                 "commit of round %d at epoch %d: outcome unknown (etcd unreachable); "
                 "standing by", pointer.round, self.term.epoch,
             )  # fmt: skip
+        extra = {"leader_epoch": leader_epoch} if outcome == "refused" else {}
         self.commits.write(
-            outcome, epoch=self.term.epoch, round=pointer.round,
-            model_digest=pointer.model_digest, base_digest=pointer.base_digest,
-            leader_epoch=leader_epoch,
+            "commit" if outcome == "committed" else outcome, epoch=self.term.epoch,
+            round=pointer.round, model_digest=pointer.model_digest,
+            base_digest=pointer.base_digest, model_version=pointer.model_version, **extra,
         )  # fmt: skip
-        self.term.lose(f"commit of round {pointer.round} {outcome}")
-        raise LeadershipLostError(
-            f"commit of round {pointer.round} at epoch {self.term.epoch}: {outcome}"
-        )
 
 
 def _range_epoch(responses: list[dict[str, Any]]) -> int:

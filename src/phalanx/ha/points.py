@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from collections import Counter
 
 from phalanx.checkpoint.crashpoints import crash_point, parse_crash_plan
@@ -39,7 +40,9 @@ def pause_point(name: str) -> None:
         log.warning("pause point %s reached (hit %s): SIGSTOP", name, due)
         for handler in logging.getLogger().handlers + logging.getLogger("phalanx").handlers:
             handler.flush()
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # Directed at this thread: a process-directed SIGSTOP is taken by the main thread,
+        # and until a loaded machine schedules it this thread runs on (past the point).
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
         log.warning("pause point %s: continued", name)
 
 
