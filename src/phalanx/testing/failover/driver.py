@@ -54,8 +54,11 @@ class Counts:
 
 
 class Follower:
-    def __init__(self, targets: list[str], client: ClientId, counts: Counts) -> None:
+    def __init__(
+        self, targets: list[str], client: ClientId, counts: Counts, delay_s: float = 0.0
+    ) -> None:
         self.targets = targets
+        self.delay_s = delay_s
         self.client = client
         self.counts = counts
         self.seen = 0  # the highest epoch seen
@@ -134,6 +137,7 @@ class Follower:
                 await self.answer(target, caller, pulled.task)
 
     async def answer(self, target: str, caller: Caller, task: TrainTask) -> None:
+        await asyncio.sleep(self.delay_s)  # "training"
         stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
         stream = self.channel(target).unary_stream(serde.method_path("GetModel"))
         receiver = ModelReceiver(task.model, WireLimits())
@@ -164,9 +168,9 @@ class Follower:
             await channel.close()
 
 
-async def main(targets: list[str], clients: int, deadline_s: float) -> int:
+async def main(targets: list[str], clients: int, deadline_s: float, delay_s: float) -> int:
     counts = Counts()
-    followers = [Follower(targets, ClientId(i), counts) for i in range(clients)]
+    followers = [Follower(targets, ClientId(i), counts, delay_s) for i in range(clients)]
     deadline = time.monotonic() + deadline_s
     try:
         done = await asyncio.gather(*(f.run(deadline) for f in followers))
@@ -183,5 +187,7 @@ if __name__ == "__main__":
     parser.add_argument("--targets", required=True)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--deadline-s", type=float, default=120.0)
+    parser.add_argument("--delay-s", type=float, default=0.0, help="each answer's wait")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.targets.split(","), args.clients, args.deadline_s)))
+    targets = args.targets.split(",")
+    sys.exit(asyncio.run(main(targets, args.clients, args.deadline_s, args.delay_s)))

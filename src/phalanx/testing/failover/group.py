@@ -42,6 +42,7 @@ class Group:
     def __init__(
         self, workdir: Path, *, coordinators: int = 3, etcd_members: int = 1, rounds: int = 6,
         ttl_s: int = 2, clients: int = 4, proxies: bool = False, prefix: str = "group",
+        answer_delay_s: float = 0.0,
     ) -> None:  # fmt: skip
         self.workdir = workdir
         self.count = coordinators
@@ -57,6 +58,7 @@ class Group:
         self.proxies: list[ChaosProxy] = []
         self._stack = contextlib.ExitStack()
         self.starts = [0] * coordinators
+        self.answer_delay_s = answer_delay_s
 
     @property
     def addresses(self) -> list[str]:
@@ -115,7 +117,8 @@ class Group:
     def start_driver(self) -> None:
         argv = [
             sys.executable, "-m", "phalanx.testing.failover.driver", "--targets",
-            ",".join(self.addresses), "--clients", str(self.clients), "--deadline-s", "600",
+            ",".join(self.addresses), "--clients", str(self.clients), "--deadline-s", "3600",
+            "--delay-s", str(self.answer_delay_s),
         ]  # fmt: skip
         with (self.workdir / "driver.log").open("ab") as sink:
             self.driver = subprocess.Popen(
@@ -146,6 +149,13 @@ class Group:
             if address in self.addresses
             else None
         )
+
+    def listening(self, index: int) -> bool:
+        """Whether coordinator ``index``'s current process has opened its port."""
+        process = self.processes[index]
+        if process is None or process.poll() is not None:
+            return False
+        return self.log_path(index).read_bytes().count(b"advertised as") >= self.starts[index]
 
     def committed_round(self) -> int:
         pointer = self.pointer()
