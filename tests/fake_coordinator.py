@@ -7,6 +7,11 @@ is recorded (joins, heartbeats, model downloads, admitted pushes, updates, faile
 reports, leaves); a second push of a key already received is refused as a duplicate.
 ``stop`` and ``start`` again on the same port play a coordinator restart:
 the sessions are forgotten, so the next call of an old session is UNAUTHENTICATED.
+
+For failover: ``epoch`` and ``run_id`` go on every reply (tasks carry the epoch given to
+``task``); with ``standby`` set, every call is refused with ``NotLeaderError`` naming that
+address ("" names none); ``any_session`` accepts a session it never issued (a deposed leader
+that still answers); the epoch each request carried is recorded by method (``stamps``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from phalanx.core.messages import (
     TrainTask,
 )
 from phalanx.core.tensors import payload_digest
-from phalanx.errors import AuthError, DuplicateError, PhalanxError, StaleError
+from phalanx.errors import AuthError, DuplicateError, NotLeaderError, PhalanxError, StaleError
 from phalanx.runtime.grpc.assembly import WireLimits, raw_bytes, specs_of
 from phalanx.runtime.grpc.servicer import build_server
 from phalanx.runtime.grpc.session import (
@@ -64,9 +69,11 @@ def task(
     partial: bool = False,
     epochs: int = 1,
     batch: int = 4,
+    epoch: int = 0,
 ) -> TrainTask:
     config = TaskConfig(epochs, batch, 0.1, ttl_s, partial=PartialWork(partial, 0.1))
-    return TrainTask(RUN, TaskKey(round_index, client, attempt), ref, config)
+    envelope = Envelope(run_id=RUN.run_id, epoch=epoch)
+    return TrainTask(envelope, TaskKey(round_index, client, attempt), ref, config)
 
 
 @dataclass
@@ -89,6 +96,15 @@ class FakeCoordinator:
     reports: list[TaskFailure] = field(default_factory=list)
     leaves: list[str] = field(default_factory=list)
     handed: list[TrainTask] = field(default_factory=list)
+    epoch: int = 0
+    run_id: str = RUN.run_id
+    standby: str | None = None  # not leading: NotLeaderError naming this leader ("": none)
+    any_session: bool = False
+    stamps: list[tuple[str, int]] = field(default_factory=list)  # (method, request epoch)
+
+    @property
+    def envelope(self) -> Envelope:
+        return Envelope(PROTOCOL_VERSION, self.run_id, self.epoch)
 
     def publish(self, version: int, tensors: Tensors) -> ModelRef:
         ref = ModelRef(version, payload_digest(tensors))
@@ -98,45 +114,55 @@ class FakeCoordinator:
     def forget_sessions(self) -> None:
         self.sessions.clear()
 
-    def _check(self, caller: Caller) -> None:
+    def _lead(self, method: str, envelope: Envelope) -> None:
+        self.stamps.append((method, envelope.epoch))
+        if self.standby is not None:
+            raise NotLeaderError("this coordinator is a standby", leader=self.standby)
+
+    def _check(self, caller: Caller, method: str) -> None:
+        self._lead(method, caller.envelope)
+        if self.any_session:
+            return
         if caller.session not in self.sessions or self.amnesia:
             raise AuthError(f"session {caller.session!r} is not known")
 
     async def join(self, request: JoinRequest) -> Lease:
+        self._lead("join", request.envelope)
         if request.credential != TOKEN:
             raise AuthError(f"client {request.client}: credential not accepted")
         self.joins.append(request)
         session = f"s-{request.client}-{len(self.joins)}"
         self.sessions.add(session)
-        envelope = Envelope(self.protocol, RUN.run_id, 0)
+        envelope = Envelope(self.protocol, self.run_id, self.epoch)
         return Lease(envelope, request.client, session, self.heartbeat_s, 1.0)
 
     async def heartbeat(self, caller: Caller) -> HeartbeatReply:
-        self._check(caller)
+        self._check(caller, "heartbeat")
         self.heartbeats += 1
-        return HeartbeatReply(RUN, self.cancelled)
+        return HeartbeatReply(self.envelope, self.cancelled)
 
     async def pull_task(self, caller: Caller) -> PullReply:
-        self._check(caller)
+        self._check(caller, "pull")
+        envelope = self.envelope  # before the task is recorded as handed (tests wait on it)
         if self.tasks:
             handed = self.tasks.popleft()
             self.handed.append(handed)
-            return PullReply(RUN, PullStatus.TASK, handed)
+            return PullReply(envelope, PullStatus.TASK, handed)
         if self.finish:
-            return PullReply(RUN, PullStatus.FINISHED)
+            return PullReply(self.envelope, PullStatus.FINISHED)
         await asyncio.sleep(0.05)
-        return PullReply(RUN, PullStatus.NONE_YET)
+        return PullReply(self.envelope, PullStatus.NONE_YET)
 
     async def get_model(self, caller: Caller, ref: ModelRef) -> ModelPayload:
-        self._check(caller)
+        self._check(caller, "model")
         tensors = self.models.get(ref)
         if tensors is None:
             raise StaleError(f"model version {ref.version} is not held")
         self.downloads.append(ref)
-        return ModelPayload(RUN, ref, specs_of(tensors), raw_bytes(tensors))
+        return ModelPayload(self.envelope, ref, specs_of(tensors), raw_bytes(tensors))
 
     async def admit_update(self, caller: Caller, header: UpdateHeader) -> None:
-        self._check(caller)
+        self._check(caller, "push")
         self.admitted.append(header)
         if any(update.key == header.key for update in self.updates):  # idempotent by key
             raise DuplicateError(f"update {header.key} was already received")
@@ -146,19 +172,20 @@ class FakeCoordinator:
 
     async def push_update(self, caller: Caller, update: ClientUpdate) -> PushReceipt:
         self.updates.append(update)
-        return PushReceipt(RUN, update.key)
+        return PushReceipt(self.envelope, update.key)
 
     def push_failed(self, caller: Caller, header: UpdateHeader, reason: str) -> None:
         self.push_failures.append(reason)
 
     async def report_failure(self, caller: Caller, failure: TaskFailure) -> Ack:
-        self._check(caller)
+        self._check(caller, "report")
         self.reports.append(failure)
-        return Ack(RUN)
+        return Ack(self.envelope)
 
     async def leave(self, caller: Caller, reason: str) -> Ack:
+        self._lead("leave", caller.envelope)
         self.leaves.append(reason)
-        return Ack(RUN)
+        return Ack(self.envelope)
 
 
 class Served:
@@ -198,6 +225,13 @@ class Served:
         server, self._server = self._server, None
         if server is not None:
             asyncio.run_coroutine_threadsafe(server.stop(grace=None), self._loop).result(10)
+
+    def __enter__(self) -> Served:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.stop()

@@ -18,6 +18,8 @@ caller's mistakes and for the coordinator's own failures::
     │   └── SizeLimitError            exit code 10 a message or upload over its size limit
     ├── AuthError                     exit code 11 the coordinator refuses the credential
     │   └── PermissionDeniedError     exit code 11 a client acting as another, or not allowed
+    ├── RunMismatchError              exit code 12 a coordinator answers for another run than the
+    │                                              one this client joined
     ├── RefusedError                  exit code 1  a well-formed request the coordinator refuses
     │   ├── StaleError                             late, stale (older model or round), unknown task
     │   ├── DuplicateError                         a submission already received (same task key)
@@ -117,6 +119,13 @@ class AuthError(PhalanxError):
 
 class PermissionDeniedError(AuthError):
     """An authenticated client asked for what it may not do, such as acting as another."""
+
+
+class RunMismatchError(PhalanxError):
+    """A coordinator answers with another run id than the run this client joined first: a
+    client never trains for two runs (a failover keeps the run id; a fresh run does not)."""
+
+    exit_code = 12
 
 
 class RefusedError(PhalanxError):

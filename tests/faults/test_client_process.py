@@ -1,7 +1,8 @@
 """``phalanx client`` as a real process against a scripted coordinator (the real servicer
 on a loopback port): two tasks then FINISHED, exit 0; an injected crash kills the process
 mid-task (SIGKILL, nothing pushed); another protocol version exits 10 with one line naming
-both versions; a refused credential exits 11; SIGTERM says goodbye and exits 143. Every
+both versions; a refused credential exits 11; a coordinator of another run (the next of
+its ``--server`` list, after the first died) exits 12; SIGTERM says goodbye and exits 143. Every
 process is waited for with a timeout and killed if it outlives it."""
 
 from __future__ import annotations
@@ -44,12 +45,15 @@ def publish(served: Served, version: int = 0) -> ModelRef:
     return served.fake.publish(version, params)
 
 
-def start(served: Served, tmp_path: Path, *extra: str, token: str = TOKEN) -> subprocess.Popen[str]:
+def start(
+    served: Served, tmp_path: Path, *extra: str, token: str = TOKEN, server: str = ""
+) -> subprocess.Popen[str]:
     token_file = tmp_path / "token"
     token_file.write_text(f"{token}\n")
     sets = [arg for item in SETS for arg in ("--set", item)]
     command = [
-        sys.executable, "-m", "phalanx", "client", "--server", served.target, "--id", str(ME),
+        sys.executable, "-m", "phalanx", "client", "--server", server or served.target,
+        "--id", str(ME),
         "--token-file", str(token_file), "--scenario", "seed", *sets, "--give-up-s", "20",
         "--poll-s", "5", "--backoff-seed", "1", *extra,
     ]  # fmt: skip
@@ -123,6 +127,21 @@ def test_a_refused_credential_exits_11(served: Served, tmp_path: Path) -> None:
 
     assert code == 11
     assert "credential not accepted" in err and served.fake.joins == []
+
+
+def test_a_coordinator_of_another_run_exits_12(served: Served, tmp_path: Path) -> None:
+    with Served(FakeCoordinator(run_id="another-run")) as other:
+        process = start(served, tmp_path, server=f"{served.target},{other.target}")
+        deadline = time.monotonic() + WAIT_S
+        while not served.fake.joins and process.poll() is None:
+            assert time.monotonic() < deadline, "the client never joined"
+            time.sleep(0.05)
+        served.stop()  # the first coordinator dies; the next address runs another run
+        code, _, err = finish(process)
+
+    assert code == 12, err
+    assert "runs 'another-run'; this client joined run 'fake-run'" in err
+    assert other.fake.handed == []
 
 
 def test_sigterm_says_goodbye_and_exits_143(served: Served, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ keeps refusing the session, after one more join, instead of looping."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -13,6 +14,7 @@ from phalanx.core.messages import Envelope
 from phalanx.errors import AuthError
 from phalanx.runtime.grpc.client.backoff import Backoff, Retrying
 from phalanx.runtime.grpc.client.calls import CoordinatorCalls
+from phalanx.runtime.grpc.client.leader import Leadership
 from phalanx.runtime.grpc.client.session import Identity, Session
 from phalanx.runtime.grpc.session import Caller, JoinRequest, Lease
 
@@ -23,6 +25,8 @@ class Calls:
     def __init__(self) -> None:
         self.joins = 0
         self.known: set[str] = set()
+        self.leadership = Leadership()
+        self.connection = SimpleNamespace(target="127.0.0.1:7000")
 
     def join(self, request: JoinRequest) -> Lease:
         self.joins += 1

@@ -106,9 +106,11 @@ def served() -> Iterator[Served]:
 
 
 def agent_for(served: Served, work: Shard, **kw: object) -> ClientAgent:
+    """An agent for ``served`` (or the ``server`` list given)."""
     options = kw.pop("options", AgentOptions(give_up_s=10.0, reconnect_s=0.1))
+    server = kw.pop("server", served.target)
     settings = ClientSettings(
-        server=served.target, credential=TOKEN, backoff_base_s=0.05, backoff_cap_s=0.2,
+        server=server, credential=TOKEN,  # type: ignore[arg-type] backoff_base_s=0.05, backoff_cap_s=0.2,
         backoff_seed=1, deadlines=Deadlines(unary_s=5.0, poll_s=5.0, transfer_s=10.0),
         limits=LIMITS, options=options, **kw,  # type: ignore[arg-type]
     )  # fmt: skip

@@ -2,11 +2,14 @@
 
 It joins the coordinator at ``--server`` as client ``--id`` with the credential in
 ``--token-file``, then pulls tasks, trains and pushes until the run is over (exit 0).
+``--server A,B,C`` names a group of coordinators of which one leads: the client follows the
+leader (a standby's hint, else the next address) and refuses a deposed leader's epoch.
 What it trains is the simulation's client of the same id: a built-in workload's shard
 (``--scenario``, the seed scenario by default) or a user's app (``--app module:object``).
 Exit codes: 0 the run finished; 2 a bad flag or scenario; 6 the coordinator unreachable for
 ``--give-up-s``; 10 another protocol version (the message names both); 11 the credential
-refused; 143 SIGTERM (after a goodbye to the coordinator).
+refused; 12 a coordinator answered for another run than the one joined first; 143 SIGTERM
+(after a goodbye to the coordinator).
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def client(
-    server: Annotated[str, typer.Option(help="The coordinator, HOST:PORT.")],
+    server: Annotated[
+        str, typer.Option(help="The coordinator, HOST:PORT, or several: HOST:PORT,HOST:PORT,...")
+    ],
     client_id: Annotated[int, typer.Option("--id", help="This client's id.")],
     token_file: Annotated[Path, typer.Option(help="File holding this client's credential.")],
     scenario: Annotated[

@@ -14,15 +14,24 @@ of ``push_update`` (the update arrived whole, its digest matched; ``sender`` is 
 admitted caller) or ``push_failed`` (the stream broke, was cancelled, or failed its
 checks), so the coordinator can release what admission reserved and, if it likes, turn the
 task into a failure at once.
+
+Handlers do not see a call's TLS context; the servicer does, and binds it for them: under
+mutual TLS every client call (join included) whose claimed client id is not the one its
+verified client certificate names (``client-<id>``) is refused with
+``PermissionDeniedError`` by ``check_peer`` before any handler runs, so a client holding
+client 3's certificate can neither join as client 5 (even with client 5's credential) nor
+use client 5's session. Without a client certificate (plaintext, or server-only TLS) there
+is nothing to compare: the credential and the session decide alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from phalanx.core.messages import ClientUpdate, Envelope, ModelRef, TaskFailure
 from phalanx.core.models import ModelBook
-from phalanx.errors import ProtocolError, StaleError
+from phalanx.errors import PermissionDeniedError, ProtocolError, StaleError
 from phalanx.runtime.grpc.assembly import flat_bytes
 from phalanx.runtime.grpc.session import (
     Ack,
@@ -37,6 +46,10 @@ from phalanx.runtime.grpc.session import (
     StatusQuery,
     UpdateHeader,
 )
+from phalanx.runtime.grpc.tls import peer_client_id
+from phalanx.types import ClientId
+
+PEER_CERTIFICATE = "x509_pem_cert"  # grpc's auth-context key of a verified peer certificate
 
 
 class CoordinatorHandlers(Protocol):
@@ -85,3 +98,32 @@ def model_payload(book: ModelBook, ref: ModelRef, envelope: Envelope) -> ModelPa
     except ProtocolError as exc:
         raise StaleError(str(exc)) from None
     return ModelPayload(envelope, ref, model.manifest.specs, flat_bytes(model.params))
+
+
+def claimed_client(request: object) -> ClientId | None:
+    """The client id a parsed request claims (a join's, or its caller's; None: ``Status``)."""
+    if isinstance(request, tuple) and request:
+        request = request[0]
+    if isinstance(request, JoinRequest | Caller):
+        return request.client
+    return None
+
+
+def check_peer(auth_context: Mapping[str, Iterable[bytes]], claimed: ClientId | None) -> None:
+    """Refuse (``PermissionDeniedError``) a call claiming ``claimed`` over a connection whose
+    verified client certificate names another client, or none; return when the id matches,
+    the call claims no client, or the connection carries no client certificate."""
+    context = {key: list(values) for key, values in auth_context.items()}
+    if claimed is None or not context.get(PEER_CERTIFICATE):
+        return
+    owner = peer_client_id(context)
+    if owner is None:
+        raise PermissionDeniedError(
+            f"client {claimed}: the TLS client certificate names no client (its common name "
+            "must be client-<id>)"
+        )
+    if owner != claimed:
+        raise PermissionDeniedError(
+            f"client {claimed}: the TLS client certificate is client {owner}'s; a client "
+            "acts only as itself"
+        )

@@ -48,7 +48,12 @@ from phalanx.runtime.grpc.credentials import issue_credentials, token_files
 from phalanx.types import ClientId
 
 log = logging.getLogger("phalanx.runtime.grpc.launcher")
-FATAL_CLIENT_EXITS = {2: "a bad flag or scenario", 10: "another protocol version", 11: "refused"}
+FATAL_CLIENT_EXITS = {
+    2: "a bad flag or scenario",
+    10: "another protocol version",
+    11: "refused",
+    12: "a coordinator of another run",
+}
 POLL_S = 0.1
 
 

@@ -8,7 +8,9 @@ The service is registered with no generated (de)serialisers: gRPC hands each met
 request bytes and sends the bytes it returns, so every byte a client sends goes through
 ``serde``'s parsers (and the fuzz harness tests exactly those). A phalanx error becomes a
 status through the one catalogue (``errors``); anything else is INTERNAL with a fixed
-message and a logged traceback, and the server goes on serving.
+message and a logged traceback, and the server goes on serving. Under mutual TLS each
+client call's claimed id is checked against its client certificate (``check_peer``) right
+after decoding, before the handler.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from phalanx.errors import PhalanxError, ProtocolError
 from phalanx.runtime.grpc import serde
 from phalanx.runtime.grpc.assembly import WireLimits
 from phalanx.runtime.grpc.errors import status_of
-from phalanx.runtime.grpc.handlers import CoordinatorHandlers
+from phalanx.runtime.grpc.handlers import CoordinatorHandlers, check_peer, claimed_client
 from phalanx.runtime.grpc.session import Caller, UpdateHeader
 from phalanx.runtime.grpc.streams import UpdateReceiver
 
@@ -80,7 +82,9 @@ class CoordinatorServicer:
     ) -> grpc.RpcMethodHandler[bytes, bytes]:
         async def method(request: bytes, context: Context) -> bytes:
             try:
-                return encode(await handle(parse(request)))
+                parsed = parse(request)
+                check_peer(context.auth_context(), claimed_client(parsed))
+                return encode(await handle(parsed))
             except Exception as exc:
                 await _abort(context, name, exc)
 
@@ -89,6 +93,7 @@ class CoordinatorServicer:
     async def _get_model(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         try:
             caller, ref = serde.parse_get_model_request(request)
+            check_peer(context.auth_context(), caller.client)
             payload = await self._handlers.get_model(caller, ref)
             for part in serde.model_parts(payload, self._limits.chunk_bytes):
                 yield part
@@ -106,6 +111,7 @@ class CoordinatorServicer:
             if first is None:
                 raise ProtocolError("a push with no message at all")
             caller, header = receiver.start(first)
+            check_peer(context.auth_context(), caller.client)
             await self._handlers.admit_update(caller, header)
             admitted = (caller, header)
             async for data in requests:

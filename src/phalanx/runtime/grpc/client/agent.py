@@ -2,7 +2,9 @@
 
 One task at a time, each bounded by its time-to-live counted from its arrival here:
 
-1. a task the coordinator already cancelled (heartbeat replies) is dropped;
+1. a task the coordinator already cancelled (heartbeat replies) is dropped, and so is a task
+   of an epoch below the highest seen (its leader was deposed; the new one redoes the
+   round), before training and again before its push or failure report;
 2. the model is fetched once per version (``ModelCache``); a version the coordinator no
    longer holds ends the task quietly (it is over);
 3. the partial-work decision (``steps_to_do``, with this client's measured pace) fixes the
@@ -11,9 +13,10 @@ One task at a time, each bounded by its time-to-live counted from its arrival he
 4. faults are acted out for real: a crash SIGKILLs this process partway through, a hang
    silences the heartbeats (the connection stays open) for a bounded time, a straggler
    sleeps its slowdown, a drop closes the connection mid-push and reconnects later;
-5. the update is pushed in chunks; transport failures are retried within the time left
-   (a duplicate then means an earlier try arrived); a refusal (stale, late, duplicate,
-   malformed) is logged and never resent; a failure the client knows of is reported.
+5. the update is pushed in chunks, stamped with its task's epoch; transport failures, busy
+   refusals and redirects to the leader are retried within the time left (a duplicate then
+   means an earlier try arrived); a refusal (stale, late, duplicate, malformed, over the
+   size limit) is logged and never resent; a failure the client knows of is reported.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from phalanx.client import Adversary, ClientFault, Reply, steps_to_do
 from phalanx.client.payload import Trained
@@ -40,14 +45,16 @@ from phalanx.runtime.grpc.client.acts import Attempt, die_after, go_silent, push
 from phalanx.runtime.grpc.client.backoff import TransportError
 from phalanx.runtime.grpc.client.faults import FaultSource, compose
 from phalanx.runtime.grpc.client.heartbeat import Cancellations, Heartbeat
+from phalanx.runtime.grpc.client.leader import SupersededError
 from phalanx.runtime.grpc.client.models import ModelCache
 from phalanx.runtime.grpc.client.pace import MeasuredPace, TaskTimer
-from phalanx.runtime.grpc.client.session import Session
+from phalanx.runtime.grpc.client.session import Session, answering
 from phalanx.runtime.grpc.client.work import Shard
-from phalanx.runtime.grpc.session import PullStatus
+from phalanx.runtime.grpc.session import Caller, PullStatus
 from phalanx.types import FailureKind, FaultKind
 
 log = logging.getLogger("phalanx.client")
+T = TypeVar("T")
 REPORT_S = 10.0  # at most this long spent reporting one failure
 PLAN_SHARE = 0.9  # partial work plans for this share of the time left: room for noise
 
@@ -73,11 +80,13 @@ class AgentStats:
     reported: int = 0
     dropped: int = 0
     skipped: int = 0  # cancelled, or over before it could start
+    superseded: int = 0  # of a deposed leader's epoch: dropped unpushed
 
     def line(self) -> str:
         return (
             f"{self.tasks} tasks, {self.pushed} updates pushed, {self.refused} refused, "
             f"{self.reported} failures reported, {self.dropped} dropped, {self.skipped} skipped"
+            + (f", {self.superseded} of a deposed leader" if self.superseded else "")
         )
 
 
@@ -130,7 +139,9 @@ class ClientAgent:
     def _serve(self, task: TrainTask) -> None:
         self.stats.tasks += 1
         timer = TaskTimer(task.config.ttl_s)
-        if task.key in self.cancelled:
+        if self._superseded(task):
+            return
+        if self.cancelled.holds(task):
             self.stats.skipped += 1
             return
         model = self._model(task, timer)
@@ -143,7 +154,7 @@ class ClientAgent:
             return
         if isinstance(reply, ClientFault):
             self._act_out(task, reply, kind, timer)
-        elif task.key in self.cancelled:
+        elif self.cancelled.holds(task):
             self.stats.skipped += 1
         elif timer.left() <= 0:
             self._report(
@@ -153,6 +164,28 @@ class ClientAgent:
             self._drop(task, reply)
         else:
             self._push(task, reply, timer)
+
+    def _superseded(self, task: TrainTask) -> bool:
+        """Whether ``task`` is of an epoch below the highest seen (counted and logged)."""
+        if not self.session.leadership.outdated(task.envelope):
+            return False
+        log.warning(
+            "task %s of epoch %d dropped: a leader of epoch %d is known",
+            task.key, task.envelope.epoch, self.session.leadership.epoch,
+        )  # fmt: skip
+        self.stats.superseded += 1
+        return True
+
+    def _as_answer(self, task: TrainTask, fn: Callable[[Caller], T]) -> Callable[[Caller], T]:
+        """``fn`` called with the task's envelope on the caller, and never for a task whose
+        leader was deposed meanwhile (``SupersededError``, not retried)."""
+
+        def call(caller: Caller) -> T:
+            if self.session.leadership.outdated(task.envelope):
+                raise SupersededError(f"task {task.key} is of a deposed leader's epoch")
+            return fn(answering(caller, task.envelope))
+
+        return call
 
     def _model(self, task: TrainTask, timer: TaskTimer) -> PublishedModel | None:
         try:
@@ -248,7 +281,8 @@ class ClientAgent:
     def _drop(self, task: TrainTask, update: ClientUpdate) -> None:
         """Push, then cut the connection mid-stream; come back after ``reconnect_s``."""
         timeout = max(task.config.ttl_s, 1.0)
-        if push_cut_off(self.session.calls, self.session.caller, update, timeout):
+        caller = answering(self.session.caller, task.envelope)
+        if push_cut_off(self.session.calls, caller, update, timeout):
             self.stats.dropped += 1
         else:
             self.stats.pushed += 1
@@ -259,11 +293,17 @@ class ClientAgent:
         try:
             self.session.call(
                 "push",
-                lambda caller: self.session.calls.push(caller, update, max(timer.left(), 0.1)),
+                self._as_answer(
+                    task,
+                    lambda caller: self.session.calls.push(caller, update, max(timer.left(), 0.1)),
+                ),
                 deadline_s=max(timer.left(), 0.0),
             )
         except DuplicateError:  # an earlier try arrived although its reply was lost
             log.info("update %s was already received", task.key)
+        except SupersededError:  # a higher epoch was seen while it trained or pushed
+            self._superseded(task)
+            return
         except (RefusedError, ProtocolError) as exc:
             log.warning("update %s refused, not resent: %s", task.key, exc)
             self.stats.refused += 1
@@ -276,13 +316,19 @@ class ClientAgent:
 
     def _report(self, task: TrainTask, kind: FailureKind, detail: str) -> None:
         failure = TaskFailure(task.key, kind, detail, task.envelope)
+        if self._superseded(task):
+            return
         try:
             self.session.call(
                 "report failure",
-                lambda caller: self.session.calls.report_failure(caller, failure),
+                self._as_answer(
+                    task, lambda caller: self.session.calls.report_failure(caller, failure)
+                ),
                 deadline_s=REPORT_S,
             )
             self.stats.reported += 1
+        except SupersededError:
+            self._superseded(task)
         except PhalanxError as exc:  # the coordinator will find out by itself
             log.warning("could not report the failure of %s: %s", task.key, exc)
 

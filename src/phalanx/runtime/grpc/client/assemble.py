@@ -10,7 +10,12 @@ from phalanx.runtime.grpc.assembly import WireLimits
 from phalanx.runtime.grpc.client.agent import AgentOptions, ClientAgent
 from phalanx.runtime.grpc.client.backoff import Backoff, Retrying
 from phalanx.runtime.grpc.client.calls import CoordinatorCalls, Deadlines
-from phalanx.runtime.grpc.client.channel import Connection, TlsFiles, tls_credentials
+from phalanx.runtime.grpc.client.channel import (
+    Connection,
+    TlsFiles,
+    parse_addresses,
+    tls_credentials,
+)
 from phalanx.runtime.grpc.client.faults import build_faults, process_adversary
 from phalanx.runtime.grpc.client.session import Identity, Session
 from phalanx.runtime.grpc.client.work import Shard
@@ -18,7 +23,9 @@ from phalanx.runtime.grpc.client.work import Shard
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """How to reach the coordinator and how to behave: ``backoff_seed`` None draws the
+    """How to reach the coordinator and how to behave: ``server`` is ``HOST:PORT``, or
+    several separated by commas (a group of coordinators, one leading); ``backoff_seed`` None
+    draws the
     jitter from the OS (clients must not share a schedule); ``faults`` are ``--fault``
     specs; ``inject_faults`` plays the scenario's fault plan and Byzantine role."""
 
@@ -44,8 +51,9 @@ def build_agent(shard: Shard, settings: ClientSettings) -> ClientAgent:
         adversary = process_adversary(shard.config, shard.manifest, shard.population, shard.client)
     credentials = tls_credentials(settings.tls)
     connection = Connection(
-        settings.server, settings.limits, credentials, server_name=settings.server_name
-    )
+        parse_addresses(settings.server), settings.limits, credentials,
+        server_name=settings.server_name,
+    )  # fmt: skip
     rng = random.Random(settings.backoff_seed)
     retrying = Retrying(Backoff(settings.backoff_base_s, settings.backoff_cap_s, rng))
     identity = Identity(shard.client, settings.credential, len(shard.data))

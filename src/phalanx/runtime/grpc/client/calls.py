@@ -1,11 +1,17 @@
 """The seven ``phalanx.v1`` calls as a client makes them: plain types in, plain types out.
 
 Bytes go through ``serde`` both ways (no generated stubs), so a client parses what a
-coordinator sends with the same trust-nothing parsers the coordinator uses. A failed call
-raises ``TransportError`` when the transport failed (``is_transport``, or CANCELLED because
-this client cut its own connection) and the connection is reset, so the next try reconnects;
-otherwise the phalanx error the status stands for (``errors.error_of_rpc``): a refusal, never
-retried. Every call carries a deadline.
+coordinator sends with the same trust-nothing parsers the coordinator uses. Every reply's
+envelope is judged by the client's ``Leadership`` before anything in it is used: another
+run is ``RunMismatchError``; a deposed leader's epoch is ``DeposedLeaderError``, the
+connection moved to the next address; a newer leadership than the session's is
+``NewLeaderError``. A failed call raises ``TransportError`` when the transport failed
+(``is_transport``, or CANCELLED because this client cut its own connection), the connection
+moved to the next address (the same one when there is only one), so the next try
+reconnects; a ``RedirectError`` for ``NotLeaderError``, the connection moved to the leader
+the standby named (at once) or else to the next address; otherwise the phalanx error the
+status stands for (``errors.error_of_rpc``): a refusal, never retried (``BusyError`` aside,
+which ``Retrying`` tries later). Every call carries a deadline.
 """
 
 from __future__ import annotations
@@ -13,27 +19,36 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
-from phalanx.core.messages import ClientUpdate, ModelRef, TaskFailure
-from phalanx.errors import RuntimeBackendError
+from phalanx.core.messages import ClientUpdate, Envelope, ModelRef, TaskFailure
+from phalanx.errors import ConfigError, NotLeaderError, RuntimeBackendError
 from phalanx.runtime.grpc import serde
-from phalanx.runtime.grpc.client.backoff import TransportError
-from phalanx.runtime.grpc.client.channel import Connection
+from phalanx.runtime.grpc.client.backoff import RedirectError, TransportError
+from phalanx.runtime.grpc.client.channel import Connection, parse_addresses
+from phalanx.runtime.grpc.client.leader import DeposedLeaderError, Leadership
 from phalanx.runtime.grpc.errors import error_of_rpc, is_transport
 from phalanx.runtime.grpc.session import (
     Caller,
     HeartbeatReply,
     JoinRequest,
     Lease,
+    ModelHeader,
     PullReply,
     PushReceipt,
 )
 from phalanx.runtime.grpc.streams import ModelReceiver
 
+
+class Reply(Protocol):
+    @property
+    def envelope(self) -> Envelope: ...
+
+
 T = TypeVar("T")
+R = TypeVar("R", bound=Reply)
 
 
 @dataclass(frozen=True)
@@ -60,13 +75,18 @@ class Cut:
 
 
 class CoordinatorCalls:
-    def __init__(self, connection: Connection, deadlines: Deadlines) -> None:
+    def __init__(
+        self, connection: Connection, deadlines: Deadlines, leadership: Leadership | None = None
+    ) -> None:
         self.connection = connection
         self.deadlines = deadlines
+        self.leadership = leadership if leadership is not None else Leadership()
 
     def join(self, request: JoinRequest) -> Lease:
         data = serde.join_request(request)
-        return self._unary("Join", data, serde.parse_lease_reply, self.deadlines.unary_s)
+        return self._unary(
+            "Join", data, serde.parse_lease_reply, self.deadlines.unary_s, lease=True
+        )
 
     def heartbeat(self, caller: Caller, timeout_s: float) -> HeartbeatReply:
         data = serde.heartbeat_request(caller)
@@ -86,14 +106,17 @@ class CoordinatorCalls:
 
     def get_model(self, caller: Caller, ref: ModelRef) -> ModelReceiver:
         """The model ``ref`` names, received whole and checked against its sha256 (call
-        ``finish`` on the receiver for the tensors)."""
+        ``finish`` on the receiver for the tensors); a deposed leader's is refused on its
+        header."""
         request = serde.get_model_request(caller, ref)
 
-        def call(channel: grpc.Channel) -> ModelReceiver:
+        def call(channel: grpc.Channel, where: str) -> ModelReceiver:
             receiver = ModelReceiver(ref, self.connection.limits)  # a fresh one per try
             stream: grpc.UnaryStreamMultiCallable[bytes, bytes]
             stream = channel.unary_stream(serde.method_path("GetModel"))
-            for part in stream(request, timeout=self.deadlines.transfer_s):
+            for index, part in enumerate(stream(request, timeout=self.deadlines.transfer_s)):
+                if index == 0 and isinstance(header := serde.parse_model_part(part), ModelHeader):
+                    self.leadership.check(header.envelope, where)
                 receiver.add(part)
             return receiver
 
@@ -107,52 +130,89 @@ class CoordinatorCalls:
         chunk = self.connection.limits.chunk_bytes
         timeout = min(timeout_s, self.deadlines.transfer_s)
 
-        def call(channel: grpc.Channel) -> PushReceipt:
+        def call(channel: grpc.Channel, where: str) -> PushReceipt:
             parts = serde.update_parts(caller, update, chunk)  # a fresh stream per try
             stream: grpc.StreamUnaryMultiCallable[bytes, bytes]
             stream = channel.stream_unary(serde.method_path("PushUpdate"))
             if cut is None:
-                return serde.parse_push_reply(stream(parts, timeout=timeout))
+                return self._judged(serde.parse_push_reply(stream(parts, timeout=timeout)), where)
             future = stream.future(_cut_short(parts, cut), timeout=timeout)
             cut.sent.wait(timeout)
             threading.Event().wait(cut.flush_s)  # what was handed to gRPC goes out
             self.connection.reset(self.connection.current()[1])
             cut.done.set()
-            return serde.parse_push_reply(future.result(timeout=timeout))
+            return self._judged(serde.parse_push_reply(future.result(timeout=timeout)), where)
 
         return self._guarded(call)
 
-    def _unary(self, method: str, data: bytes, parse: Callable[[bytes], T], timeout: float) -> T:
-        def call(channel: grpc.Channel) -> T:
+    def _unary(
+        self,
+        method: str,
+        data: bytes,
+        parse: Callable[[bytes], R],
+        timeout: float,
+        *,
+        lease: bool = False,
+    ) -> R:
+        def call(channel: grpc.Channel, where: str) -> R:
             unary: grpc.UnaryUnaryMultiCallable[bytes, bytes]
             unary = channel.unary_unary(serde.method_path(method))
-            return parse(unary(data, timeout=timeout))
+            return self._judged(parse(unary(data, timeout=timeout)), where, lease=lease)
 
         return self._guarded(call)
 
-    def _guarded(self, call: Callable[[grpc.Channel], T]) -> T:
+    def _judged(self, reply: R, where: str, *, lease: bool = False) -> R:
+        self.leadership.check(reply.envelope, where, lease=lease)
+        return reply
+
+    def _guarded(self, call: Callable[[grpc.Channel, str], T]) -> T:
+        where = self.connection.target
         channel, generation = self.connection.current()
         try:
-            return call(channel)
+            return call(channel, where)
         except grpc.RpcError as exc:
-            raise self._translate(exc, generation) from None
+            raise self._translate(exc, generation, where) from None
+        except DeposedLeaderError:
+            self.connection.rotate(generation)
+            raise
         except ValueError as exc:
             if "closed channel" not in str(exc):  # grpc: "Cannot invoke RPC on closed channel!"
                 raise
             self.connection.reset(generation)
             raise TransportError(f"the channel closed under the call: {exc}") from None
 
-    def _translate(self, exc: grpc.RpcError, generation: int) -> Exception:
+    def _translate(self, exc: grpc.RpcError, generation: int, where: str) -> Exception:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         if code is not None and (is_transport(code) or code is grpc.StatusCode.CANCELLED):
-            self.connection.reset(generation)
+            self.connection.rotate(generation)
             details = exc.details() if isinstance(exc, grpc.Call) else ""
-            return TransportError(f"{code.name}: {details}")
+            return TransportError(f"{where}: {code.name}: {details}")
         error = error_of_rpc(exc)
+        if isinstance(error, NotLeaderError):
+            return self._redirect(error, generation, where)
         if isinstance(error, RuntimeBackendError) and code is None:
-            self.connection.reset(generation)
+            self.connection.rotate(generation)
             return TransportError(str(error))
         return error
+
+    def _redirect(self, error: NotLeaderError, generation: int, where: str) -> RedirectError:
+        """Go to the leader a standby named (at once), or else to the next address."""
+        leader = _address(error.leader)
+        if leader is not None and leader != where:
+            self.connection.follow(generation, leader)
+            return RedirectError(f"{where} does not lead ({error}); to the leader at {leader}",
+                            at_once=True)  # fmt: skip
+        self.connection.rotate(generation)
+        return RedirectError(f"{where} does not lead ({error}) and names no leader; next address")
+
+
+def _address(hint: str) -> str | None:
+    """A standby's hint if it is one ``HOST:PORT`` (else None: no usable hint)."""
+    try:
+        addresses = parse_addresses(hint) if hint else ()
+    except ConfigError:
+        return None
+    return addresses[0] if len(addresses) == 1 else None
 
 
 def _cut_short(parts: Iterator[bytes], cut: Cut) -> Iterator[bytes]:
@@ -166,4 +226,4 @@ def _cut_short(parts: Iterator[bytes], cut: Cut) -> Iterator[bytes]:
     cut.sent.set()
 
 
-__all__ = ["CoordinatorCalls", "Cut", "Deadlines"]
+__all__ = ["CoordinatorCalls", "Cut", "Deadlines", "Reply"]

@@ -6,15 +6,19 @@ check the coordinator's certificate; a client certificate and key too for mutual
 gRPC's own message-size limits are set a little above a chunk, as the server's are.
 
 ``Connection`` holds the current channel for every thread of a client (the session's calls
-and the heartbeat thread). After a transport failure it is replaced by a fresh channel
-(``reset``), so a retry after the coordinator restarts connects at once instead of waiting
-out gRPC's own reconnect backoff (up to two minutes by default); generations keep two threads
-that saw the same failure from resetting twice.
+and the heartbeat thread), to one of the coordinator addresses it was given (several: a
+group of coordinators of which one leads). After a transport failure it is replaced by a
+fresh channel, to the same address (``reset``) or to the next one of the list (``rotate``),
+so a retry after the coordinator restarts connects at once instead of waiting out gRPC's own
+reconnect backoff (up to two minutes by default); ``follow`` goes to the address a standby
+named as the leader's. Generations keep two threads that saw the same failure from
+switching twice.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +56,22 @@ def _read_pem(path: Path | None, flag: str) -> bytes | None:
     return data
 
 
+def parse_addresses(text: str) -> tuple[str, ...]:
+    """``HOST:PORT[,HOST:PORT...]`` as a tuple, in order, duplicates dropped; anything else
+    is a ``ConfigError`` naming the entry."""
+    addresses: list[str] = []
+    for entry in (part.strip() for part in text.split(",")):
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"--server {text!r}: {entry!r} is not HOST:PORT (give one address, or several "
+                "separated by commas)"
+            )
+        if entry not in addresses:
+            addresses.append(entry)
+    return tuple(addresses)
+
+
 def tls_credentials(files: TlsFiles) -> grpc.ChannelCredentials | None:
     """Channel credentials from ``files``; None when no TLS file is given (plaintext)."""
     if not files.enabled:
@@ -87,44 +107,79 @@ def open_channel(
 
 
 class Connection:
-    """The current channel to the coordinator, replaced after a transport failure."""
+    """The current channel to one of ``targets``, replaced after a transport failure."""
 
     def __init__(
         self,
-        target: str,
+        targets: str | Sequence[str],
         limits: WireLimits,
         credentials: grpc.ChannelCredentials | None = None,
         *,
         server_name: str | None = None,
     ) -> None:
-        self.target = target
+        self.targets = (targets,) if isinstance(targets, str) else tuple(targets)
+        if not self.targets:
+            raise ConfigError("no coordinator address to connect to")
         self.limits = limits
         self._credentials = credentials
         self._server_name = server_name
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._generation = 0
+        self._index = 0  # the list's entry in use (or last used, while following a hint)
+        self._target = self.targets[0]
         self.resets = 0
+        self.switches = 0  # to another address
+
+    @property
+    def target(self) -> str:
+        """The address calls go to now."""
+        with self._lock:
+            return self._target
 
     def current(self) -> tuple[grpc.Channel, int]:
-        """The channel and its generation (pass it to ``reset``)."""
+        """The channel and its generation (pass it to ``reset``, ``rotate``, ``follow``)."""
         with self._lock:
             if self._channel is None:
                 self._channel = open_channel(
-                    self.target, self.limits, self._credentials, server_name=self._server_name
+                    self._target, self.limits, self._credentials, server_name=self._server_name
                 )
                 self._generation += 1
             return self._channel, self._generation
 
     def reset(self, generation: int) -> None:
         """Close the channel of ``generation`` (cutting its connection and every call on
-        it); the next ``current`` opens a fresh one. A stale generation is a no-op."""
+        it); the next ``current`` opens a fresh one to the same address. A stale
+        generation is a no-op."""
+        self._replace(generation, None)
+
+    def rotate(self, generation: int) -> None:
+        """As ``reset``, and the next channel goes to the next address of the list."""
+        self._replace(generation, -1)
+
+    def follow(self, generation: int, leader: str) -> None:
+        """As ``reset``, and the next channel goes to ``leader`` (a standby's hint), which
+        need not be in the list; a rotation from there goes on with the list."""
+        self._replace(generation, leader)
+
+    def _replace(self, generation: int, where: str | int | None) -> None:
         with self._lock:
             if self._channel is None or generation != self._generation:
-                return
+                return  # another thread replaced it already
             channel, self._channel = self._channel, None
             self.resets += 1
-        channel.close()
+            before = self._target
+            if isinstance(where, str):
+                self._target = where
+                if where in self.targets:
+                    self._index = self.targets.index(where)
+            elif where is not None:
+                self._index = (self._index + 1) % len(self.targets)
+                self._target = self.targets[self._index]
+            if self._target != before:
+                self.switches += 1
+        if channel is not None:
+            channel.close()
 
     def close(self) -> None:
         with self._lock:

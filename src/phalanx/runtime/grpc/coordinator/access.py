@@ -4,7 +4,9 @@ call must carry (``Sessions``), and an optional per-client limiter (``Limiter``)
 The coordinator defines the protocols; the credential book (hashed credentials per client
 id) and the rate and size limiter are supplied by whoever deploys it. A session is a random
 token issued at join: it binds every later call to the client that joined, so a client acts
-only as itself, and a rejoin (after a restart of either side) replaces it.
+only as itself, and a rejoin (after a restart of either side) replaces it. Under mutual
+TLS the servicer has already refused a call whose claimed client id is not its client
+certificate's (``handlers.check_peer``), before any of these checks run.
 """
 
 from __future__ import annotations
