@@ -67,6 +67,7 @@ def serve_ha(
             f"{ha.advertise}; group {ha.target.prefix} in etcd {','.join(ha.target.endpoints)}",
             soft_wrap=True, highlight=False,
         )  # fmt: skip
+        console.file.flush()  # a launcher or test reading a redirected stdout sees it now
 
     with StopSignals() as signals:
 

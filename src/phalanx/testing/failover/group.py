@@ -155,7 +155,7 @@ class Group:
         process = self.processes[index]
         if process is None or process.poll() is not None:
             return False
-        return self.log_path(index).read_bytes().count(b"advertised as") >= self.starts[index]
+        return self.log_path(index).read_bytes().count(b" (plaintext)") >= self.starts[index]
 
     def committed_round(self) -> int:
         pointer = self.pointer()

@@ -91,6 +91,10 @@ class ScheduleRun:
             pending = list(s.faults)
             completed = False
             while time.monotonic() - start < self.deadline_s:
+                pointer = g.pointer()
+                if pending and pointer is not None and pointer.finished:
+                    self._note(f"run finished before {len(pending)} fault(s) fired")
+                    pending.clear()
                 if pending and g.committed_round() >= pending[0].at_round and g.leader():
                     self._fire(g, pending.pop(0))
                 self._supervise(g)
