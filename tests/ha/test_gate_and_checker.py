@@ -4,6 +4,7 @@ literal histories whose verdict is known by hand."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from phalanx.core.messages import Envelope, TaskFailure, TaskKey
 from phalanx.errors import NotLeaderError, StaleError
 from phalanx.ha.checker import check
 from phalanx.ha.gate import Gate
+from phalanx.ha.history import TermHistory
 from phalanx.ha.pointer import Pointer
 from phalanx.runtime.grpc.session import Ack, Caller, JoinRequest
 from phalanx.types import ClientId, FailureKind
@@ -109,3 +111,13 @@ def test_each_kind_of_broken_history_is_found(
 ) -> None:
     verdict = check([*CHAIN, *extra], last, rounds=rounds)
     assert any(violation in v for v in verdict.violations), verdict.violations
+
+
+def test_a_coordinators_history_is_appended_term_after_term(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b'{"round": 0}\n{"round": 1}\n{"rou')  # a SIGKILL mid-append
+    history = TermHistory(path)
+    history.start(5, None)  # a later term: nothing before round 5 is cut
+    history.append({"round": 5})
+    history.close()
+    assert [r["round"] for r in history.records()] == [0, 1, 5]

@@ -20,7 +20,8 @@ from rich.console import Console
 
 from phalanx.cli.run import resolve_config, run_directory
 from phalanx.config import RunConfig
-from phalanx.coordinator import HistoryLog, StopSignals
+from phalanx.coordinator import HistoryLog, RunDirectory, StopSignals
+from phalanx.coordinator.rundir import holds_run
 from phalanx.errors import ConfigError
 from phalanx.ha.deployment import HaDeployment, HaResult
 from phalanx.ha.election import HaSettings
@@ -57,7 +58,11 @@ def serve_ha(
     logging.getLogger("phalanx.ha").setLevel(logging.INFO)
     config = resolve_config(scenario, overrides, None)
     deployment = HaDeployment(config, served_model(config), settings=settings, guard=guard, ha=ha)
-    directory = run_directory(config, out, None, force=force, threads=threads)
+    if out is not None and holds_run(out) and not force:
+        # a member restarted on its own directory: its history and commit log go on
+        directory = RunDirectory(out, mode="resume", threads=threads)
+    else:
+        directory = run_directory(config, out, None, force=force, threads=threads)
     console = Console()
     console.print(f"run directory: {directory.path}", soft_wrap=True, highlight=False)
 

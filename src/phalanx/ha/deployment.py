@@ -46,6 +46,7 @@ from phalanx.ha.commitlog import CommitLog
 from phalanx.ha.election import Elector, HaSettings, Term
 from phalanx.ha.etcd import Etcd, EtcdUnavailableError, compare, put_op
 from phalanx.ha.gate import Gate
+from phalanx.ha.history import TermHistory
 from phalanx.ha.pointer import Pointer, epoch_locations, load_committed, model_digest, open_stores
 from phalanx.runtime.grpc.coordinator.deployment import FAREWELL_S, Endpoint, Guard, ServedModel
 from phalanx.runtime.grpc.coordinator.runtime import GrpcRuntime
@@ -119,7 +120,7 @@ class HaDeployment:
             write_atomic(endpoint.port_file, f"{port}\n".encode())
         if on_listening is not None:
             on_listening(port)
-        history = HistoryLog(directory.history)
+        history = TermHistory(directory.history)
         commits = CommitLog(directory.path / COMMITS_FILE, coordinator=self.ha.advertise)
         term_parts = _TermParts(directory.run_id, history, commits, observers)
         try:

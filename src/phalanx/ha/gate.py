@@ -70,10 +70,6 @@ class Gate:
                 f"{self.epoch}"
             )
 
-    def _same_term(self, service: CoordinatorService) -> None:
-        if self.service is not service:
-            raise NotLeaderError("this coordinator's leadership ended", leader=self.hint)
-
     async def join(self, request: JoinRequest) -> Lease:
         return await self._leading(request.envelope.epoch).join(request)
 
@@ -83,10 +79,10 @@ class Gate:
     async def pull_task(self, caller: Caller) -> PullReply:
         service = self._leading(caller.envelope.epoch)
         reply = await service.pull_task(caller)
-        if reply.status is PullStatus.FINISHED and not self.finished:
-            self._same_term(service)
+        if self.service is not service or (
+            reply.status is PullStatus.FINISHED and not self.finished
+        ):
             raise NotLeaderError("this coordinator's leadership ended", leader=self.hint)
-        self._same_term(service)
         return reply
 
     async def get_model(self, caller: Caller, ref: ModelRef) -> ModelPayload:
