@@ -37,6 +37,7 @@ from phalanx.types import ClientId
 
 CALL_TIMEOUT_S = 3.0
 PULL_TIMEOUT_S = 8.0
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
 
 
 class DeposedError(Exception):
@@ -68,7 +69,9 @@ class Follower:
 
     def channel(self, target: str) -> grpc.aio.Channel:
         if target not in self.channels:
-            self.channels[target] = grpc.aio.insecure_channel(target)
+            # gRPC's reconnect backoff (1 s, doubling) would keep a coordinator that was
+            # killed and restarted unreachable for seconds after it came back and won
+            self.channels[target] = grpc.aio.insecure_channel(target, options=RECONNECT)
         return self.channels[target]
 
     async def call(self, target: str, method: str, data: bytes, timeout: float) -> bytes:
