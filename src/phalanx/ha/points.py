@@ -11,39 +11,31 @@ crash points' (``checkpoint.crashpoints``), read once per process.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
-from collections import Counter
 
-from phalanx.checkpoint.crashpoints import crash_point, parse_crash_plan
+from phalanx.checkpoint.crashpoints import PointPlan, crash_point
 
 ENV_VAR = "PHALANX_PAUSE_AT"
 HA_POINTS = ("ha.before_txn", "ha.after_txn")
 """Around the fenced commit transaction, in the order a commit reaches them."""
 
 log = logging.getLogger("phalanx.ha.points")
-_plan: dict[str, int] | None = None
-_hits: Counter[str] = Counter()
+_pauses = PointPlan(ENV_VAR)
 
 
 def pause_point(name: str) -> None:
     """SIGSTOP this process if ``PHALANX_PAUSE_AT`` says so."""
-    global _plan
-    if _plan is None:
-        _plan = parse_crash_plan(os.environ.get(ENV_VAR, ""))
-    due = _plan.get(name)
+    due = _pauses.due(name)
     if due is None:
         return
-    _hits[name] += 1
-    if _hits[name] == due:
-        log.warning("pause point %s reached (hit %s): SIGSTOP", name, due)
-        for handler in logging.getLogger().handlers + logging.getLogger("phalanx").handlers:
-            handler.flush()
-        # Directed at this thread: a process-directed SIGSTOP is taken by the main thread,
-        # and until a loaded machine schedules it this thread runs on (past the point).
-        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
-        log.warning("pause point %s: continued", name)
+    log.warning("pause point %s reached (hit %s): SIGSTOP", name, due)
+    for handler in logging.getLogger().handlers + logging.getLogger("phalanx").handlers:
+        handler.flush()
+    # Directed at this thread: a process-directed SIGSTOP is taken by the main thread,
+    # and until a loaded machine schedules it this thread runs on (past the point).
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+    log.warning("pause point %s: continued", name)
 
 
 def fault_point(name: str) -> None:
