@@ -120,7 +120,7 @@ def schedule_table(results: list[dict[str, Any]]) -> str:
     kinds = Counter(k for r in results for k in r["faults"].split(","))
     return "\n".join(
         ["| random schedules | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows), "",
-         "| fault | times played |", "| --- | --- |",
+         "| fault | times drawn (a fault due after the last round never fires) |", "| --- | --- |",
          *(f"| {k} | {n} |" for k, n in sorted(kinds.items()))]
     )  # fmt: skip
 

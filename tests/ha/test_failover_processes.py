@@ -104,6 +104,7 @@ def test_a_leader_cut_off_from_etcd_demotes_itself(group: Group) -> None:
     finish(group)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", [{"etcd_members": 3}], indirect=True)
 def test_no_commit_without_an_etcd_quorum_and_progress_after(group: Group) -> None:
     group.start_all()
@@ -125,6 +126,7 @@ def test_no_commit_without_an_etcd_quorum_and_progress_after(group: Group) -> No
     assert not [t for t in commits if lost_at + 1.0 < t < restored_at]
 
 
+@pytest.mark.slow
 def test_sigkill_inside_the_commit_transaction(group: Group) -> None:
     old = lead_first(group, {"PHALANX_CRASH_AT": "ha.after_txn@2"})
     finish(group, dead=(old,))

@@ -51,6 +51,7 @@ def pid_listening_on(port: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_the_readme_failover_deployment(tmp_path: Path) -> None:
     text, ports = script(tmp_path)
