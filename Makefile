@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck proto fuzz bench bench-peers bench-aggregators bench-flower bench-byzantine fashion-mnist-data clean
+.PHONY: install etcd run test lint typecheck proto fuzz bench bench-peers bench-aggregators bench-flower bench-byzantine fashion-mnist-data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# The etcd server the failover tests start (Debian's etcd-server; CI runs as root). Nothing
+# happens where etcd is already on PATH.
+etcd:
+	@command -v etcd >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; }
+
+test: lint typecheck etcd
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 # Regenerate phalanx.v1's Python modules from the .proto (committed; a test checks they match).

@@ -42,9 +42,6 @@ ENGINE_POINTS = ("engine.before_checkpoint",)
 
 log = logging.getLogger("phalanx.checkpoint.crashpoints")
 
-_plan: dict[str, int] | None = None  # point name -> the hit (1-based) that kills
-_hits: Counter[str] = Counter()
-
 
 def parse_crash_plan(text: str) -> dict[str, int]:
     """``"a,b@3"`` -> ``{"a": 1, "b": 3}``; a point named twice dies at its earliest hit."""
@@ -64,22 +61,42 @@ def _parse_hit(entry: str, count: str) -> int:
     return int(count)
 
 
+class PointPlan:
+    """Which hit of which named point is due, from a plan in the environment variable
+    ``env_var`` (read on the first ``due``); crash points and the pause points of
+    ``phalanx.ha.points`` each keep one."""
+
+    def __init__(self, env_var: str) -> None:
+        self.env_var = env_var
+        self._plan: dict[str, int] | None = None
+        self._hits: Counter[str] = Counter()
+
+    def due(self, name: str) -> int | None:
+        """The hit number if this hit of ``name`` is the planned one, else None."""
+        if self._plan is None:
+            self._plan = parse_crash_plan(os.environ.get(self.env_var, ""))
+        due = self._plan.get(name)
+        if due is None:
+            return None
+        self._hits[name] += 1
+        return due if self._hits[name] == due else None
+
+    def reset(self) -> None:
+        self._plan = None
+        self._hits.clear()
+
+
+_crashes = PointPlan(ENV_VAR)
+
+
 def crash_point(name: str) -> None:
     """SIGKILL this process if ``PHALANX_CRASH_AT`` says this is the hit to die at."""
-    global _plan
-    if _plan is None:
-        _plan = parse_crash_plan(os.environ.get(ENV_VAR, ""))
-    due = _plan.get(name)
-    if due is None:
-        return
-    _hits[name] += 1
-    if _hits[name] == due:
+    due = _crashes.due(name)
+    if due is not None:
         log.warning("crash point %s reached (hit %s): SIGKILL", name, due)
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 def reset() -> None:
     """Forget the parsed plan and the hit counts; the next ``crash_point`` re-reads the env."""
-    global _plan
-    _plan = None
-    _hits.clear()
+    _crashes.reset()

@@ -113,6 +113,14 @@ def serve(
     threads: Annotated[int, typer.Option(help="torch intra-op threads for this process.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     plots: Annotated[bool, typer.Option(help="Draw accuracy.png and faults.png.")] = True,
+    ha: Annotated[
+        str | None,
+        typer.Option(help="Join a failover group: etcd://HOST:PORT[,HOST:PORT...]/PREFIX."),
+    ] = None,
+    advertise: Annotated[
+        str | None, typer.Option(help="With --ha: the HOST:PORT clients reach this one at.")
+    ] = None,
+    ha_ttl: Annotated[int, typer.Option(help="With --ha: the leader's lease, seconds.")] = 2,
 ) -> None:
     """Serve a scenario to client processes over gRPC; write summary, history and plots."""
     settings = ServeSettings(
@@ -128,6 +136,17 @@ def serve(
     endpoint = Endpoint(
         listen, _tls(tls_cert, tls_key, tls_client_ca), port_file, metrics_port=metrics_port
     )
+    if ha is not None:
+        from phalanx.cli.serve_ha import ha_settings, serve_ha  # etcd3gw: the [ha] extra
+
+        if resume is not None:
+            raise ConfigError("--ha resumes from the group's committed pointer: drop --resume")
+        ha_group = ha_settings(ha, advertise, listen, ha_ttl)
+        serve_ha(
+            scenario, overrides or [], out, force, threads, endpoint, settings, guard, ha_group,
+            served_model,
+        )  # fmt: skip
+        return
     try:
         _serve(
             scenario, overrides or [], out, force, resume, threads, quiet, plots,

@@ -59,6 +59,7 @@ class Engine:
         round_faults: RoundFaults | None = None,
         run_id: str | None = None,
         offload: Offloader | None = None,
+        epoch: int = 0,
     ) -> None:
         self._config = config
         self._runtime = runtime
@@ -68,6 +69,7 @@ class Engine:
         # Stamped on every message of the run (the run directory's run id); without one, the
         # trajectory digest names the run.
         self._run_id = run_id
+        self.epoch = epoch  # the leader's fencing epoch, stamped on every task (0: no failover)
         self._index: HealthIndex | None = None
         self._evaluate = evaluate
         self._aggregator = aggregator or build_aggregator(config.aggregation)
@@ -111,7 +113,7 @@ class Engine:
         inputs = RoundInputs(
             state.round, state.model_version, state.params, state.manifest,
             model=self._models.publish(state.model_version, state.params),
-            envelope=Envelope(run_id=self._run_id or state.config_digest),
+            envelope=Envelope(run_id=self._run_id or state.config_digest, epoch=self.epoch),
         )  # fmt: skip
         col = Collection(
             inputs,

@@ -34,12 +34,14 @@ log = logging.getLogger("phalanx.runtime.grpc.coordinator")
 
 class GrpcRuntime:
     def __init__(
-        self, *, models: ModelBook, settings: ServeSettings | None = None, run_id: str = ""
-    ) -> None:
+        self, *, models: ModelBook, settings: ServeSettings | None = None, run_id: str = "",
+        epoch: int = 0,
+    ) -> None:  # fmt: skip
         self.clock = WallClock()
         self.models = models  # the engine publishes each round's model here
         self.settings = settings or ServeSettings()
         self.run_id = run_id
+        self.epoch = epoch  # the fencing epoch stamped on every reply (0: no failover)
         self.membership = ServedRoster()
         self.progress = RunProgress()
         self.board = TaskBoard(self.clock)
@@ -53,7 +55,7 @@ class GrpcRuntime:
 
     @property
     def envelope(self) -> Envelope:
-        return Envelope(run_id=self.run_id)
+        return Envelope(run_id=self.run_id, epoch=self.epoch)
 
     def attach(self, server: grpc.aio.Server) -> None:
         """The server this runtime's handlers answer on: stopped by ``close``."""
