@@ -28,7 +28,7 @@ def test_a_disabled_collector_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> 
 def thresholds(monkeypatch: pytest.MonkeyPatch) -> object:
     """The process's collector thresholds, restored after the test."""
     saved = gc.get_threshold()
-    monkeypatch.setattr(heap, "_base_threshold", None)
+    monkeypatch.setattr(heap, "_applied", None)
     gc.set_threshold(700, saved[1], saved[2])
     yield saved
     gc.set_threshold(*saved)
@@ -48,3 +48,12 @@ def test_the_young_threshold_follows_the_round_and_never_drops_below_the_process
 def test_automatic_collection_switched_off_stays_off() -> None:
     gc.set_threshold(0)
     assert heap.fit_to_round(13_000) == 0 and gc.get_threshold()[0] == 0
+
+
+@pytest.mark.usefixtures("thresholds")
+def test_a_threshold_the_process_sets_later_becomes_the_floor() -> None:
+    assert heap.fit_to_round(1_300) == 13_000
+    gc.set_threshold(50_000)  # the operator's own choice, after the engine's
+    assert heap.fit_to_round(1_300) == 50_000 and gc.get_threshold()[0] == 50_000
+    assert heap.fit_to_round(13_000) == 130_000
+    assert heap.fit_to_round(1_300) == 50_000  # back to the process's floor, not 700

@@ -36,7 +36,8 @@ import gc
 YOUNG_PER_TASK = 10
 
 _settled = False
-_base_threshold: int | None = None  # the process's own young threshold, before the engine's
+_base_threshold = 0  # the process's own young threshold (what the engine found there)
+_applied: int | None = None  # what the engine last set
 
 
 def settle_long_lived() -> bool:
@@ -51,15 +52,18 @@ def settle_long_lived() -> bool:
 
 
 def fit_to_round(tasks: int) -> int:
-    """Set the young generation's threshold for a round of ``tasks`` tasks (never below the
-    process's own); the threshold now in force."""
-    global _base_threshold
+    """Set the young generation's threshold for a round of ``tasks`` tasks, never below the
+    process's own (the value found there on the first call, or set since by someone other
+    than the engine); the threshold now in force."""
+    global _base_threshold, _applied
     young, middle, old = gc.get_threshold()
-    if _base_threshold is None:
+    if young != _applied:  # the first call, or the process has set its own since
         _base_threshold = young
     if young == 0:  # the collector's automatic runs are off: leave them off
+        _applied = 0
         return young
     wanted = max(_base_threshold, YOUNG_PER_TASK * tasks)
     if wanted != young:
         gc.set_threshold(wanted, middle, old)
+    _applied = wanted
     return wanted
