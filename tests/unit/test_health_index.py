@@ -11,7 +11,12 @@ from sortedcontainers import SortedList
 from phalanx.core.state import ClientHealth
 from phalanx.engine.health_index import HealthIndex
 from phalanx.engine.membership import MemberChange, Roster
-from phalanx.engine.selection import rank_excluding, sample_clients, sample_one_excluding
+from phalanx.engine.selection import (
+    at_ranks,
+    rank_excluding,
+    sample_clients,
+    sample_one_excluding,
+)
 from phalanx.errors import StaleStateError
 from phalanx.types import HealthState
 
@@ -91,3 +96,14 @@ def test_a_roster_reports_joins_and_leaves_once_and_in_order() -> None:
     assert list(roster.changes()) == []
     assert (roster.live_count(), roster.is_live(0), roster.declared_examples(2)) == (2, False, 5)
     assert sorted(roster.registered()) == [0, 1, 2] and roster.declared_examples(1) is None
+
+
+POPULATION = SortedList(range(0, 30_000, 3))  # 10,000 clients: ten sublists
+
+
+@given(st.lists(st.integers(0, len(POPULATION) - 1), min_size=64, max_size=300, unique=True))
+def test_many_ranks_read_in_one_pass_are_what_indexing_reads(ranks: list[int]) -> None:
+    """A round's first wave reads thousands of ranks: in draw order, across sublists."""
+    assert len(POPULATION._lists) > 1  # the pass crosses sublists
+    assert at_ranks(POPULATION, ranks) == [POPULATION[r] for r in ranks]
+    assert at_ranks(list(POPULATION), ranks[:3]) == [POPULATION[r] for r in ranks[:3]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,3 +48,32 @@ def test_the_running_median_is_the_lower_median_after_any_adds_and_removes(
         if len(kept) > 1:
             reference.remove(kept.pop(drop % len(kept)))
     assert reference.median() == statistics.median_low(kept) and len(reference) == len(kept)
+
+
+@given(
+    st.lists(st.sampled_from([0.0, 1.0, 2.0, 2.0, 3.0]), min_size=1, max_size=30),
+    st.lists(st.tuples(st.booleans(), st.integers(0, 29)), max_size=40),
+)
+def test_ties_and_interleaved_adds_and_removes_keep_the_lower_median(
+    prior: list[float], steps: list[tuple[bool, int]]
+) -> None:
+    """Equal norms on both halves and removals mixed with arrivals: the lazily removed
+    entries never surface as the median."""
+    reference = NormReference(ValidationConfig(), prior)
+    kept = list(prior)
+    for add, pick in steps:
+        if add:
+            norm = float(pick % 4)
+            reference.add(norm)
+            kept.append(norm)
+        elif len(kept) > 1:
+            reference.remove(kept.pop(pick % len(kept)))
+        assert reference.median() == statistics.median_low(kept) and len(reference) == len(kept)
+
+
+def test_removing_a_norm_never_added_is_refused() -> None:
+    reference = NormReference(ValidationConfig(), [1.0, 2.0])
+    reference.remove(2.0)
+    with pytest.raises(ValueError, match="not in the reference"):
+        reference.remove(2.0)
+    assert reference.median() == 1.0 and len(reference) == 1

@@ -8,8 +8,10 @@ has been accepted, when nothing more can arrive, or at the round deadline.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import time
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
@@ -82,9 +84,12 @@ class Collection:
     # The tasks in flight by (client, attempt): the round is the collection's own, and a
     # tuple of ints hashes in C where a TaskKey's hash runs in Python (several per event).
     active: dict[Slot, TrainTask] = field(default_factory=dict)
-    # (deadline, client, attempt, slot) of every task sent: a heap, entries of tasks no longer
-    # active skipped lazily; (client, attempt) is unique, so slots are never compared.
-    timers: list[tuple[float, ClientId, int, Slot]] = field(default_factory=list)
+    # (deadline, client, attempt) of every task sent, in deadline order; entries of tasks no
+    # longer active are skipped lazily. A task's deadline is the clock's now plus a fixed
+    # time-to-live (capped by the round's deadline) and the clock only moves forward, so
+    # deadlines come in order: a queue, not a heap (see ``_dispatch``). Plain numbers: the
+    # garbage collector stops tracking such a tuple, and a round holds one per task.
+    timers: deque[tuple[float, ClientId, int]] = field(default_factory=deque)
     retries: list[tuple[float, ClientId, int]] = field(default_factory=list)  # a heap
     asked: set[ClientId] = field(default_factory=set)
     # Asked clients that are healthy now: what a replacement must skip in the healthy set.
@@ -168,7 +173,11 @@ class Collector:
         )
         slot = (client, attempt)
         col.active[slot] = task
-        heapq.heappush(col.timers, (deadline, client, attempt, slot))
+        timers = col.timers
+        if not timers or timers[-1][0] <= deadline:
+            timers.append((deadline, client, attempt))
+        else:  # a clock that went back (none of ours does): keep the queue in order
+            bisect.insort(timers, (deadline, client, attempt))
         col.asked.add(client)
         if attempt == 1:
             self._sync_asked_healthy(col, client)
@@ -254,8 +263,8 @@ class Collector:
 
     def _next_timer(self, col: Collection) -> float:
         timers, active, retries = col.timers, col.active, col.retries
-        while timers and timers[0][3] not in active:
-            heapq.heappop(timers)  # answered or cancelled since
+        while timers and (timers[0][1], timers[0][2]) not in active:
+            timers.popleft()  # answered or cancelled since
         soonest = col.deadline
         if timers and timers[0][0] < soonest:
             soonest = timers[0][0]
@@ -267,13 +276,14 @@ class Collector:
         """Fail the tasks whose deadline has passed (in client order), then send the
         retries that are due."""
         now = self._runtime.clock.now()
-        expired: list[tuple[ClientId, int, float, Slot]] = []
-        while col.timers and col.timers[0][0] <= now:
-            deadline, client, attempt, slot = heapq.heappop(col.timers)
-            if slot in col.active:
-                expired.append((client, attempt, deadline, slot))
-        for _, _, deadline, slot in sorted(expired):
-            key = col.active.pop(slot).key
+        expired: list[tuple[ClientId, int, float]] = []
+        timers = col.timers
+        while timers and timers[0][0] <= now:
+            deadline, client, attempt = timers.popleft()
+            if (client, attempt) in col.active:
+                expired.append((client, attempt, deadline))
+        for client, attempt, deadline in sorted(expired):
+            key = col.active.pop((client, attempt)).key
             self._failed(col, key, FailureKind.TIMEOUT, f"no reply by t={deadline:.2f}")
         while col.retries and col.retries[0][0] <= now:
             _, client, attempt = heapq.heappop(col.retries)

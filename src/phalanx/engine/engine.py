@@ -26,7 +26,7 @@ from phalanx.core.tensors import Manifest
 from phalanx.engine.collect import Collection, Collector, RoundInputs
 from phalanx.engine.health import HealthMonitor, flag_floor
 from phalanx.engine.health_index import HealthIndex
-from phalanx.engine.heap import settle_long_lived
+from phalanx.engine.heap import fit_to_round, settle_long_lived
 from phalanx.engine.history import RoundRecord
 from phalanx.engine.membership import Membership
 from phalanx.engine.offload import Offloader
@@ -170,6 +170,9 @@ class Engine:
             self._membership.changes()  # already reflected in registered()
             self._index = index
             settle_long_lived()  # the long-lived heap is set up: out of the collector's way
+        # The collector's cadence follows the round's size (engine/heap.py): with fixed
+        # thresholds a round's collections would grow as the square of its clients.
+        fit_to_round(self._config.selection.dispatch_count)
         needed = self._config.quorum.required(self._config.selection.clients_per_round)
         wait_s = self._config.selection.member_wait_s
         if self._membership.live_count() < needed and wait_s > 0:

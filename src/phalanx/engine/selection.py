@@ -18,6 +18,9 @@ from sortedcontainers import SortedList
 from phalanx.core.rng import numpy_rng
 from phalanx.types import ClientId
 
+# From this many ranks on, ``at_ranks`` reads a SortedList in one pass instead of by index.
+_BATCH_FROM = 64
+
 
 class Ranked(Protocol):
     """A sorted collection indexable by rank (a sorted list, SortedList)."""
@@ -50,7 +53,26 @@ def sample_ranked(
 ) -> list[ClientId]:
     """Like ``sample_clients`` for candidates already sorted: O(count) lookups."""
     ranks = draw_ranks(len(pool), count, seed=seed, round_index=round_index, stream=stream)
-    return [pool[r] for r in ranks]
+    return at_ranks(pool, ranks)
+
+
+def at_ranks(pool: Ranked, ranks: list[int]) -> list[ClientId]:
+    """``[pool[r] for r in ranks]``. From a SortedList, many ranks are read in one ordered
+    pass over its sublists (``SortedList._lists``, the library's documented layout): a
+    positional lookup walks its index in Python, and thousands of them, scattered over a
+    large population, were most of a big round's selection."""
+    if not isinstance(pool, SortedList) or len(ranks) < _BATCH_FROM:
+        return [pool[r] for r in ranks]
+    found: list[ClientId] = [0] * len(ranks)
+    sublists = pool._lists
+    which, start, end = -1, 0, 0
+    for place in sorted(range(len(ranks)), key=ranks.__getitem__):
+        rank = ranks[place]
+        while rank >= end:
+            which += 1
+            start, end = end, end + len(sublists[which])
+        found[place] = sublists[which][rank - start]
+    return found
 
 
 def rank_excluding(pool: Ranked, excluded: SortedList, rank: int) -> ClientId:

@@ -90,7 +90,10 @@ class ScriptedRuntime:
         self.declared = declared or (lambda client: 10**6)
         population = range(clients) if isinstance(clients, int) else list(clients)
         self.membership = ScriptedMembership(population if live else (), self)
-        self._queue: list[tuple[float, int, _Item]] = []  # (time, submission order, item)
+        # (time, submission order, what): a task's plain reply is its key alone (a round
+        # queues thousands: one object fewer each for the collector to walk), anything else
+        # an ``_Item``.
+        self._queue: list[tuple[float, int, TaskKey | _Item]] = []
         self._seq = itertools.count()
         self._pending: dict[TaskKey, TrainTask] = {}
         # Keys answered, as plain tuples (which the garbage collector stops tracking): a
@@ -119,9 +122,9 @@ class ScriptedRuntime:
         if reply.silent:
             return
         when = self.clock.now() + reply.after_s
-        self._push(when, key=key)
+        heapq.heappush(self._queue, (when, next(self._seq), key))
         if reply.duplicate:
-            self._push(when, key=key)
+            heapq.heappush(self._queue, (when, next(self._seq), key))
 
     def cancel(self, key: TaskKey) -> None:
         self._replies.pop(key, None)
@@ -159,7 +162,11 @@ class ScriptedRuntime:
     def advance_membership(self, count: int, until: float) -> None:
         """Apply scripted membership changes in time order until ``count`` members are live
         or ``until`` (the clock moves with them); task events wait in the queue."""
-        changes = sorted(entry for entry in self._queue if entry[2].change is not None)
+        changes = sorted(
+            (when, seq, item)
+            for when, seq, item in self._queue
+            if isinstance(item, _Item) and item.change is not None
+        )
         for entry in changes:
             if self.membership.live_count() >= count or entry[0] > until:
                 break
@@ -180,13 +187,17 @@ class ScriptedRuntime:
             return self._script(key)
         return self._script.get((key.round, key.client, key.attempt), Reply())
 
-    def _take(self, item: _Item, when: float) -> Event | None:
-        if item.change is not None:
+    def _take(self, item: TaskKey | _Item, when: float) -> Event | None:
+        prepared = None
+        if isinstance(item, TaskKey):
+            key: TaskKey | None = item
+        elif item.change is not None:
             self._apply(item, when)
             return None
-        if item.raw:
+        elif item.raw:
             return item.event
-        key = item.key
+        else:
+            key, prepared = item.key, item.event
         if key is None or key not in self._pending:
             return None  # a duplicate, or cancelled
         answered = (key.round, key.client, key.attempt)
@@ -194,7 +205,7 @@ class ScriptedRuntime:
             return None  # submitted again after its answer: still one event per key
         task = self._pending.pop(key)
         self._delivered.add(answered)
-        return item.event or self._answer(task)
+        return prepared or self._answer(task)
 
     def _apply(self, item: _Item, when: float) -> None:
         if item.change is None:
