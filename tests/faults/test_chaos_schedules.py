@@ -101,6 +101,16 @@ def test_a_seed_draws_one_plan_that_round_trips_and_names_its_faults() -> None:
         ChaosPlan.from_json('{"seed": 1}')
 
 
+def test_a_plan_that_flips_bytes_runs_over_tls_unless_told_otherwise() -> None:
+    flipping = next(draw_plan(seed) for seed in range(100) if draw_plan(seed).flips)
+    clean = next(draw_plan(seed) for seed in range(100) if not draw_plan(seed).flips)
+    assert flipping.tls and "TLS" in flipping.describe().splitlines()[0]
+    assert not clean.tls and "plaintext" in clean.describe().splitlines()[0]
+    assert not flipping.model_copy(update={"transport": "plaintext"}).tls
+    assert clean.model_copy(update={"transport": "tls"}).tls
+    assert ChaosPlan.from_json(flipping.to_json()).tls
+
+
 def test_a_partition_plan_never_runs_on_the_hosts_loopback(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="private network namespace"):
         ChaosRun(draw_plan(3, partitions=True), tmp_path)
