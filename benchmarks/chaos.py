@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from phalanx.testing.chaos import ChaosRun, Outcome, draw_plan
+from phalanx.testing.chaos.checks import log_crashes
 from phalanx.testing.chaos.isolated import outcome_from_json, outcome_json, run_isolated
 from phalanx.testing.chaos.netns import namespaces_unavailable
 
@@ -57,6 +58,8 @@ def table(outcomes: list[Outcome], wall_s: float | None) -> str:
         ("off-chain checkpoints", str(sum(v.off_chain for v in verdicts))),
         ("corrupt updates aggregated", str(sum(v.corrupt for v in verdicts))),
         ("coordinator crashes", str(sum(v.crashes for v in verdicts))),
+        ("grpcio records it handled itself (not crashes)",
+         str(sum(v.grpc_logged for v in verdicts))),
         ("runs not completed", str(sum(not v.completed for v in verdicts))),
         ("coordinator deaths caused (restarted)",
          str(sum(sum(caused for _, caused in o.exits) for o in outcomes))),
@@ -88,9 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--table-from", type=Path, nargs="+", help="print the table of saved --results, run none"
     )
+    parser.add_argument(
+        "--logs", type=Path, help="with --table-from: judge the coordinator logs kept here "
+        "(seed-N/coordinator.log, as --keep leaves them) by the current checks",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.table_from:
-        return table_from(args.table_from)
+        return table_from(args.table_from, args.logs)
     if args.schedules < 1 or args.jobs < 1:
         parser.error("--schedules and --jobs must be at least 1")
     if args.partitions and (reason := namespaces_unavailable()) is not None:
@@ -137,13 +144,13 @@ def save(outcome: Outcome, path: Path | None) -> None:
             handle.write(outcome_json(outcome) + "\n")
 
 
-def table_from(paths: list[Path]) -> int:
+def table_from(paths: list[Path], logs: Path | None) -> int:
     """The table of saved outcomes (the last one saved for a seed run twice)."""
     by_seed: dict[int, Outcome] = {}
     for path in paths:
         for line in path.read_text(encoding="utf-8").splitlines():
             outcome = outcome_from_json(line, path.parent)
-            by_seed[outcome.plan.seed] = outcome
+            by_seed[outcome.plan.seed] = outcome if logs is None else rejudge(outcome, logs)
     outcomes = [by_seed[seed] for seed in sorted(by_seed)]
     print(table(outcomes, None))
     failed = [o.plan.seed for o in outcomes if not o.verdict.ok]
@@ -151,6 +158,19 @@ def table_from(paths: list[Path]) -> int:
         if not outcome.verdict.ok:
             print(f"seed {outcome.plan.seed}:", *outcome.verdict.problems, sep="\n  ! ")
     return 1 if failed else 0
+
+
+def rejudge(outcome: Outcome, logs: Path) -> Outcome:
+    """``outcome`` with its coordinator log judged again by the current ``log_crashes`` (the
+    rest of its verdict, from the run directory, is kept as saved)."""
+    verdict = outcome.verdict
+    log = logs / f"seed-{outcome.plan.seed}" / "coordinator.log"
+    old = [p for p in verdict.problems if p.startswith("coordinator log holds")]
+    verdict.problems = [p for p in verdict.problems if p not in old]
+    crashes, verdict.grpc_logged = log_crashes(log.read_text(errors="replace"))
+    verdict.crashes += len(crashes) - len(old)
+    verdict.problems += crashes
+    return outcome
 
 
 def report(outcome: Outcome, *, keep: bool) -> Outcome:

@@ -27,6 +27,7 @@ from phalanx.testing.chaos import (
     check_run,
     draw_plan,
 )
+from phalanx.testing.chaos.checks import log_crashes
 from phalanx.testing.chaos.isolated import run_isolated
 from phalanx.testing.chaos.netns import namespaces_unavailable
 from phalanx.testing.chaos.plan import Partition
@@ -89,6 +90,41 @@ def test_checks_pass_a_clean_chain_and_count_what_breaks_it(tmp_path: Path) -> N
     verdict = check_run(tmp_path / "off", rounds=2, exits=[(-9, False), (0, False)],
                         snapshots=[], coordinator_log=log)  # fmt: skip
     assert verdict.off_chain == 1 and verdict.crashes == 2, verdict.problems
+
+
+GRPC_REPLY_TO_A_GONE_PEER = """\
+INFO phalanx.runtime.grpc.coordinator: client 5 joined (400 examples)
+ERROR grpc._cython.cygrpc: ExecuteBatchError raised in core by servicer method [/v1/Heartbeat]
+Traceback (most recent call last):
+  File "src/python/grpcio/grpc/_cython/_cygrpc/aio/server.pyx.pxi", line 710, in _handle_exceptions
+  File "src/python/grpcio/grpc/_cython/_cygrpc/aio/callback_common.pyx.pxi", line 99, in eb
+grpc._cython.cygrpc.ExecuteBatchError: Failed "execute_batch": (<SendInitialMetadataOperation>,)
+WARNING phalanx.checkpoint.crashpoints: crash point checkpoint.after_tensors reached: SIGKILL
+run directory: /tmp/run
+"""
+PHALANX_FRAME = """\
+Traceback (most recent call last):
+  File "/work/src/phalanx/runtime/grpc/servicer.py", line 80, in Heartbeat
+KeyError: 3
+"""
+
+
+def test_grpcio_records_it_handled_itself_are_counted_apart_and_nothing_else() -> None:
+    assert log_crashes(GRPC_REPLY_TO_A_GONE_PEER) == ([], 1)
+    header = "ERROR grpc._cython.cygrpc: Invalid encoding on b'\\xe7rpc-accept-encoding'\n"
+    decode = 'Traceback (most recent call last):\n  File "src/python/grpcio/grpc/_cython/x.pxi"\n'
+    assert log_crashes(header + decode + "UnicodeDecodeError: 'utf-8'\n") == ([], 1)
+    for crash in (
+        PHALANX_FRAME,  # before any log record: an uncaught exception
+        GRPC_REPLY_TO_A_GONE_PEER + PHALANX_FRAME,  # a second traceback after grpcio's
+        "ERROR grpc._cython.cygrpc: Unexpected [KeyError] raised by servicer method [/x]\n"
+        + PHALANX_FRAME,
+        "ERROR grpc._cython.cygrpc: ExecuteBatchError raised in core by servicer method\n"
+        + PHALANX_FRAME,  # the right header, but phalanx's frame in it
+        "INFO phalanx: done\nWARNING phalanx: StatusCode.INTERNAL returned\n",
+    ):
+        crashes, _ = log_crashes(crash)
+        assert crashes, crash
 
 
 def test_a_seed_draws_one_plan_that_round_trips_and_names_its_faults() -> None:
