@@ -17,7 +17,13 @@ is named) so it can be replayed with ``--seed``. Exits 1 when any schedule faile
 ``--partitions`` runs each schedule in a private network namespace (``unshare -n``) with one
 or two real partitions added (its loopback down for 0.5-3 s); where namespaces are not
 permitted it says why and exits 2. ``--time-budget-s`` starts no schedule after that long,
-and the table counts the schedules actually run.
+and the table counts the schedules actually run. ``--transport`` picks TLS or plaintext for
+every schedule (default ``auto``: TLS for the schedules that flip bytes, docs/chaos.md).
+
+``--results FILE`` appends one JSON line per schedule as it ends; ``--table-from FILE...``
+prints the table of saved lines (a run split over several commands, or cut short), and with
+``--logs DIR...`` (one per file, the ``--keep`` folders) judges the kept coordinator logs
+again by the current checks.
 """
 
 from __future__ import annotations
@@ -92,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         "--table-from", type=Path, nargs="+", help="print the table of saved --results, run none"
     )
     parser.add_argument(
-        "--logs", type=Path, help="with --table-from: judge the coordinator logs kept here "
-        "(seed-N/coordinator.log, as --keep leaves them) by the current checks",
+        "--logs", type=Path, nargs="+", help="with --table-from, one per results file: judge "
+        "the coordinator logs kept there (seed-N/coordinator.log, as --keep leaves them) by the "
+        "current checks",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.table_from:
@@ -144,13 +151,15 @@ def save(outcome: Outcome, path: Path | None) -> None:
             handle.write(outcome_json(outcome) + "\n")
 
 
-def table_from(paths: list[Path], logs: Path | None) -> int:
+def table_from(paths: list[Path], logs: list[Path] | None) -> int:
     """The table of saved outcomes (the last one saved for a seed run twice)."""
+    if logs is not None and len(logs) != len(paths):
+        raise SystemExit(f"--logs needs one folder per results file ({len(paths)})")
     by_seed: dict[int, Outcome] = {}
-    for path in paths:
+    for i, path in enumerate(paths):
         for line in path.read_text(encoding="utf-8").splitlines():
             outcome = outcome_from_json(line, path.parent)
-            by_seed[outcome.plan.seed] = outcome if logs is None else rejudge(outcome, logs)
+            by_seed[outcome.plan.seed] = outcome if logs is None else rejudge(outcome, logs[i])
     outcomes = [by_seed[seed] for seed in sorted(by_seed)]
     print(table(outcomes, None))
     failed = [o.plan.seed for o in outcomes if not o.verdict.ok]
