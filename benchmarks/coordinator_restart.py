@@ -95,8 +95,9 @@ def to_markdown(saved: dict[str, Any]) -> str:
         "",
         f"`{COMMAND}`: {len(kills)} SIGKILLs of the coordinator part way into a round "
         f"({len(launches)} launches of {clients} client processes, rounds 2, 4 and 6 of 8 "
-        f"killed, backoff cap {cap:g} s), each restarted at once with `phalanx serve "
-        "--resume` on the same port. Seconds; 'listening' is the new incarnation's "
+        f"killed, backoff cap {cap:g} s, 0.5 s heartbeats and a 2 s patience as in issue 11's "
+        "dead-client figure), each restarted at once with `phalanx serve --resume` on the same "
+        "port. Seconds; 'listening' is the new incarnation's "
         "`listening on` line, printed once its gRPC server has started.",
         "",
         "| measure | median | max |",

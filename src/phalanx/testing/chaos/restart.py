@@ -29,9 +29,15 @@ from pathlib import Path
 from phalanx.errors import ConfigError
 from phalanx.runtime.grpc.launcher import LaunchPlan, LocalLauncher, Relaunch
 from phalanx.testing.chaos.checks import Record, Verdict, check_run, read_history
-from phalanx.testing.chaos.runner import SCENARIO, SERVE_ARGS, free_port
+from phalanx.testing.chaos.runner import SCENARIO, free_port
 from phalanx.testing.chaos.watch import RunWatch
 
+SERVE_ARGS = ("--quiet", "--no-plots", "--heartbeat-s", "0.5", "--patience-s", "2.0",
+              "--pull-wait-s", "1.0")  # fmt: skip
+"""Issue 11's deployment settings (0.5 s heartbeats, a 2 s patience), not the chaos runs'
+0.25 s: a heartbeat's deadline is its interval, and under load a 0.25 s deadline passing on a
+channel still connecting makes the heartbeat thread reset the channel its agent is joining
+on (docs/coordinator_restart.md)."""
 LISTENING = re.compile(r"^listening on \S+:\d+$")  # printed once the server has started
 JOINED = re.compile(r"client (\d+) joined")
 
@@ -76,6 +82,7 @@ class RestartRun:
     epochs: int = 20
     seed: int = 0
     deadline_s: float = 300.0
+    client_args: tuple[str, ...] = ()  # more flags for every client (``--verbose``)
     _pending: list[_Pending] = field(default_factory=list)
     _exits: list[tuple[int, bool]] = field(default_factory=list)
     _snapshots: list[list[Record]] = field(default_factory=list)
@@ -104,7 +111,7 @@ class RestartRun:
             scenario=str(scenario), clients=tuple(range(self.clients)),
             serve_args=("--out", str(run_dir), "--force", *SERVE_ARGS), inject_faults=False,
             client_args=("--backoff-cap-s", str(self.backoff_cap_s), "--poll-s", "2.0",
-                         "--give-up-s", "60"),
+                         "--give-up-s", "60", *self.client_args),
             listen=f"127.0.0.1:{free_port()}", coordinator_log=log, max_restarts=10,
             ready_timeout_s=90.0, grace_s=10.0,
         )  # fmt: skip
@@ -119,6 +126,7 @@ class RestartRun:
         verdict = check_run(run_dir, rounds=self.rounds, exits=self._exits,
                             snapshots=self._snapshots, coordinator_log=log)  # fmt: skip
         kills = [self._measure(p) for p in self._pending]
+        self._write_timed(self.workdir / "coordinator.timed.log")
         return RestartOutcome(kills, verdict, time.monotonic() - self._start)
 
     def _tick(self, launcher: LocalLauncher) -> None:
@@ -155,6 +163,14 @@ class RestartRun:
     def _exits_for_all(self) -> bool:
         """True when every kill already has its exit (this exit was not asked for)."""
         return sum(caused for _, caused in self._exits) >= len(self._pending)
+
+    def _write_timed(self, path: Path) -> None:
+        """The coordinator's log with the watcher's clock (seconds since the launch) and the
+        kills in it: what a slow return is read from."""
+        marks = [(p.killed_at, f"--- SIGKILL (round {p.round} in flight)") for p in self._pending]
+        lines = [(line.at, line.text) for line in self._watch.log_after(0)]
+        path.write_text("".join(f"{at - self._start:9.3f}  {text}\n" for at, text in
+                                sorted(lines + marks, key=lambda x: x[0])))  # fmt: skip
 
     def _measure(self, pending: _Pending) -> Kill:
         lines = self._watch.log_after(pending.log_offset)
