@@ -46,8 +46,9 @@ HOW = [
 def measure(args: argparse.Namespace) -> list[RestartOutcome]:
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="phalanx-restart-") as tmp:
+        root = args.keep or Path(tmp)
         for i in range(args.launches):
-            run = RestartRun(Path(tmp) / f"launch-{i}", clients=args.clients,
+            run = RestartRun(root / f"launch-{i}", clients=args.clients,
                              backoff_cap_s=args.backoff_cap_s, seed=args.seed + i)  # fmt: skip
             outcome = run.run()
             outcomes.append(outcome)
@@ -126,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=Path("docs/coordinator_restart.md"))
     parser.add_argument("--json", type=Path, default=Path("docs/coordinator_restart.json"))
     parser.add_argument("--from-json", type=Path, help="render a saved run, measure nothing")
+    parser.add_argument(
+        "--keep", type=Path, help="keep each launch's files here (logs, coordinator.timed.log)"
+    )
     args = parser.parse_args(argv)
     if args.from_json:
         saved = json.loads(args.from_json.read_text(encoding="utf-8"))

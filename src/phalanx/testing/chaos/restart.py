@@ -111,7 +111,7 @@ class RestartRun:
             scenario=str(scenario), clients=tuple(range(self.clients)),
             serve_args=("--out", str(run_dir), "--force", *SERVE_ARGS), inject_faults=False,
             client_args=("--backoff-cap-s", str(self.backoff_cap_s), "--poll-s", "2.0",
-                         "--give-up-s", "60", *self.client_args),
+                         *self.client_args),
             listen=f"127.0.0.1:{free_port()}", coordinator_log=log, max_restarts=10,
             ready_timeout_s=90.0, grace_s=10.0,
         )  # fmt: skip
