@@ -1,10 +1,14 @@
 """The coordinator SIGKILLed mid-round and restarted with ``--resume`` on the same port: every
 client joins the new incarnation within the backoff cap + 1 s of its listening (issue 11), the
 next round commits, and the run ends with every committed round kept. Real processes; the
-timings come from a watcher of the coordinator's log and history (``RestartRun``)."""
+timings come from a watcher of the coordinator's log and history (``RestartRun``). The bound
+is a wall-clock property: on a machine loaded past 4 runnable tasks per CPU (where a restart
+alone took 40-60 s in docs/coordinator_restart.md) the test still checks that every client
+came back and the chain held, then skips the timing, saying so."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,20 +18,30 @@ from phalanx.testing.chaos.restart import RestartRun
 from phalanx.testing.chaos.watch import FileWatch
 
 CAP_S = 1.0
+LOAD_PER_CPU = 4.0  # past this the machine, not the clients' backoff, sets the wait
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_clients_are_back_within_the_backoff_cap_plus_one_second(tmp_path: Path) -> None:
+    load_before = os.getloadavg()[0]
     run = RestartRun(tmp_path, clients=3, rounds=4, kill_after=(1,), backoff_cap_s=CAP_S,
-                     epochs=10, deadline_s=200.0)  # fmt: skip
+                     epochs=10, deadline_s=250.0)  # fmt: skip
     outcome = run.run()
     assert outcome.verdict.ok, "\n".join(outcome.verdict.problems)
     [kill] = outcome.kills
     assert kill.round == 2 and kill.listen_s is not None, kill
+    assert len(kill.back_s) == 3 and kill.commit_s is not None, kill
+    load = max(load_before, os.getloadavg()[0])
+    cpus = os.cpu_count() or 1
+    if load > LOAD_PER_CPU * cpus:
+        pytest.skip(
+            f"every client came back and the chain held, but the {CAP_S + 1.0:g} s bound is "
+            f"not judged at a load average of {load:.1f} on {cpus} CPUs: the wait is then the "
+            f"machine's (back after {max(kill.back_s.values()):.2f} s)"
+        )
     back = kill.all_back_s(clients=3)
     assert back is not None and back <= CAP_S + 1.0, kill.back_s
-    assert kill.commit_s is not None, "no round committed after the restart"
 
 
 def test_a_kill_needs_a_round_before_it_and_one_after(tmp_path: Path) -> None:
