@@ -109,8 +109,31 @@ KeyError: 3
 """
 
 
+REFUSAL_TO_A_GONE_PEER = """\
+ERROR grpc._cython.cygrpc: ExecuteBatchError raised in core by servicer method [/v1/Heartbeat]
+Traceback (most recent call last):
+  File "/work/src/phalanx/runtime/grpc/servicer.py", line 83, in method
+phalanx.errors.AuthError: client 2: credential not accepted
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "src/python/grpcio/grpc/_cython/_cygrpc/aio/server.pyx.pxi", line 710, in _handle
+  File "/work/src/phalanx/runtime/grpc/servicer.py", line 85, in method
+grpc._cython.cygrpc.ExecuteBatchError: Failed "execute_batch": (<SendStatusFromServer>,)
+"""
+CANCELLED_AT_STOP = """\
+ERROR grpc._cython.cygrpc: Exception not handled by _handle_exceptions in servicer method [/x]
+Traceback (most recent call last):
+  File "src/python/grpcio/grpc/_cython/_cygrpc/aio/server.pyx.pxi", line 812, in _schedule
+asyncio.exceptions.CancelledError
+"""
+
+
 def test_grpcio_records_it_handled_itself_are_counted_apart_and_nothing_else() -> None:
     assert log_crashes(GRPC_REPLY_TO_A_GONE_PEER) == ([], 1)
+    assert log_crashes(REFUSAL_TO_A_GONE_PEER) == ([], 1)
+    assert log_crashes(CANCELLED_AT_STOP + CANCELLED_AT_STOP) == ([], 2)
     header = "ERROR grpc._cython.cygrpc: Invalid encoding on b'\\xe7rpc-accept-encoding'\n"
     decode = 'Traceback (most recent call last):\n  File "src/python/grpcio/grpc/_cython/x.pxi"\n'
     assert log_crashes(header + decode + "UnicodeDecodeError: 'utf-8'\n") == ([], 1)
@@ -119,8 +142,9 @@ def test_grpcio_records_it_handled_itself_are_counted_apart_and_nothing_else() -
         GRPC_REPLY_TO_A_GONE_PEER + PHALANX_FRAME,  # a second traceback after grpcio's
         "ERROR grpc._cython.cygrpc: Unexpected [KeyError] raised by servicer method [/x]\n"
         + PHALANX_FRAME,
-        "ERROR grpc._cython.cygrpc: ExecuteBatchError raised in core by servicer method\n"
-        + PHALANX_FRAME,  # the right header, but phalanx's frame in it
+        REFUSAL_TO_A_GONE_PEER.replace("phalanx.errors.AuthError", "KeyError"),  # a bug's
+        CANCELLED_AT_STOP.replace("asyncio.exceptions.CancelledError", "KeyError: 3"),
+        CANCELLED_AT_STOP.replace('"src/python/grpcio/grpc', '"/work/src/phalanx'),
         "INFO phalanx: done\nWARNING phalanx: StatusCode.INTERNAL returned\n",
     ):
         crashes, _ = log_crashes(crash)

@@ -12,14 +12,21 @@
 - the coordinator never crashed: every exit but the last was one the schedule caused, the
   last was 0, and no coordinator log holds a traceback or an INTERNAL status.
 
-Two records that grpcio itself logs with a traceback, after handling the condition, are
-counted apart (``grpc_logged``), not as crashes, and only when the traceback holds
-nothing but grpcio's own frames (no phalanx frame, one traceback in the record):
-``ExecuteBatchError raised in core by servicer method`` (grpcio's aio server could not send
-a handler's reply because the peer had already gone: a client whose call deadline passed,
-a connection cut; grpc/grpc#32551 made it a log line instead of an unretrieved task
-exception) and ``Invalid encoding on`` (a header name that is not UTF-8, which grpcio
-decodes as latin-1 and carries on). Any other traceback is a crash.
+Three records that grpcio itself logs with a traceback, after handling the condition, are
+counted apart (``grpc_logged``), not as crashes, each only in its exact shape:
+
+- ``ExecuteBatchError raised in core by servicer method``: grpcio's aio server could not
+  send a handler's reply or status because the peer had already gone (a client whose call
+  deadline passed, a connection cut; grpc/grpc#32551 made this a log line). Its last
+  exception is the ``ExecuteBatchError``; an exception it was raised while handling must be
+  a phalanx error (a refusal being sent as its status), never anything else;
+- ``Invalid encoding on``: a header name that is not UTF-8, which grpcio decodes as latin-1
+  and carries on (grpcio frames only);
+- ``Exception not handled by _handle_exceptions in servicer method`` with a bare
+  ``CancelledError`` in grpcio's ``_schedule_rpc_coro``: a call still open when the server
+  stopped and its grace ran out, cancelled by grpcio (grpcio frames only).
+
+Any other traceback is a crash.
 """
 
 from __future__ import annotations
@@ -37,10 +44,12 @@ from phalanx.errors import CheckpointError
 Record = dict[str, Any]
 CRASH_MARKERS = ("StatusCode.INTERNAL", "INTERNAL:")
 TRACEBACK = "Traceback (most recent call last)"
-GRPC_HANDLED = (
-    "ERROR grpc._cython.cygrpc: ExecuteBatchError raised in core by servicer method",
-    "ERROR grpc._cython.cygrpc: Invalid encoding on",
-)
+SEND_FAILED = "ERROR grpc._cython.cygrpc: ExecuteBatchError raised in core by servicer method"
+GRPC_ONLY = {  # record header -> the one exception its traceback may end in
+    "ERROR grpc._cython.cygrpc: Invalid encoding on": "UnicodeDecodeError",
+    "ERROR grpc._cython.cygrpc: Exception not handled by _handle_exceptions in servicer method":
+        "asyncio.exceptions.CancelledError",
+}  # fmt: skip
 LOG_RECORD = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
 GRPC_FRAME = re.compile(r'^\s*File "src/python/grpcio/grpc/')
 SUMMARY_KEYS = ("rounds", "rounds_committed", "final_model_version")
@@ -229,14 +238,37 @@ def _records(text: str) -> list[list[str]]:
 
 
 def _grpc_handled(record: list[str]) -> bool:
-    """A grpcio record of ``GRPC_HANDLED`` with one traceback of grpcio frames only."""
+    """One of the grpcio records the module doc names, in its exact shape."""
     frames = [x for x in record if x.lstrip().startswith("File ")]
-    return (
-        record[0].startswith(GRPC_HANDLED)
-        and sum(TRACEBACK in x for x in record) == 1
-        and bool(frames)
-        and all(GRPC_FRAME.match(x) for x in frames)
-    )
+    raised = _exceptions(record)
+    if record[0].startswith(SEND_FAILED):
+        return (
+            bool(raised)
+            and raised[-1].startswith("grpc._cython.cygrpc.ExecuteBatchError:")
+            and all(x.startswith("phalanx.errors.") for x in raised[:-1])
+        )
+    for header, last in GRPC_ONLY.items():
+        if record[0].startswith(header):
+            return (
+                bool(raised)
+                and all(x.split(":")[0] == last for x in raised)
+                and bool(frames)
+                and all(GRPC_FRAME.match(x) for x in frames)
+            )
+    return False
+
+
+def _exceptions(record: list[str]) -> list[str]:
+    """The ``Class: message`` line ending each traceback of a record, in order."""
+    ends = []
+    for i, line in enumerate(record):
+        if TRACEBACK not in line:
+            continue
+        rest = record[i + 1 :]
+        end = next((x for x in rest if x and not x.startswith((" ", "\t"))), None)
+        if end is not None:
+            ends.append(end)
+    return ends
 
 
 def _check_completion(
