@@ -140,6 +140,20 @@ def test_reset_sends_an_rst_to_every_live_client(proxy: ChaosProxy) -> None:
     assert round_trip(proxy, b"after") == b"after"
 
 
+def test_a_reset_connection_ends_without_an_asyncio_error_log(
+    proxy: ChaosProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = connect(proxy.port)
+    try:
+        wait_for(lambda: len(proxy.connections()) == 1, "a live connection")
+        assert proxy.reset() == 1
+        wait_for(lambda: not proxy.connections(), "the connection gone")
+    finally:
+        client.close()
+    assert round_trip(proxy, b"after") == b"after"  # the loop ran the done callbacks since
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+
+
 def test_refused_connections_are_reset_until_healed(proxy: ChaosProxy) -> None:
     proxy.refuse()
     with pytest.raises(ConnectionResetError), connect(proxy.port) as client:

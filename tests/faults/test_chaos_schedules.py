@@ -27,6 +27,7 @@ from phalanx.testing.chaos import (
     check_run,
     draw_plan,
 )
+from phalanx.testing.chaos.checks import log_crashes
 from phalanx.testing.chaos.isolated import run_isolated
 from phalanx.testing.chaos.netns import namespaces_unavailable
 from phalanx.testing.chaos.plan import Partition
@@ -91,6 +92,65 @@ def test_checks_pass_a_clean_chain_and_count_what_breaks_it(tmp_path: Path) -> N
     assert verdict.off_chain == 1 and verdict.crashes == 2, verdict.problems
 
 
+GRPC_REPLY_TO_A_GONE_PEER = """\
+INFO phalanx.runtime.grpc.coordinator: client 5 joined (400 examples)
+ERROR grpc._cython.cygrpc: ExecuteBatchError raised in core by servicer method [/v1/Heartbeat]
+Traceback (most recent call last):
+  File "src/python/grpcio/grpc/_cython/_cygrpc/aio/server.pyx.pxi", line 710, in _handle_exceptions
+  File "src/python/grpcio/grpc/_cython/_cygrpc/aio/callback_common.pyx.pxi", line 99, in eb
+grpc._cython.cygrpc.ExecuteBatchError: Failed "execute_batch": (<SendInitialMetadataOperation>,)
+WARNING phalanx.checkpoint.crashpoints: crash point checkpoint.after_tensors reached: SIGKILL
+run directory: /tmp/run
+"""
+PHALANX_FRAME = """\
+Traceback (most recent call last):
+  File "/work/src/phalanx/runtime/grpc/servicer.py", line 80, in Heartbeat
+KeyError: 3
+"""
+
+
+REFUSAL_TO_A_GONE_PEER = """\
+ERROR grpc._cython.cygrpc: ExecuteBatchError raised in core by servicer method [/v1/Heartbeat]
+Traceback (most recent call last):
+  File "/work/src/phalanx/runtime/grpc/servicer.py", line 83, in method
+phalanx.errors.AuthError: client 2: credential not accepted
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "src/python/grpcio/grpc/_cython/_cygrpc/aio/server.pyx.pxi", line 710, in _handle
+  File "/work/src/phalanx/runtime/grpc/servicer.py", line 85, in method
+grpc._cython.cygrpc.ExecuteBatchError: Failed "execute_batch": (<SendStatusFromServer>,)
+"""
+CANCELLED_AT_STOP = """\
+ERROR grpc._cython.cygrpc: Exception not handled by _handle_exceptions in servicer method [/x]
+Traceback (most recent call last):
+  File "src/python/grpcio/grpc/_cython/_cygrpc/aio/server.pyx.pxi", line 812, in _schedule
+asyncio.exceptions.CancelledError
+"""
+
+
+def test_grpcio_records_it_handled_itself_are_counted_apart_and_nothing_else() -> None:
+    assert log_crashes(GRPC_REPLY_TO_A_GONE_PEER) == ([], 1)
+    assert log_crashes(REFUSAL_TO_A_GONE_PEER) == ([], 1)
+    assert log_crashes(CANCELLED_AT_STOP + CANCELLED_AT_STOP) == ([], 2)
+    header = "ERROR grpc._cython.cygrpc: Invalid encoding on b'\\xe7rpc-accept-encoding'\n"
+    decode = 'Traceback (most recent call last):\n  File "src/python/grpcio/grpc/_cython/x.pxi"\n'
+    assert log_crashes(header + decode + "UnicodeDecodeError: 'utf-8'\n") == ([], 1)
+    for crash in (
+        PHALANX_FRAME,  # before any log record: an uncaught exception
+        GRPC_REPLY_TO_A_GONE_PEER + PHALANX_FRAME,  # a second traceback after grpcio's
+        "ERROR grpc._cython.cygrpc: Unexpected [KeyError] raised by servicer method [/x]\n"
+        + PHALANX_FRAME,
+        REFUSAL_TO_A_GONE_PEER.replace("phalanx.errors.AuthError", "KeyError"),  # a bug's
+        CANCELLED_AT_STOP.replace("asyncio.exceptions.CancelledError", "KeyError: 3"),
+        CANCELLED_AT_STOP.replace('"src/python/grpcio/grpc', '"/work/src/phalanx'),
+        "INFO phalanx: done\nWARNING phalanx: StatusCode.INTERNAL returned\n",
+    ):
+        crashes, _ = log_crashes(crash)
+        assert crashes, crash
+
+
 def test_a_seed_draws_one_plan_that_round_trips_and_names_its_faults() -> None:
     plan = draw_plan(11)
     assert draw_plan(11) == plan != draw_plan(12)
@@ -99,6 +159,16 @@ def test_a_seed_draws_one_plan_that_round_trips_and_names_its_faults() -> None:
     assert not plan.partitions and draw_plan(11, partitions=True).partitions
     with pytest.raises(ConfigError, match="invalid chaos plan"):
         ChaosPlan.from_json('{"seed": 1}')
+
+
+def test_a_plan_that_flips_bytes_runs_over_tls_unless_told_otherwise() -> None:
+    flipping = next(draw_plan(seed) for seed in range(100) if draw_plan(seed).flips)
+    clean = next(draw_plan(seed) for seed in range(100) if not draw_plan(seed).flips)
+    assert flipping.tls and "TLS" in flipping.describe().splitlines()[0]
+    assert not clean.tls and "plaintext" in clean.describe().splitlines()[0]
+    assert not flipping.model_copy(update={"transport": "plaintext"}).tls
+    assert clean.model_copy(update={"transport": "tls"}).tls
+    assert ChaosPlan.from_json(flipping.to_json()).tls
 
 
 def test_a_partition_plan_never_runs_on_the_hosts_loopback(tmp_path: Path) -> None:

@@ -163,6 +163,11 @@ class ChaosProxy:
                 await close((writer,), reset=True)
                 return
             await self._serve(ident, reader, writer)
+        except asyncio.CancelledError:
+            # The proxy cancelled this connection (a reset, or stop): the task ends normally,
+            # because asyncio.streams' done callback on Python 3.11 calls task.exception() on
+            # a cancelled task and logs the CancelledError as "Exception in callback".
+            return
         finally:
             self._tasks.pop(ident, None)
             self._control.closed(ident)

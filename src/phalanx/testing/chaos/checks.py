@@ -11,11 +11,28 @@
 - no corrupted payload was aggregated (the summary's ``corrupt_aggregated`` is 0);
 - the coordinator never crashed: every exit but the last was one the schedule caused, the
   last was 0, and no coordinator log holds a traceback or an INTERNAL status.
+
+Three records that grpcio itself logs with a traceback, after handling the condition, are
+counted apart (``grpc_logged``), not as crashes, each only in its exact shape:
+
+- ``ExecuteBatchError raised in core by servicer method``: grpcio's aio server could not
+  send a handler's reply or status because the peer had already gone (a client whose call
+  deadline passed, a connection cut; grpc/grpc#32551 made this a log line). Its last
+  exception is the ``ExecuteBatchError``; an exception it was raised while handling must be
+  a phalanx error (a refusal being sent as its status), never anything else;
+- ``Invalid encoding on``: a header name that is not UTF-8, which grpcio decodes as latin-1
+  and carries on (grpcio frames only);
+- ``Exception not handled by _handle_exceptions in servicer method`` with a bare
+  ``CancelledError`` in grpcio's ``_schedule_rpc_coro``: a call still open when the server
+  stopped and its grace ran out, cancelled by grpcio (grpcio frames only).
+
+Any other traceback is a crash.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +42,16 @@ from phalanx.checkpoint import LocalCheckpointStore
 from phalanx.errors import CheckpointError
 
 Record = dict[str, Any]
-CRASH_MARKERS = ("Traceback (most recent call last)", "StatusCode.INTERNAL", "INTERNAL:")
+CRASH_MARKERS = ("StatusCode.INTERNAL", "INTERNAL:")
+TRACEBACK = "Traceback (most recent call last)"
+SEND_FAILED = "ERROR grpc._cython.cygrpc: ExecuteBatchError raised in core by servicer method"
+GRPC_ONLY = {  # record header -> the one exception its traceback may end in
+    "ERROR grpc._cython.cygrpc: Invalid encoding on": "UnicodeDecodeError",
+    "ERROR grpc._cython.cygrpc: Exception not handled by _handle_exceptions in servicer method":
+        "asyncio.exceptions.CancelledError",
+}  # fmt: skip
+LOG_RECORD = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+GRPC_FRAME = re.compile(r'^\s*File "src/python/grpcio/grpc/')
 SUMMARY_KEYS = ("rounds", "rounds_committed", "final_model_version")
 SAME = ("round", "committed", "model_version", "accepted")  # what identifies a record
 
@@ -40,6 +66,7 @@ class Verdict:
     off_chain: int = 0  # checkpoints that fail to verify or disagree with the history
     corrupt: int = 0  # corrupted updates aggregated
     crashes: int = 0  # coordinator exits the schedule did not cause, tracebacks, INTERNAL
+    grpc_logged: int = 0  # grpcio's own handled-and-logged records (see the module doc)
     committed: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -173,11 +200,75 @@ def _check_exits(
             verdict.problems.append(f"coordinator incarnation {incarnation} exited {code} unasked")
     if coordinator_log is not None and coordinator_log.exists():
         text = coordinator_log.read_text(errors="replace")
-        for marker in CRASH_MARKERS:
-            if marker in text:
-                verdict.crashes += 1
-                line = next(x for x in text.splitlines() if marker in x)
-                verdict.problems.append(f"coordinator log holds {marker!r}: {line.strip()[:200]}")
+        crashes, verdict.grpc_logged = log_crashes(text)
+        verdict.crashes += len(crashes)
+        verdict.problems += crashes
+
+
+def log_crashes(text: str) -> tuple[list[str], int]:
+    """What in a coordinator log counts as a crash (one line each), and how many records
+    grpcio logged after handling the condition itself (``GRPC_HANDLED``)."""
+    lines = text.splitlines()
+    crashes = []
+    for marker in CRASH_MARKERS:
+        hit = next((x for x in lines if marker in x), None)
+        if hit is not None:
+            crashes.append(f"coordinator log holds {marker!r}: {hit.strip()[:200]}")
+    handled = 0
+    for record in _records(text):
+        if not any(TRACEBACK in x for x in record):
+            continue
+        if _grpc_handled(record):
+            handled += 1
+        else:
+            crashes.append(f"coordinator log holds a traceback: {record[0].strip()[:200]}")
+    return crashes, handled
+
+
+def _records(text: str) -> list[list[str]]:
+    """The log cut into records: a ``LEVEL name:`` line and the lines after it that are not
+    one (a traceback, console lines); what comes before the first record is one too."""
+    records: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if LOG_RECORD.match(line):
+            records.append([line])
+        else:
+            records[-1].append(line)
+    return [r for r in records if r]
+
+
+def _grpc_handled(record: list[str]) -> bool:
+    """One of the grpcio records the module doc names, in its exact shape."""
+    frames = [x for x in record if x.lstrip().startswith("File ")]
+    raised = _exceptions(record)
+    if record[0].startswith(SEND_FAILED):
+        return (
+            bool(raised)
+            and raised[-1].startswith("grpc._cython.cygrpc.ExecuteBatchError:")
+            and all(x.startswith("phalanx.errors.") for x in raised[:-1])
+        )
+    for header, last in GRPC_ONLY.items():
+        if record[0].startswith(header):
+            return (
+                bool(raised)
+                and all(x.split(":")[0] == last for x in raised)
+                and bool(frames)
+                and all(GRPC_FRAME.match(x) for x in frames)
+            )
+    return False
+
+
+def _exceptions(record: list[str]) -> list[str]:
+    """The ``Class: message`` line ending each traceback of a record, in order."""
+    ends = []
+    for i, line in enumerate(record):
+        if TRACEBACK not in line:
+            continue
+        rest = record[i + 1 :]
+        end = next((x for x in rest if x and not x.startswith((" ", "\t"))), None)
+        if end is not None:
+            ends.append(end)
+    return ends
 
 
 def _check_completion(

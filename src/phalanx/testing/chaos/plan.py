@@ -15,6 +15,14 @@ three kinds of fault, each on its own clock:
   then each restart in turn), so the coordinator dies *inside* a checkpoint write at a
   chosen step: timers cannot aim at a write that takes milliseconds.
 
+A plan that flips bytes runs over TLS (``transport="auto"``), as a deployment on a network
+that corrupts bytes must: TLS records are authenticated, so a flipped byte ends the
+connection (a transport error the client retries) instead of reaching gRPC's HTTP/2 parser
+or the coordinator's handlers as a different, well-formed request (a refused credential, a
+message that does not parse: refusals a client rightly never retries). A plaintext channel
+cannot tell a corrupted request from a wrong one; ``transport="plaintext"`` keeps that
+model for replaying it (docs/chaos.md, "Bit flips and TLS").
+
 Network steps and events are timed from the first recorded round, so they land while
 rounds are in flight rather than while the processes import torch (5 s on a quiet machine,
 up to 30 s on a loaded one); joins are still hit, after every client and coordinator
@@ -77,7 +85,8 @@ Event = Annotated[
 
 
 class ChaosPlan(Strict):
-    """One schedule: the scenario's size and the faults, each list in time order."""
+    """One schedule: the scenario's size and the faults, each list in time order, and the
+    transport (``auto``: TLS when a network step flips bytes, else plaintext)."""
 
     seed: int
     clients: int = Field(ge=2)
@@ -85,6 +94,16 @@ class ChaosPlan(Strict):
     network: ChaosSchedule
     events: tuple[Event, ...] = ()
     crash_points: tuple[str, ...] = ()
+    transport: Literal["auto", "tls", "plaintext"] = "auto"
+
+    @property
+    def flips(self) -> bool:
+        return any(step.action.kind == "flip" for step in self.network.steps)
+
+    @property
+    def tls(self) -> bool:
+        """Whether clients reach the coordinator over (mutual) TLS through the proxy."""
+        return self.transport == "tls" or (self.transport == "auto" and self.flips)
 
     @property
     def coordinator_deaths(self) -> int:
@@ -109,7 +128,8 @@ class ChaosPlan(Strict):
 
     def describe(self) -> str:
         """One line per fault, for a report that names what a failing seed did."""
-        lines = [f"seed {self.seed}: {self.clients} clients, {self.rounds} rounds"]
+        over = "TLS" if self.tls else "plaintext"
+        lines = [f"seed {self.seed}: {self.clients} clients, {self.rounds} rounds, {over}"]
         lines += [f"  net  {s.at:6.2f} s  {_step_text(s)}" for s in self.network.steps]
         lines += [f"  proc {e.at:6.2f} s  {_event_text(e)}" for e in self.events]
         lines += [f"  coordinator crash point #{i}: {p}" for i, p in enumerate(self.crash_points)]

@@ -151,6 +151,7 @@ class ChaosRun:
                 scenario=str(scenario), clients=tuple(range(self.plan.clients)),
                 serve_args=self._fresh_args[1:],
                 client_args=CLIENT_ARGS, inject_faults=False, listen=f"127.0.0.1:{port}",
+                tls=self.plan.tls,
                 client_server=proxy.address, coordinator_log=self.log, max_restarts=50,
                 restart_delay_s=0.2, restart_delay_cap_s=1.0, ready_timeout_s=90.0, grace_s=10.0,
                 coordinator_env={ENV_VAR: self._crash_points.pop(0) if self._crash_points else ""},
