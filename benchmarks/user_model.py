@@ -34,10 +34,15 @@ own. Both children import ``torch._dynamo`` (what the first ``torch.optim`` opti
 otherwise import, about 1 s) before their clocks start: phalanx does so when it builds its
 trainer, the plain loop explicitly, so training-only time excludes that import for both and
 whole-process time includes it for both. *training CPU s* is the CPU time over the same
-span (phalanx's forks of its workers included), of every
-process the contender used (phalanx's workers included): the work done, whatever else the
-machine runs. Two workers can beat the plain loop by at most twice its CPU time over
-phalanx's, and only on a machine where nothing else wants the two cores.
+span (phalanx's forks of its workers included) of every process the contender used
+(phalanx's workers included): the work done, whatever else the machine runs. Two workers can
+beat the plain loop by at most twice its CPU time over phalanx's, and only on a machine
+where nothing else wants the two cores. *in train() CPU s* is the part of it spent inside
+the user's ``train`` itself (its thread's CPU time per call, summed over every call in
+every process through a counter in shared memory that forked workers inherit); the rest,
+*outside CPU s*, is what each side spends around it: for the plain loop
+``load_state_dict``, the averaging and the evaluation; for phalanx also the reloads, the
+hand-offs, validation and the engine. The same wrapper times both sides.
 """
 
 from __future__ import annotations
