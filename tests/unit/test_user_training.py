@@ -17,6 +17,7 @@ from phalanx.config import RunConfig, build_config
 from phalanx.core.messages import TaskKey
 from phalanx.core.tensors import flatten
 from phalanx.errors import ConfigError
+from phalanx.runtime.inprocess import trainers
 from phalanx.runtime.inprocess.trainers import BatchedTrainer, TrainJob, WorkerTrainer
 from phalanx.simulation import Simulation, initial_model, model_manifest
 from phalanx.workloads import build_workload
@@ -183,6 +184,28 @@ def test_worker_trainer_passes_the_context_and_keeps_float_metrics() -> None:
         "client": 3.0, "round": 4.0, "attempt": 1.0, "max_steps": 2.0, "total_steps": 3.0,
         "examples": 40.0, "lr": 0.1, "training": 1.0,
     }  # fmt: skip
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.timeout(60)
+def test_prepare_settles_the_heap_before_it_forks_the_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Off the first round's clock, and inherited frozen by every worker (engine/heap.py)."""
+    config = tiny()
+    workload = build_workload(config.workload, config.seed)
+    model = initial_model(workload.make_model, config.seed)
+    _, manifest = model_manifest(model)
+    calls: list[str] = []
+    monkeypatch.setattr(trainers, "settle_long_lived", lambda: calls.append("settle") or True)
+    start = trainers.WorkerPool.start
+    monkeypatch.setattr(
+        trainers.WorkerPool, "start", lambda pool: (calls.append("fork"), start(pool))[1]
+    )
+    with WorkerTrainer(model, manifest, workload.clients, sgd, config) as trainer:
+        trainer.prepare()
+        assert calls == ["settle", "fork"]
+        assert len(multiprocessing.active_children()) == config.simulation.workers
     assert multiprocessing.active_children() == []
 
 
