@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from phalanx.checkpoint.format import parse_dir_name
+from phalanx.cli import exiting
 from phalanx.cli.progress import round_progress
 from phalanx.config import RunConfig, build_config, load_config
 from phalanx.coordinator import RunDirectory, RunInterrupted, trajectory_changes
@@ -165,6 +166,9 @@ def _run_with(
                 raise typer.Exit(stop.exit_code) from None
             result, code = stop.result, stop.exit_code
     finish(console, directory.path, config, result, wall_start, drawer=drawer)
+    # Every output is fsynced and the run directory released: the process may end without
+    # the interpreter's teardown (the plot helper is reaped on the way out of ``_run``).
+    exiting.outputs_durable()
     if code:
         console.print(stopped(directory.path, result, code), soft_wrap=True, highlight=False)
         raise typer.Exit(code)
