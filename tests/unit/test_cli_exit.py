@@ -27,12 +27,14 @@ def test_an_invocation_builds_only_the_command_it_names() -> None:
     assert requested([]) == list(COMMANDS)
 
 
-def test_phalanx_run_does_not_import_the_grpc_stack() -> None:
+def test_phalanx_run_parses_its_options_before_importing_torch_and_never_grpc() -> None:
+    """Building ``phalanx run`` imports neither torch (the command imports it once its
+    plot helper runs) nor the gRPC stack (only the gRPC commands need it)."""
     done = _python(
         "import sys\n"
         "from phalanx.cli.app import build_app, requested\n"
         "build_app(requested(['run', '--quiet']))\n"
-        "print(sorted(m for m in ('grpc', 'cryptography', 'google.protobuf', "
+        "print(sorted(m for m in ('torch', 'grpc', 'cryptography', 'google.protobuf', "
         "'prometheus_client') if m in sys.modules))\n"
         "build_app()\n"
         "print('grpc' in sys.modules)\n"

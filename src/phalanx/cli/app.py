@@ -27,6 +27,7 @@ import typer
 from rich.console import Console
 
 from phalanx.cli import exiting
+from phalanx.cli.startup import frozen_imports
 from phalanx.errors import PhalanxError, StorageError, WorkloadError
 
 # name -> (module, attribute): a command function or a Typer group, in the order of --help.
@@ -34,7 +35,7 @@ from phalanx.errors import PhalanxError, StorageError, WorkloadError
 # run` never imports grpc, protobuf, cryptography or prometheus, which the gRPC commands
 # need (about 0.15 s of a 2 s run).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("phalanx.cli.run", "run"),
+    "run": ("phalanx.cli.run_command", "run"),
     "serve": ("phalanx.cli.serve", "serve"),
     "report": ("phalanx.cli.report", "report"),
     "list": ("phalanx.cli.listing", "list_command"),
@@ -117,13 +118,7 @@ def translate(error: BaseException) -> PhalanxError | None:
 
 
 def build_app(names: Sequence[str] = tuple(COMMANDS)) -> typer.Typer:
-    """The ``phalanx`` app with the commands ``names`` (all by default), importing them now.
-
-    Importing a command (torch above all) allocates ~190k long-lived objects, and the
-    collector would walk them all several times on the way: about 0.25 s of CPU, a tenth of
-    the default run. Nothing is collected until they are in, then they are frozen: later
-    collections (and the last one, at exit) skip them. A garbage cycle made meanwhile is kept.
-    """
+    """The ``phalanx`` app with the commands ``names`` (all by default), imported now."""
     app = typer.Typer(
         add_completion=False,
         no_args_is_help=True,
@@ -131,9 +126,7 @@ def build_app(names: Sequence[str] = tuple(COMMANDS)) -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     app.callback()(_root)
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with frozen_imports():
         for name in names:
             module, attribute = COMMANDS[name]
             command = getattr(importlib.import_module(module), attribute)
@@ -141,10 +134,6 @@ def build_app(names: Sequence[str] = tuple(COMMANDS)) -> typer.Typer:
                 app.add_typer(command, name=name)
             else:
                 app.command(name)(command)
-    finally:
-        gc.freeze()
-        if collecting:
-            gc.enable()
     return app
 
 
