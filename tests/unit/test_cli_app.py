@@ -54,10 +54,10 @@ def test_running_out_of_memory_is_a_workload_error() -> None:
 
 
 def _main_exit(monkeypatch: pytest.MonkeyPatch, raised: BaseException) -> tuple[int, str]:
-    def command() -> None:
+    def command(args: list[str]) -> None:
         raise raised
 
-    monkeypatch.setattr(app_module, "app", command)
+    monkeypatch.setattr(app_module, "build_app", lambda names: command)
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
     with pytest.raises(SystemExit) as exit_info:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import phalanx.cli.run as run_command
+import phalanx.cli.run_command as run_command
 from phalanx.cli.app import app
 from phalanx.engine.history import RoundRecord
 from phalanx.errors import StorageError

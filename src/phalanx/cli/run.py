@@ -1,4 +1,6 @@
-"""``phalanx run``: run a scenario in the embedded simulation and write its outputs.
+"""``phalanx run``'s work: run a scenario in the embedded simulation, write its outputs.
+
+``phalanx.cli.run_command`` parses the command line and imports this module only then.
 
 The run directory is ``--out DIR`` (refused if it holds a run, unless ``--force``), a fresh
 ``runs/NAME``, ``runs/NAME-2``, ... when ``--out`` is not given, or ``--resume DIR``. The
@@ -10,14 +12,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 import typer
 from rich.console import Console
 
 from phalanx.checkpoint.format import parse_dir_name
+from phalanx.cli import exiting
 from phalanx.cli.progress import round_progress
+from phalanx.cli.run_command import RunOptions
 from phalanx.config import RunConfig, build_config, load_config
 from phalanx.coordinator import RunDirectory, RunInterrupted, trajectory_changes
 from phalanx.coordinator.rundir import (
@@ -36,8 +40,8 @@ from phalanx.simulation import RunResult, Simulation
 
 __all__ = [
     "CONFIG_FILE",
+    "execute",
     "require_progress",
-    "run",
 ]  # CONFIG_FILE: `phalanx checkpoints` reads it too
 
 
@@ -95,69 +99,22 @@ def run_directory(
     return RunDirectory(out, mode="force" if force else "new", threads=threads)
 
 
-def run(
-    scenario: Annotated[
-        str | None, typer.Argument(help="A scenario TOML file or a shipped name (seed, digits).")
-    ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a key, e.g. --set selection.clients_per_round=5"),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Run directory (default: a fresh runs/NAME, runs/NAME-2, ...)."),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option(help="With --out: delete the run that directory holds, start over.")
-    ] = False,
-    resume: Annotated[
-        Path | None,
-        typer.Option(help="Continue the run in this directory from its last checkpoint."),
-    ] = None,
-    threads: Annotated[int, typer.Option(help="torch intra-op threads for this process.")] = 1,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
-    plots: Annotated[bool, typer.Option(help="Draw accuracy.png and faults.png.")] = True,
-) -> None:
-    """Run a scenario (the seed scenario by default) and write summary, history and plots."""
-    try:
-        _run(scenario, overrides or [], out, force, resume, threads, quiet, plots)
-    except KeyboardInterrupt:  # a signal before the run started, or a second one
-        raise typer.Exit(130) from None
-
-
-def _run(
-    scenario: str | None, overrides: list[str], out: Path | None, force: bool,
-    resume: Path | None, threads: int, quiet: bool, plots: bool,
-) -> None:  # fmt: skip
-    wall_start = time.perf_counter()
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1; got {threads}")
-    torch.set_num_threads(threads)
-    # The plots are drawn by a helper process, which imports matplotlib on another core
-    # while the run trains; it is killed and reaped on every way out of here.
-    drawer = PlotProcess() if plots else None
-    try:
-        _run_with(scenario, overrides, out, force, resume, threads, quiet, drawer, wall_start)
-    finally:
-        if drawer is not None:
-            drawer.close()
-
-
-def _run_with(
-    scenario: str | None, overrides: list[str], out: Path | None, force: bool,
-    resume: Path | None, threads: int, quiet: bool, drawer: PlotProcess | None,
-    wall_start: float,
-) -> None:  # fmt: skip
+def execute(options: RunOptions, drawer: PlotProcess | None, wall_start: float) -> None:
+    """Do the run ``options`` ask for, its plots drawn by ``drawer`` (None: no plots)."""
+    torch.set_num_threads(options.threads)
+    out, resume, threads = options.out, options.resume, options.threads
     if out is not None:
         check_directory_argument(out, "--out")
-    config = resolve_config(scenario, overrides, resume)
+    config = resolve_config(options.scenario, options.overrides, resume)
     simulation = Simulation(config)  # names (aggregator, attack) fail here, before any output
-    directory = run_directory(config, out, resume, force=force, threads=threads)
+    directory = run_directory(config, out, resume, force=options.force, threads=threads)
     console = Console()
     if out is None and resume is None:
         console.print(f"run directory: {directory.path}", soft_wrap=True, highlight=False)
     code = 0
-    with round_progress(console, name=config.name, rounds=config.rounds, enabled=not quiet) as hook:
+    with round_progress(
+        console, name=config.name, rounds=config.rounds, enabled=not options.quiet
+    ) as hook:
         try:
             result = simulation.run(run_dir=directory, resume=resume is not None, on_round=[hook])
         except RunInterrupted as stop:
@@ -165,6 +122,9 @@ def _run_with(
                 raise typer.Exit(stop.exit_code) from None
             result, code = stop.result, stop.exit_code
     finish(console, directory.path, config, result, wall_start, drawer=drawer)
+    # Every output is fsynced and the run directory released: the process may end without
+    # the interpreter's teardown (the plot helper is reaped on the way out of ``run_command``).
+    exiting.outputs_durable()
     if code:
         console.print(stopped(directory.path, result, code), soft_wrap=True, highlight=False)
         raise typer.Exit(code)

@@ -3,8 +3,9 @@
 Importing matplotlib takes about 0.4 s, as long as half the default run's training. A
 thread cannot hide it: the import is Python bytecode and fights the training for the GIL
 (measured: training 0.74 s -> 1.41 s). ``PlotProcess`` starts a helper process
-(``plot_worker``) when the run starts; it imports matplotlib on another core while the run
-trains and draws when handed the finished history. The run still waits for the PNGs, so
+(``plot_worker``); ``phalanx run`` starts it before importing torch, so it imports
+matplotlib on another core while the run imports and trains, and draws when handed the
+finished history. The run still waits for the PNGs, so
 they are on disk when ``phalanx run`` returns.
 
 The helper is a fresh interpreter (``subprocess``, never a fork of a process holding torch
