@@ -31,7 +31,7 @@ PROTOCOL_VERSION = 1
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """Stamped on every message. ``epoch`` is the coordinator's fencing epoch: a client
-    refuses work from a lower one. It stays 0 until coordinator failover exists."""
+    refuses work from a lower one. It is 0 for a coordinator that runs without ``--ha``."""
 
     protocol: int = PROTOCOL_VERSION
     run_id: str = ""
