@@ -204,8 +204,11 @@ class CoordinatorCalls:
         self, exc: grpc.RpcError, generation: int, where: str, *, beat: bool = False
     ) -> Exception:
         code = exc.code() if isinstance(exc, grpc.Call) else None
-        transport = code is None and isinstance(error_of_rpc(exc), RuntimeBackendError)
-        if beat and (transport or (code is not None and is_transport(code))):
+        if beat and (
+            is_transport(code)
+            if code is not None
+            else isinstance(error_of_rpc(exc), RuntimeBackendError)
+        ):
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
             return MissedBeatError(f"{where}: heartbeat: {details}", generation)
         if code is not None and (is_transport(code) or code is grpc.StatusCode.CANCELLED):
