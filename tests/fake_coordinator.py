@@ -101,6 +101,11 @@ class FakeCoordinator:
     standby: str | None = None  # not leading: NotLeaderError naming this leader ("": none)
     any_session: bool = False
     stamps: list[tuple[str, int]] = field(default_factory=list)  # (method, request epoch)
+    forget_on_pull: int = 0  # the next N pulls led find every session forgotten (a restart)
+    join_delay_s: float = 0.0  # each join answers this late
+    pull_delay_s: float = 0.05  # a pull with no task answers NONE_YET this late
+    slow_heartbeats: int = 0  # the next N heartbeats answer ``heartbeat_delay_s`` late
+    heartbeat_delay_s: float = 0.0
 
     @property
     def envelope(self) -> Envelope:
@@ -130,6 +135,8 @@ class FakeCoordinator:
         self._lead("join", request.envelope)
         if request.credential != TOKEN:
             raise AuthError(f"client {request.client}: credential not accepted")
+        if self.join_delay_s:
+            await asyncio.sleep(self.join_delay_s)
         self.joins.append(request)
         session = f"s-{request.client}-{len(self.joins)}"
         self.sessions.add(session)
@@ -137,11 +144,17 @@ class FakeCoordinator:
         return Lease(envelope, request.client, session, self.heartbeat_s, 1.0)
 
     async def heartbeat(self, caller: Caller) -> HeartbeatReply:
+        if self.slow_heartbeats > 0:  # before anything is checked: a loaded coordinator
+            self.slow_heartbeats -= 1
+            await asyncio.sleep(self.heartbeat_delay_s)
         self._check(caller, "heartbeat")
         self.heartbeats += 1
         return HeartbeatReply(self.envelope, self.cancelled)
 
     async def pull_task(self, caller: Caller) -> PullReply:
+        if self.forget_on_pull > 0 and self.standby is None:
+            self.forget_on_pull -= 1
+            self.forget_sessions()
         self._check(caller, "pull")
         envelope = self.envelope  # before the task is recorded as handed (tests wait on it)
         if self.tasks:
@@ -150,7 +163,7 @@ class FakeCoordinator:
             return PullReply(envelope, PullStatus.TASK, handed)
         if self.finish:
             return PullReply(self.envelope, PullStatus.FINISHED)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(self.pull_delay_s)
         return PullReply(self.envelope, PullStatus.NONE_YET)
 
     async def get_model(self, caller: Caller, ref: ModelRef) -> ModelPayload:

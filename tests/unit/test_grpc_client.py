@@ -48,6 +48,7 @@ from phalanx.runtime.grpc.client import (
 from phalanx.runtime.grpc.client.assemble import ClientSettings, build_agent
 from phalanx.runtime.grpc.client.calls import CoordinatorCalls
 from phalanx.runtime.grpc.client.channel import Connection
+from phalanx.runtime.grpc.client.session import MAX_REJOINS, SessionChurnError
 from phalanx.runtime.grpc.session import JoinRequest
 from phalanx.types import FailureKind
 from phalanx.workloads.base import ClientData
@@ -236,12 +237,14 @@ def test_reconnects_and_joins_again_after_a_coordinator_restart(served: Served) 
 
 
 def test_a_session_refused_at_once_ends_the_client_instead_of_a_loop(served: Served) -> None:
-    """A coordinator that forgets every session at once: one more join (it may have
-    restarted right after the first), then the client ends instead of looping."""
+    """A coordinator that forgets every session at once: joined again ``MAX_REJOINS`` times
+    (it may have restarted right after each join), then the client ends with exit 6 (its
+    joins were accepted: not a refused credential) instead of looping."""
     served.fake.amnesia = True
-    with pytest.raises(AuthError, match="is not known"):
+    with pytest.raises(SessionChurnError, match="is not known") as caught:
         run_bounded(agent_for(served, shard()))
-    assert len(served.fake.joins) == 2
+    assert caught.value.exit_code == 6
+    assert len(served.fake.joins) == 1 + MAX_REJOINS
 
 
 def test_a_restart_before_the_first_call_is_recovered_too(served: Served) -> None:

@@ -11,7 +11,10 @@ moved to the next address (the same one when there is only one), so the next try
 reconnects; a ``RedirectError`` for ``NotLeaderError``, the connection moved to the leader
 the standby named (at once) or else to the next address; otherwise the phalanx error the
 status stands for (``errors.error_of_rpc``): a refusal, never retried (``BusyError`` aside,
-which ``Retrying`` tries later). Every call carries a deadline.
+which ``Retrying`` tries later). Every call carries a deadline. A heartbeat that fails in
+the transport moves nothing itself: it raises ``MissedBeatError`` naming the channel's
+generation, and the heartbeat thread decides (another call may be using that channel, still
+connecting under load: closing it would cancel that call).
 """
 
 from __future__ import annotations
@@ -74,6 +77,15 @@ class Cut:
     flush_s: float = 0.3
 
 
+class MissedBeatError(TransportError):
+    """A heartbeat failed in the transport; the connection was left as it was.
+    ``generation``: the channel's, for ``Connection.rotate`` if the caller decides to move."""
+
+    def __init__(self, message: str, generation: int) -> None:
+        super().__init__(message)
+        self.generation = generation
+
+
 class CoordinatorCalls:
     def __init__(
         self, connection: Connection, deadlines: Deadlines, leadership: Leadership | None = None
@@ -90,7 +102,7 @@ class CoordinatorCalls:
 
     def heartbeat(self, caller: Caller, timeout_s: float) -> HeartbeatReply:
         data = serde.heartbeat_request(caller)
-        return self._unary("Heartbeat", data, serde.parse_heartbeat_reply, timeout_s)
+        return self._unary("Heartbeat", data, serde.parse_heartbeat_reply, timeout_s, beat=True)
 
     def pull(self, caller: Caller) -> PullReply:
         data = serde.pull_request(caller)
@@ -153,25 +165,32 @@ class CoordinatorCalls:
         timeout: float,
         *,
         lease: bool = False,
+        beat: bool = False,
     ) -> R:
         def call(channel: grpc.Channel, where: str) -> R:
             unary: grpc.UnaryUnaryMultiCallable[bytes, bytes]
             unary = channel.unary_unary(serde.method_path(method))
             return self._judged(parse(unary(data, timeout=timeout)), where, lease=lease)
 
-        return self._guarded(call)
+        return self._guarded(call, beat=beat)
 
     def _judged(self, reply: R, where: str, *, lease: bool = False) -> R:
         self.leadership.check(reply.envelope, where, lease=lease)
         return reply
 
-    def _guarded(self, call: Callable[[grpc.Channel, str], T]) -> T:
+    def _guarded(self, call: Callable[[grpc.Channel, str], T], *, beat: bool = False) -> T:
+        """``call`` on the current channel, failures translated; ``beat``: a heartbeat (not
+        counted as a call in progress; a transport failure moves nothing)."""
         where = self.connection.target
         channel, generation = self.connection.current()
         try:
-            return call(channel, where)
+            if beat:
+                return call(channel, where)
+            with self.connection.in_use():
+                return call(channel, where)
         except grpc.RpcError as exc:
-            raise self._translate(exc, generation, where) from None
+            error = self._translate(exc, generation, where, beat=beat)
+            raise error from None
         except DeposedLeaderError:
             self.connection.rotate(generation)
             raise
@@ -181,10 +200,20 @@ class CoordinatorCalls:
             self.connection.reset(generation)
             raise TransportError(f"the channel closed under the call: {exc}") from None
 
-    def _translate(self, exc: grpc.RpcError, generation: int, where: str) -> Exception:
+    def _translate(
+        self, exc: grpc.RpcError, generation: int, where: str, *, beat: bool = False
+    ) -> Exception:
         code = exc.code() if isinstance(exc, grpc.Call) else None
+        if beat and (
+            is_transport(code)
+            if code is not None
+            else isinstance(error_of_rpc(exc), RuntimeBackendError)
+        ):
+            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            return MissedBeatError(f"{where}: heartbeat: {details}", generation)
         if code is not None and (is_transport(code) or code is grpc.StatusCode.CANCELLED):
-            self.connection.rotate(generation)
+            if not beat:  # a heartbeat cancelled: another call replaced the channel already
+                self.connection.rotate(generation)
             details = exc.details() if isinstance(exc, grpc.Call) else ""
             return TransportError(f"{where}: {code.name}: {details}")
         error = error_of_rpc(exc)
@@ -226,4 +255,4 @@ def _cut_short(parts: Iterator[bytes], cut: Cut) -> Iterator[bytes]:
     cut.sent.set()
 
 
-__all__ = ["CoordinatorCalls", "Cut", "Deadlines", "Reply"]
+__all__ = ["CoordinatorCalls", "Cut", "Deadlines", "MissedBeatError", "Reply"]

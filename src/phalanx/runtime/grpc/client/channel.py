@@ -12,13 +12,15 @@ fresh channel, to the same address (``reset``) or to the next one of the list (`
 so a retry after the coordinator restarts connects at once instead of waiting out gRPC's own
 reconnect backoff (up to two minutes by default); ``follow`` goes to the address a standby
 named as the leader's. Generations keep two threads that saw the same failure from
-switching twice.
+switching twice. ``in_use`` counts the calls in progress (the heartbeat's aside), so the
+heartbeat thread can tell whether replacing the channel would cut another call (``busy``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +130,7 @@ class Connection:
         self._generation = 0
         self._index = 0  # the list's entry in use (or last used, while following a hint)
         self._target = self.targets[0]
+        self._calls = 0  # calls in progress (``in_use``)
         self.resets = 0
         self.switches = 0  # to another address
 
@@ -146,6 +149,23 @@ class Connection:
                 )
                 self._generation += 1
             return self._channel, self._generation
+
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Count a call in progress for ``busy`` while the block runs."""
+        with self._lock:
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls -= 1
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call (other than a heartbeat) is in progress."""
+        with self._lock:
+            return self._calls > 0
 
     def reset(self, generation: int) -> None:
         """Close the channel of ``generation`` (cutting its connection and every call on

@@ -4,11 +4,18 @@ Every lease's interval the client says it is alive; the reply names tasks the co
 no longer wants (behind NAT a client learns of a cancellation only by asking), which the
 agent then neither trains nor pushes. A cancellation holds for the epoch of the reply that
 told it: a new leader redoes the round in flight with the same task keys, which an old
-leader's cancellations must not touch. A heartbeat that fails in the transport is skipped
-(the next one, on a fresh channel, tries again); one refused because the session is gone
-waits for the agent to join again. ``pause`` silences the thread without closing the
-connection: an injected hang. Each call's deadline is the interval, and ``stop`` returns
-within one interval.
+leader's cancellations must not touch. One refused because the session is gone waits for
+the agent to join again, and no heartbeat goes out while a join is in flight.
+
+A heartbeat's deadline is ``DEADLINE_FACTOR`` intervals. One that fails in the transport
+moves the connection to the next address (closing its channel, which cancels any call on
+it) only when no other call is in progress, or after ``MISSES_TO_MOVE`` misses in a row on
+the same channel: under load a fresh channel may still be connecting when a heartbeat's
+deadline passes, and closing it then cancelled the join going over it (the chaos runs saw
+five joins in a row end ``CANCELLED: Channel closed!``). A leader that stops answering with
+its connections open (SIGSTOP) is still left within ``MISSES_TO_MOVE`` heartbeats, the
+long-poll on it cancelled. ``pause`` silences the thread without closing the connection:
+an injected hang. ``stop`` returns within a beat's deadline.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ import threading
 
 from phalanx.core.messages import TaskKey, TrainTask
 from phalanx.errors import PhalanxError
+from phalanx.runtime.grpc.client.calls import MissedBeatError
 from phalanx.runtime.grpc.client.session import Session
 
 log = logging.getLogger("phalanx.client.heartbeat")
 MIN_INTERVAL_S = 0.02
 KEEP_CANCELLED = 1024  # the newest keys kept; older rounds are long over
+DEADLINE_FACTOR = 2.0  # a heartbeat's deadline, in intervals
+MISSES_TO_MOVE = 3  # heartbeats missed in a row before the channel is replaced under a call
 
 
 class Cancellations:
@@ -51,6 +61,8 @@ class Heartbeat:
         self._paused = threading.Event()
         self._thread = threading.Thread(target=self._run, name="phalanx-heartbeat", daemon=True)
         self.sent = 0
+        self.missed = 0  # in a row, on the channel of generation ``_missed_on``
+        self._missed_on = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -58,7 +70,7 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=self._interval() + 1.0)
+            self._thread.join(timeout=(DEADLINE_FACTOR + 1) * self._interval() + 1.0)
 
     def pause(self) -> None:
         self._paused.set()
@@ -71,16 +83,39 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval()):
-            if self._paused.is_set():
+            if self._paused.is_set() or self._session.joining:
                 continue
-            try:
-                caller = self._session.caller
-                reply = self._session.calls.heartbeat(caller, self._interval())
-            except PhalanxError as exc:  # transport (moved on already), a lost session,
-                # a deposed leader's reply (moved on) or a newer one's (the agent joins)
-                log.debug("heartbeat failed: %s", exc)
-                continue
-            self.sent += 1
-            if reply.cancelled:
-                log.info("the coordinator cancelled %s", list(reply.cancelled))
-                self._cancelled.add(reply.cancelled, reply.envelope.epoch)
+            self._beat()
+
+    def _beat(self) -> None:
+        interval = self._interval()
+        try:
+            reply = self._session.calls.heartbeat(self._session.caller, DEADLINE_FACTOR * interval)
+        except MissedBeatError as exc:
+            self._missed(exc)
+            return
+        except PhalanxError as exc:  # a lost session, a deposed leader's reply (moved on),
+            # a newer one's (the agent joins), a channel another call replaced
+            log.debug("heartbeat failed: %s", exc)
+            self.missed = 0
+            return
+        self.missed = 0
+        self.sent += 1
+        if reply.cancelled:
+            log.info("the coordinator cancelled %s", list(reply.cancelled))
+            self._cancelled.add(reply.cancelled, reply.envelope.epoch)
+
+    def _missed(self, exc: MissedBeatError) -> None:
+        """Move to the next address if no other call is in progress, or after
+        ``MISSES_TO_MOVE`` misses in a row on this channel; else wait for the next beat."""
+        if exc.generation != self._missed_on:
+            self._missed_on, self.missed = exc.generation, 0
+        self.missed += 1
+        connection = self._session.calls.connection
+        busy = connection.busy
+        log.debug("heartbeat missed (%d in a row, calls in progress: %s): %s",
+                  self.missed, busy, exc)  # fmt: skip
+        if not busy or self.missed >= MISSES_TO_MOVE:
+            log.info("heartbeat: %s; moving on (%d missed)", exc, self.missed)
+            connection.rotate(exc.generation)
+            self.missed = 0

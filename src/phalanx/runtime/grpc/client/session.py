@@ -11,12 +11,13 @@ redirects (a standby's ``NotLeaderError``, a deposed leader's reply) are retried
 backoff (``Retrying``) until the call's deadline passes, at the address the connection moved
 to. Before each try the session joins again (same id and credential) if it must: the
 coordinator refused the session, or a leadership newer than the session's was seen (a new
-leader has no sessions). A coordinator that restarted, or a new leader, says so with
-``AuthError`` on the next call: the session joins again and repeats the call. It joins again
-at most once without a call succeeding in between at the same address (the coordinator may
-die right after a join, before any call was served: the chaos runs found clients that ended
-there), so a coordinator that keeps refusing the session it just issued ends the client
-(``AuthError``) instead of making it loop on joins.
+leader has no sessions). A refused JOIN is a refused credential (``AuthError``, exit 11);
+a call refused as an unknown session after a join succeeded means the coordinator restarted
+(or another leads, or the same one leads again): the session joins again and repeats the
+call, however often that happens at the same address (the chaos runs restarted one
+coordinator twice within one call). Those joins are bounded: the first goes at once, later
+ones after the backoff, all within the call's deadline, and at most ``MAX_REJOINS`` without
+a call succeeding in between; past that ``SessionChurnError`` (exit 6), never exit 11.
 """
 
 from __future__ import annotations
@@ -28,15 +29,25 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from phalanx.core.messages import Envelope
-from phalanx.errors import AuthError, PermissionDeniedError, ProtocolError
-from phalanx.runtime.grpc.client.backoff import Retrying
+from phalanx.errors import AuthError, PermissionDeniedError, ProtocolError, RuntimeBackendError
+from phalanx.runtime.grpc.client.backoff import RedirectError, Retrying
 from phalanx.runtime.grpc.client.calls import CoordinatorCalls
 from phalanx.runtime.grpc.client.leader import Leadership
 from phalanx.runtime.grpc.session import Caller, JoinRequest, Lease
 
 log = logging.getLogger("phalanx.client.session")
 T = TypeVar("T")
-MAX_REJOINS = 8  # joins again within one call, at most (each at another coordinator)
+MAX_REJOINS = 8  # joins again after a lost session, at most, without a call succeeding
+
+
+class SessionLostError(RedirectError):
+    """The coordinator no longer knows the session (it restarted, or a leadership began
+    since the join): join again, then repeat the call (retried by ``Retrying``)."""
+
+
+class SessionChurnError(RuntimeBackendError):
+    """The coordinator lost the session ``MAX_REJOINS`` times without serving a call in
+    between: not a refused credential (the joins were accepted), so exit 6, not 11."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ class Session:
         self.give_up_s = give_up_s
         self._lock = threading.Lock()
         self._lease: Lease | None = None
-        self._joined_at = ""  # the address that issued the session
+        self._joining = False  # a join is in flight (the heartbeat waits for it)
         self._lost = False  # the coordinator refused the session: join before the next try
         self._unserved_rejoins = 0  # joins again since a call last succeeded
         self.joins = 0
@@ -91,7 +102,13 @@ class Session:
         stamp = self.leadership.stamp()
         request = JoinRequest(stamp, me.client, me.credential, me.num_examples)
         where = self.calls.connection.target
-        lease = self.calls.join(request)
+        with self._lock:
+            self._joining = True
+        try:
+            lease = self.calls.join(request)  # AuthError here: the credential is refused
+        finally:
+            with self._lock:
+                self._joining = False
         if lease.client != me.client:
             raise ProtocolError(
                 f"the coordinator knows this client as {lease.client}, not as {me.client}"
@@ -99,7 +116,6 @@ class Session:
         self.leadership.joined(lease.envelope)
         with self._lock:
             self._lease = lease
-            self._joined_at = where
             self._lost = False
             self.joins += 1
         log.info(
@@ -108,43 +124,51 @@ class Session:
         )  # fmt: skip
         return lease
 
+    @property
+    def joining(self) -> bool:
+        """Whether a join is in flight (a heartbeat of the old session would be refused)."""
+        with self._lock:
+            return self._joining
+
     def call(self, what: str, fn: Callable[[Caller], T], *, deadline_s: float | None = None) -> T:
         """``fn(caller)``, retried as the module docstring says, the session joined again
         when the coordinator lost it."""
         limit = self.give_up_s if deadline_s is None else deadline_s
-        while True:
-            try:
-                result = self.retrying.call(lambda: self._once(fn), what=what, deadline_s=limit)
-            except AuthError as exc:
-                if isinstance(exc, PermissionDeniedError) or not self._may_rejoin():
-                    raise
-                log.warning(
-                    "%s: the coordinator no longer knows this session (%s); joining again",
-                    what, exc,
-                )  # fmt: skip
-                continue
-            with self._lock:
-                self._unserved_rejoins = 0
-            return result
+        result = self.retrying.call(lambda: self._once(fn), what=what, deadline_s=limit)
+        with self._lock:
+            self._unserved_rejoins = 0
+        return result
 
     def _once(self, fn: Callable[[Caller], T]) -> T:
         with self._lock:
             rejoin = self._lost or self._lease is None
         if rejoin or self.leadership.stale_session():
             self._join_once()
-        return fn(self.caller)
+        try:
+            return fn(self.caller)
+        except PermissionDeniedError:
+            raise  # a certificate that does not name this client: joining again cannot help
+        except AuthError as exc:
+            raise self._lost_session(exc) from None
 
-    def _may_rejoin(self) -> bool:
-        """Whether to join again after a refused session: not if the coordinator that
-        refused it issued it since the last call that succeeded (it would only refuse
-        again), nor past ``MAX_REJOINS``."""
+    def _lost_session(self, exc: AuthError) -> Exception:
+        """What a call refused as an unknown session raises: ``SessionLostError`` (join
+        again: at once the first time, after the backoff later), or ``SessionChurnError``
+        past ``MAX_REJOINS`` joins again without a call succeeding."""
         with self._lock:
-            same = self.calls.connection.target == self._joined_at
-            if (self._unserved_rejoins >= 1 and same) or self._unserved_rejoins >= MAX_REJOINS:
-                return False
+            if self._unserved_rejoins >= MAX_REJOINS:
+                return SessionChurnError(
+                    f"the coordinator at {self.calls.connection.target} lost this client's "
+                    f"session {self._unserved_rejoins + 1} times without serving a call "
+                    f"in between ({exc}); giving up"
+                )
             self._unserved_rejoins += 1
             self._lost = True
-            return True
+            first = self._unserved_rejoins == 1
+        return SessionLostError(
+            f"the coordinator no longer knows this session ({exc}); joining again",
+            at_once=first,
+        )
 
 
 def answering(caller: Caller, task: Envelope) -> Caller:
