@@ -190,17 +190,25 @@ def _tls(
     return server_credentials(cert, key, client_ca)
 
 
+def coordinator_config(
+    scenario: str | None, overrides: list[str], resume: Path | None, threads: int
+) -> RunConfig:
+    """The run's configuration, in a coordinator process set up to serve it (its torch
+    threads, the gRPC runtime's log level): what plain and ``--ha`` serving share."""
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1; got {threads}")
+    torch.set_num_threads(threads)
+    logging.getLogger("phalanx.runtime.grpc").setLevel(logging.INFO)
+    return resolve_config(scenario, overrides, resume)
+
+
 def _serve(
     scenario: str | None, overrides: list[str], out: Path | None, force: bool,
     resume: Path | None, threads: int, quiet: bool, plots: bool, endpoint: Endpoint,
     settings: ServeSettings, guard: Guard,
 ) -> None:  # fmt: skip
     wall_start = time.perf_counter()
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1; got {threads}")
-    torch.set_num_threads(threads)
-    logging.getLogger("phalanx.runtime.grpc").setLevel(logging.INFO)
-    config = resolve_config(scenario, overrides, resume)
+    config = coordinator_config(scenario, overrides, resume, threads)
     deployment = Deployment(config, served_model(config), settings=settings, guard=guard)
     directory = run_directory(config, out, resume, force=force, threads=threads)
     console = Console()

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 import typer
 from rich.console import Console
 
-from phalanx.cli.run import resolve_config, run_directory
+from phalanx.cli.run import run_directory
+from phalanx.cli.serve import coordinator_config
 from phalanx.config import RunConfig
 from phalanx.coordinator import HistoryLog, RunDirectory, StopSignals
 from phalanx.coordinator.rundir import holds_run
@@ -51,12 +51,8 @@ def serve_ha(
     served_model: Callable[[RunConfig], ServedModel],
 ) -> None:  # fmt: skip
     wall_start = time.perf_counter()
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1; got {threads}")
-    torch.set_num_threads(threads)
-    logging.getLogger("phalanx.runtime.grpc").setLevel(logging.INFO)
+    config = coordinator_config(scenario, overrides, None, threads)
     logging.getLogger("phalanx.ha").setLevel(logging.INFO)
-    config = resolve_config(scenario, overrides, None)
     deployment = HaDeployment(config, served_model(config), settings=settings, guard=guard, ha=ha)
     if out is not None and holds_run(out) and not force:
         # a member restarted on its own directory: its history and commit log go on
