@@ -30,11 +30,11 @@ def test_clients_are_back_within_the_backoff_cap_plus_one_second(tmp_path: Path)
     outcome = run.run()
     assert outcome.verdict.ok, "\n".join(outcome.verdict.problems)
     [kill] = outcome.kills
-    # Timed as a fraction of round 1's length into round 2, the kill lands in round 3 when
+    # Timed as a fraction of round 1's length into round 2, the kill lands in a later round when
     # round 2 ends sooner (a quiet machine): either way mid-round. 20 rounds: on a quiet
     # machine a round takes 0.1 s, and a run that ended within the clients' backoff would
     # not wait for the last of them to come back.
-    assert kill.round in (2, 3) and kill.listen_s is not None, kill
+    assert kill.round >= 2 and kill.listen_s is not None, kill
     assert len(kill.back_s) == 3 and kill.commit_s is not None, kill
     load = max(load_before, os.getloadavg()[0])
     cpus = os.cpu_count() or 1
