@@ -44,13 +44,13 @@ HEADER = struct.Struct("!Q")  # raw TCP: the update's length, then its bytes
 # -- clients (child processes) -----------------------------------------------------------
 
 
-def _client(mode: str, port: int, client: int, updates: int, floats: int) -> None:
+def _client(mode: str, port: int, client: int, updates: int, floats: int, chunk: int) -> None:
     import torch
 
     from phalanx.client.payload import Trained, seal
     from phalanx.core.messages import Envelope, ModelRef, TaskConfig, TaskKey, TrainTask
     from phalanx.runtime.grpc import serde
-    from phalanx.runtime.grpc.assembly import WireLimits, raw_bytes
+    from phalanx.runtime.grpc.assembly import raw_bytes
     from phalanx.runtime.grpc.session import Caller
 
     torch.set_num_threads(1)
@@ -64,7 +64,6 @@ def _client(mode: str, port: int, client: int, updates: int, floats: int) -> Non
         made.append(seal(task, Trained(tensors, 1, 1, 1, {})))
     payload = raw_bytes(tensors)
     caller = Caller(envelope, client, "session")
-    chunk = WireLimits().chunk_bytes
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=_grpc_options())
     push: Any = channel.stream_unary(serde.method_path("PushUpdate"))
     print("ready", flush=True)
@@ -208,7 +207,7 @@ class GrpcReceiver:
 # -- one measurement ----------------------------------------------------------------------
 
 
-def measure(mode: str, clients: int, updates: int, floats: int) -> float:
+def measure(mode: str, clients: int, updates: int, floats: int, chunk: int) -> float:
     """Bytes per second received, from "go" to the last update."""
     receiver: TcpReceiver | GrpcReceiver = TcpReceiver() if mode == "tcp" else GrpcReceiver()
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=_path())
@@ -225,6 +224,8 @@ def measure(mode: str, clients: int, updates: int, floats: int) -> float:
                 str(updates),
                 "--floats",
                 str(floats),
+                "--chunk-bytes",
+                str(chunk),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -258,6 +259,12 @@ def measure(mode: str, clients: int, updates: int, floats: int) -> float:
         receiver.close()
 
 
+def _wire_chunk_bytes() -> int:
+    from phalanx.runtime.grpc.assembly import WireLimits
+
+    return WireLimits().chunk_bytes
+
+
 def _path() -> str:
     src = str(REPO_ROOT / "src")
     return os.pathsep.join(p for p in (str(REPO_ROOT), src, os.environ.get("PYTHONPATH")) if p)
@@ -266,15 +273,20 @@ def _path() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--updates", type=int, default=3, help="updates per client")
+    parser.add_argument("--updates", type=int, default=10, help="updates per client")
     parser.add_argument("--floats", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--chunk-bytes", type=int, default=None,
+        help="bytes per pushed chunk (default: WireLimits' chunk_bytes, what clients send)",
+    )  # fmt: skip
     parser.add_argument("--client", choices=["tcp", "grpc"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--id", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    chunk = args.chunk_bytes or _wire_chunk_bytes()
     if args.client:
-        _client(args.client, args.port, args.id, args.updates, args.floats)
+        _client(args.client, args.port, args.id, args.updates, args.floats, chunk)
         return
     import torch
 
@@ -285,12 +297,15 @@ def main() -> None:
     for k in args.clients:
         tcp, grpc_ = [], []
         for _ in range(args.repeats):  # alternating, so drifting load hits both alike
-            tcp.append(measure("tcp", k, args.updates, args.floats))
-            grpc_.append(measure("grpc", k, args.updates, args.floats))
+            tcp.append(measure("tcp", k, args.updates, args.floats, chunk))
+            grpc_.append(measure("grpc", k, args.updates, args.floats, chunk))
         t, g = statistics.median(tcp), statistics.median(grpc_)
         table.add_row(str(k), f"{t / 1e6:,.0f}", f"{g / 1e6:,.0f}", f"{g / t:.2f}")
     Console().print(table)
-    print(f"cpus: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f}; medians of {args.repeats}")
+    print(
+        f"cpus: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f}; medians of {args.repeats}; "
+        f"chunks of {chunk:,} bytes"
+    )
 
 
 if __name__ == "__main__":
