@@ -9,12 +9,13 @@ came back and the chain held, then skips the timing, saying so."""
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from phalanx.errors import ConfigError
-from phalanx.testing.chaos.restart import RestartRun
+from phalanx.testing.chaos.restart import Kill, RestartRun
 from phalanx.testing.chaos.watch import FileWatch
 
 CAP_S = 1.0
@@ -71,3 +72,24 @@ def test_a_file_watch_times_whole_lines_and_knows_where_each_starts(tmp_path: Pa
         (3.0, 8, "three"),
     ]
     assert watch.size() == path.stat().st_size
+
+
+def test_a_kill_whose_run_ended_before_the_bound_is_not_judged() -> None:
+    from benchmarks.coordinator_restart import cut_short, to_markdown
+
+    back = {0: 0.2, 1: 0.4}
+    ended = Kill(3, 1.4, back, 0.5, observed_s=0.8)  # the run ended 0.8 s after listening
+    slow = Kill(3, 1.4, back, 0.5, observed_s=5.0)  # client 2 not back in 5 s: a miss
+    whole = Kill(3, 1.4, back | {2: 0.6}, 0.5, observed_s=0.8)
+    assert cut_short(ended, clients=3, bound=2.0)
+    assert not cut_short(slow, clients=3, bound=2.0)
+    assert not cut_short(whole, clients=3, bound=2.0)
+    saved = {
+        "launches": [{"kills": [asdict(k) for k in (ended, whole)], "ok": True, "problems": []}],
+        "setup": {"clients": 3, "backoff_cap_s": 1.0, "rounds": 12, "kill_after": [1, 4]},
+        "machine": {"cpus": 2},
+    }
+    text = to_markdown(saved)
+    assert "2 SIGKILLs" in text and "1 of 1 kills: PASS (1 more not judged" in text
+    saved["launches"][0]["kills"].append(asdict(slow))
+    assert "1 of 2 kills: FAIL" in to_markdown(saved)

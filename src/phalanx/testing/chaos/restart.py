@@ -5,8 +5,12 @@ soon the next round commits.
 it directly (no proxy: only the restart is measured), and SIGKILLs the coordinator once the
 run has recorded each of ``kill_after`` rounds, part way into the next one (a seeded
 fraction, 0.3 to 0.7, of the last round's length, so the round in flight has clients
-training); ``phalanx serve --resume`` then starts on the same port. For every kill it
-reports, from the times a ``RunWatch`` saw lines appear:
+training); ``phalanx serve --resume`` then starts on the same port. Kills are measured one
+at a time: the next is timed only from a round recorded after every client joined the new
+incarnation (or after the bound passed without them), so a kill never lands while the
+clients are still coming back from the one before; a kill whose time comes after the last
+round was recorded is not made (the run is over, nothing is in flight). For every kill it
+reports, from the times a ``RunWatch`` saw lines appear, up to the next kill:
 
 - ``listen_s``: SIGKILL to the new incarnation listening (process start, imports, state);
 - ``back_s``: listening to each client's join with the new incarnation (the bound to meet:
@@ -30,7 +34,7 @@ from phalanx.errors import ConfigError
 from phalanx.runtime.grpc.launcher import LaunchPlan, LocalLauncher, Relaunch
 from phalanx.testing.chaos.checks import Record, Verdict, check_run, read_history
 from phalanx.testing.chaos.runner import SCENARIO, free_port
-from phalanx.testing.chaos.watch import RunWatch
+from phalanx.testing.chaos.watch import Line, RunWatch
 
 SERVE_ARGS = ("--quiet", "--no-plots", "--heartbeat-s", "0.5", "--patience-s", "2.0",
               "--pull-wait-s", "1.0")  # fmt: skip
@@ -50,6 +54,7 @@ class Kill:
     listen_s: float | None
     back_s: dict[int, float]  # client -> listening to its join again
     commit_s: float | None
+    observed_s: float | None = None  # listening to the end of what was watched (next kill, end)
 
     def all_back_s(self, clients: int) -> float | None:
         """Listening to the last client back; None unless every client came back."""
@@ -67,7 +72,7 @@ class RestartOutcome:
 class _Pending:
     round: int
     killed_at: float
-    log_offset: int = 0
+    log_offset: int | None = None  # where the next incarnation's lines start, once it exited
 
 
 @dataclass
@@ -76,9 +81,10 @@ class RestartRun:
 
     workdir: Path
     clients: int = 4
-    rounds: int = 8
-    kill_after: tuple[int, ...] = (1, 3, 5)
+    rounds: int = 12
+    kill_after: tuple[int, ...] = (1, 4, 7)
     backoff_cap_s: float = 1.0
+    settle_slack_s: float = 1.0  # the bound on a client's return: its backoff cap + this
     epochs: int = 20
     seed: int = 0
     deadline_s: float = 300.0
@@ -125,7 +131,8 @@ class RestartRun:
             self._exits.append((-1, False))
         verdict = check_run(run_dir, rounds=self.rounds, exits=self._exits,
                             snapshots=self._snapshots, coordinator_log=log)  # fmt: skip
-        kills = [self._measure(p) for p in self._pending]
+        ends = [p.killed_at for p in self._pending[1:]] + [time.monotonic()]
+        kills = [self._measure(p, until) for p, until in zip(self._pending, ends, strict=True)]
         self._write_timed(self.workdir / "coordinator.timed.log")
         return RestartOutcome(kills, verdict, time.monotonic() - self._start)
 
@@ -138,17 +145,46 @@ class RestartRun:
         process = coordinator.process if coordinator is not None else None
         if process is None or process.poll() is not None:
             return
+        recorded = self._watch.recorded()
         if self._kill_at is not None and now >= self._kill_at:
             self._kill_at = None
-            process.send_signal(signal.SIGKILL)
-            self._pending.append(_Pending(len(self._watch.recorded()), time.monotonic()))
+            if len(recorded) < self.rounds:  # else the run is over: nothing is in flight
+                process.send_signal(signal.SIGKILL)
+                self._pending.append(_Pending(len(recorded), time.monotonic()))
             return
-        recorded = self._watch.recorded()
-        if self._todo and self._kill_at is None and self._todo[0] in recorded:
-            after = self._todo.pop(0)
-            previous = recorded.get(after - 1, (self._start, False))[0]
-            length = recorded[after][0] - previous
-            self._kill_at = recorded[after][0] + self._rng.uniform(0.3, 0.7) * length
+        if not self._todo or self._kill_at is not None:
+            return
+        settled = self._settled_at(now)
+        if settled is None:
+            return
+        after = next((r for r in sorted(recorded)
+                      if r >= self._todo[0] and recorded[r][0] >= settled), None)  # fmt: skip
+        if after is None:
+            return
+        self._todo.pop(0)
+        if after > self.rounds - 2:
+            return  # no round follows it to be killed in
+        previous = recorded.get(after - 1, (self._start, False))[0]
+        length = recorded[after][0] - previous
+        self._kill_at = recorded[after][0] + self._rng.uniform(0.3, 0.7) * length
+
+    def _settled_at(self, now: float) -> float | None:
+        """When the last kill's clients were all back (or the bound on their return had
+        passed): rounds recorded after it may time the next kill. None: not yet."""
+        if not self._pending:
+            return self._start
+        offset = self._pending[-1].log_offset
+        if offset is None:
+            return None  # the killed incarnation's exit is not seen yet
+        lines = self._watch.log_after(offset)
+        listening = next((line.at for line in lines if LISTENING.search(line.text)), None)
+        if listening is None:
+            return None
+        joined = _joins(lines, listening)
+        if len(joined) == self.clients:
+            return listening + max(joined.values())
+        bound = self.backoff_cap_s + self.settle_slack_s
+        return listening + bound if now - listening >= bound else None
 
     def _on_exit(self, code: int) -> Relaunch | None:
         caused = bool(self._pending) and code == -signal.SIGKILL and not self._exits_for_all()
@@ -172,17 +208,25 @@ class RestartRun:
         path.write_text("".join(f"{at - self._start:9.3f}  {text}\n" for at, text in
                                 sorted(lines + marks, key=lambda x: x[0])))  # fmt: skip
 
-    def _measure(self, pending: _Pending) -> Kill:
-        lines = self._watch.log_after(pending.log_offset)
+    def _measure(self, pending: _Pending, until: float) -> Kill:
+        """What followed ``pending``, up to ``until`` (the next kill, or the run's end)."""
+        lines = [line for line in self._watch.log_after(pending.log_offset or 0)
+                 if line.at < until]  # fmt: skip
         listening = next((line.at for line in lines if LISTENING.search(line.text)), None)
         if listening is None:
             return Kill(pending.round, None, {}, None)
-        back: dict[int, float] = {}
-        for line in lines:
-            match = JOINED.search(line.text)
-            if match and line.at >= listening:
-                back.setdefault(int(match.group(1)), line.at - listening)
         commits = [at for r, (at, ok) in self._watch.recorded().items()
-                   if ok and r >= pending.round and at >= listening]  # fmt: skip
+                   if ok and r >= pending.round and listening <= at < until]  # fmt: skip
         commit = min(commits) - listening if commits else None
-        return Kill(pending.round, listening - pending.killed_at, back, commit)
+        return Kill(pending.round, listening - pending.killed_at, _joins(lines, listening),
+                    commit, observed_s=until - listening)  # fmt: skip
+
+
+def _joins(lines: list[Line], listening: float) -> dict[int, float]:
+    """Client -> seconds from ``listening`` to its first join line after it."""
+    back: dict[int, float] = {}
+    for line in lines:
+        match = JOINED.search(line.text)
+        if match and line.at >= listening:
+            back.setdefault(int(match.group(1)), line.at - listening)
+    return back
