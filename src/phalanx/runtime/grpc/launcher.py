@@ -14,7 +14,9 @@ id, done by one supervisor so a scenario runs over real processes and real socke
 - a supervisor loop that restarts a client whose process died (as systemd or Kubernetes
   would: a crashed node comes back and joins again), with a capped, doubling delay and a
   cap on restarts per client; a client that exits for a reason a restart cannot fix (a bad
-  flag, another protocol version, a refused credential) stops the launch.
+  flag, another protocol version, a refused credential) stops the launch. A client that
+  exits for another run (12) is restarted only when this launcher started its coordinator
+  again as a new run (killed before its first commit, so there was nothing to resume).
 
 The children die with the launcher (``PR_SET_PDEATHSIG``), a Ctrl-C or SIGTERM is passed to
 the coordinator (which stops as ``phalanx run`` does: what committed is kept, the resume
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from phalanx.core.processes import ONE_THREAD_ENV, kill_me_with_parent
-from phalanx.errors import ConfigError, PhalanxError
+from phalanx.errors import ConfigError, PhalanxError, RunMismatchError
 from phalanx.runtime.grpc.certs import make_local_pki
 from phalanx.runtime.grpc.credentials import issue_credentials, token_files
 from phalanx.types import ClientId
@@ -101,6 +103,7 @@ class Child:
     due_at: float = 0.0  # monotonic time of the next (re)start
     done: bool = False
     stopped: bool = False  # terminated by the launcher at the end (not a failure)
+    coordinator_starts: int = 0  # the coordinator's restarts when this process started
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,8 @@ class LocalLauncher:
         finally:
             if log_fd is not None:
                 os.close(log_fd)
+        if child is not self.coordinator and self.coordinator is not None:
+            child.coordinator_starts = self.coordinator.restarts
 
     def _wait_for_port(self) -> int | None:
         """The coordinator's bound port once it writes it; None if it exited first."""
@@ -313,7 +318,7 @@ class LocalLauncher:
             return
         if code == 0:
             child.done = True
-        elif code in FATAL_CLIENT_EXITS:
+        elif code in FATAL_CLIENT_EXITS and not self._left_behind_by_a_new_run(child, code):
             child.done = True
             log.error(
                 "%s exited %d (%s): stopping the launch", child.name, code, FATAL_CLIENT_EXITS[code]
@@ -330,7 +335,19 @@ class LocalLauncher:
             )
             child.restarts += 1
             child.process, child.due_at = None, now + delay
-            log.info("%s exited %s; restarting in %.1f s", child.name, _exit_text(code), delay)
+            why = " (its coordinator began a new run)" if code == RunMismatchError.exit_code else ""
+            log.info(
+                "%s exited %s%s; restarting in %.1f s", child.name, _exit_text(code), why, delay
+            )
+
+    def _left_behind_by_a_new_run(self, child: Child, code: int) -> bool:
+        """A client that exits for another run (12) after this launcher started its
+        coordinator again as a new run (killed before its first commit, nothing to resume):
+        the client is bound to the old run's id, and starting it again joins the new run.
+        Before any restart of the coordinator, 12 stays fatal: no run of this launch changed."""
+        coordinator = self.coordinator
+        restarted = coordinator is not None and coordinator.restarts > child.coordinator_starts
+        return code == RunMismatchError.exit_code and restarted
 
     def _reap_all(self) -> None:
         """The coordinator first (bounded), then the clients: FINISHED lets them leave within
