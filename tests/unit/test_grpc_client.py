@@ -314,16 +314,18 @@ def test_a_refused_credential_ends_the_client(served: Served) -> None:
 
 
 def test_time_to_live_gives_partial_work_or_a_reported_timeout(served: Served) -> None:
-    """12 steps of 20 ms: the first task measures the pace; with 0.12 s to live, partial
-    work sends what fits; without it, the attempt runs over and is reported."""
-    work = shard(make_app(step_s=STEP_S))
+    """12 steps of 50 ms: the first task measures the pace; with 0.3 s to live, partial
+    work sends what fits; without it, the attempt runs over and is reported. (It was 20 ms
+    steps and 0.12 s: about 5 steps fitted, and a loaded machine's wake-up delay of 34 ms a
+    step left fewer than the 2 that partial work needs, so all 12 ran over; now 85 ms.)"""
+    work = shard(make_app(step_s=0.05))
     fake = served.fake
     v0 = publish(served, work)
     fake.tasks.extend(
         [
             task(0, ME, v0, epochs=3),
-            task(1, ME, v0, epochs=3, ttl_s=0.12, partial=True),
-            task(2, ME, v0, epochs=3, ttl_s=0.12),
+            task(1, ME, v0, epochs=3, ttl_s=0.3, partial=True),
+            task(2, ME, v0, epochs=3, ttl_s=0.3),
         ]  # type: ignore[arg-type]
     )
     fake.finish = True
