@@ -7,18 +7,22 @@ machinery: the benchmark imports it from here, not the other way round.
 
 Three kinds of kill, drawn by a seeded generator:
 
-- *training*: SIGKILL a random delay after the process wrote its first checkpoint, i.e.
-  once it is surely training. Timing from process start would not do: interpreter and
-  torch start-up (about 1.5 s here) varies by more than a round lasts (about 12 ms), and a
-  resumed process starts training sooner than a fresh one, so start-relative instants
-  either miss training or race through the run in a few kills.
+- *training*: SIGKILL a random number of rounds, then a random fraction of a round, after
+  the process wrote its first checkpoint, i.e. once it is surely training. Timing from
+  process start would not do: interpreter and torch start-up (about 1.5 s here) varies by
+  more than a round lasts (about 12 ms), and a resumed process starts training sooner than a
+  fresh one, so start-relative instants either miss training or race through the run in a
+  few kills. Whole rounds are counted in checkpoints, not seconds: a delay in seconds,
+  planned on the reference run, covers more rounds when the machine runs faster than it did
+  then (a load that eased), and the last kills found the run finished.
 - *start-up*: a random delay after start, before the first round can end: a death while
   importing, reading the config or loading the checkpoint.
 - *crash point*: ``PHALANX_CRASH_AT=point@N`` makes the process SIGKILL itself at a chosen
   step of a checkpoint write, which no timer can aim at.
 
-Delays are fractions of a timeline measured on the reference run of the same session, so the
-plan fits a fast machine and a loaded one alike.
+Start-up delays and the part of a round a training kill waits are fractions of a timeline
+measured on the reference run of the same session, so the plan fits a fast machine and a
+loaded one alike; how many rounds the training kills use up is the seeded plan's alone.
 """
 
 from __future__ import annotations
@@ -83,11 +87,12 @@ class Timeline:
 @dataclass(frozen=True)
 class Kill:
     """One planned death; ``delay_s`` counts from start (start-up) or from the process's
-    first checkpoint (training)."""
+    checkpoint ``rounds_in`` rounds after its first one (training)."""
 
     kind: KillKind
     delay_s: float = 0.0
     crash_at: str | None = None
+    rounds_in: int = 0
 
 
 @dataclass(frozen=True)
@@ -235,11 +240,12 @@ class KillResumeDriver:
 
     def plan(self, kills: int, timeline: Timeline, *, cover: float) -> list[Kill]:
         """Every third kill at a crash point (the points in a shuffled cycle, hit 1 to 3);
-        every seventh in start-up; the others a random time into training."""
+        every seventh in start-up; the others a random number of rounds and a random part of
+        a round into training."""
         kinds = [_kind(i) for i in range(kills)]
         round_s = timeline.training_s / max(timeline.rounds, 1)
-        per_kill = cover * timeline.training_s / max(kinds.count("training"), 1)
-        span = max(2 * (per_kill - round_s), 2 * round_s)  # a kill costs a round to get going
+        per_kill = cover * self.rounds / max(kinds.count("training"), 1)  # in rounds
+        span = max(2 * (per_kill - 1), 2)  # rounds; a kill costs a round to get going
         points = self.rng.sample(CRASH_POINTS, len(CRASH_POINTS))
         plan = []
         for i, kind in enumerate(kinds):
@@ -249,7 +255,8 @@ class KillResumeDriver:
             elif kind == "start-up":
                 plan.append(Kill(kind, self.rng.uniform(0.3, 0.95) * timeline.startup_s))
             else:
-                plan.append(Kill(kind, self.rng.uniform(0.0, span)))
+                whole, part = divmod(self.rng.uniform(0.0, span), 1.0)
+                plan.append(Kill(kind, part * round_s, rounds_in=int(whole)))
         return plan
 
     def _reference(self) -> tuple[ServerState, Timeline]:
@@ -321,8 +328,21 @@ class KillResumeDriver:
         self, process: subprocess.Popen[bytes], run_dir: Path, kill: Kill, *, before: int
     ) -> None:
         """A start-up kill counts its delay from start, a training kill from the process's
-        first checkpoint; either does nothing if the process finishes first."""
-        if kill.kind == "training" and not self._await_checkpoint(process, run_dir, before):
+        checkpoint ``rounds_in`` rounds after its first; either does nothing if the process
+        finishes first. A start-up kill comes at the latest when the process writes its first
+        checkpoint: its delay was planned on the reference's start-up, and a start that runs
+        faster than that one (a resume, a load that eased) would otherwise get tens of rounds
+        (12 ms each) into training, or to the run's end, before the kill."""
+        if kill.kind == "start-up":
+            end = time.perf_counter() + max(kill.delay_s, 0.0)
+            while time.perf_counter() < end and newest_round(run_dir) <= before:
+                if process.poll() is not None:
+                    return
+                time.sleep(POLL_S)
+            self._kill(process)
+            return
+        after = before + kill.rounds_in
+        if kill.kind == "training" and not self._await_checkpoint(process, run_dir, after):
             return
         try:
             process.wait(timeout=max(kill.delay_s, 0.0))

@@ -19,9 +19,12 @@ import torch
 
 from phalanx.checkpoint import LocalCheckpointStore
 from tests.faults.kill_driver import scenario
+from tests.timing import bound_s, load_per_cpu
 
 ROOT = Path(__file__).parents[2]
-STOP_BOUND_S = 5.0  # the target is 1 s; a loaded CI machine gets slack
+# The target is 1 s; 5 s on a quiet machine (the stop writes plots), stretched by the load per
+# CPU on a loaded one, where the exit (matplotlib, two PNGs) waits its turn for the CPU.
+STOP_BOUND_S = 5.0
 
 
 def start(out: Path, *extra: str, rounds: int = 1000) -> subprocess.Popen[str]:
@@ -58,9 +61,10 @@ def test_first_signal_stops_within_a_second_and_writes_the_outputs(
     out = tmp_path / "run"
     process = start(out)
     await_rounds(process, out, 5)
+    load = load_per_cpu()
     seconds, output = stop(process, sig)
     assert process.returncode == code, output
-    assert seconds < STOP_BOUND_S, output
+    assert seconds < bound_s(STOP_BOUND_S, load), output
     assert f"phalanx run --resume {out}" in output and "Traceback" not in output
     summary = json.loads((out / "summary.json").read_text())
     lines = (out / "history.jsonl").read_text().splitlines()
@@ -118,8 +122,9 @@ def test_the_python_api_raises_keyboard_interrupt_after_cleanup(tmp_path: Path) 
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     await_rounds(process, out, 5)
+    load = load_per_cpu()
     seconds, output = stop(process, signal.SIGINT)
-    assert process.returncode == 0 and seconds < STOP_BOUND_S, output
+    assert process.returncode == 0 and seconds < bound_s(STOP_BOUND_S, load), output
     _, _, round_, records = output.split()[-4:]
     assert int(round_) == int(records) >= 5
 

@@ -90,13 +90,16 @@ def test_an_unrenewed_lease_ends_and_the_leader_demotes_first(etcd: EtcdCluster)
 
 
 def test_a_renewing_leader_keeps_the_lease(etcd: EtcdCluster) -> None:
-    a, b = elector(etcd, "a:1"), elector(etcd, "b:1")
+    # A 2 s lease, not 1 s: renewed every TTL / 4, a 1 s lease is lost after one renewal
+    # stalls ~0.5 s (a thread and an etcd round trip waiting for a CPU on a loaded machine).
+    # 2.5 s still outlasts an unrenewed lease (its leader demotes itself at 1.5 s).
+    a, b = elector(etcd, "a:1", ttl_s=2), elector(etcd, "b:1", ttl_s=2)
     term = a.try_acquire()
     assert term is not None
 
     async def hold() -> None:
         keeper = asyncio.create_task(term.keep())
-        await asyncio.sleep(2.5)  # 2.5 TTLs
+        await asyncio.sleep(2.5)  # 1.25 TTLs
         assert term.leading and b.try_acquire() is None
         keeper.cancel()
 

@@ -94,7 +94,9 @@ def test_replay_stops_early_when_asked() -> None:
 
 
 def test_replay_inside_an_event_loop() -> None:
-    schedule = ChaosSchedule(steps=(Step(at=0.0, action=Refuse()), Step(at=0.2, action=Heal())))
+    # Heal at 1 s, not 0.2 s: the refused connection is tried 0.05 s in, and a loaded
+    # machine that stalls this process for 0.15 s could let the heal be applied first.
+    schedule = ChaosSchedule(steps=(Step(at=0.0, action=Refuse()), Step(at=1.0, action=Heal())))
 
     async def echoes(port: int) -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -314,16 +314,18 @@ def test_a_refused_credential_ends_the_client(served: Served) -> None:
 
 
 def test_time_to_live_gives_partial_work_or_a_reported_timeout(served: Served) -> None:
-    """12 steps of 20 ms: the first task measures the pace; with 0.12 s to live, partial
-    work sends what fits; without it, the attempt runs over and is reported."""
-    work = shard(make_app(step_s=STEP_S))
+    """12 steps of 50 ms: the first task measures the pace; with 0.3 s to live, partial
+    work sends what fits; without it, the attempt runs over and is reported. (It was 20 ms
+    steps and 0.12 s: about 5 steps fitted, and a loaded machine's wake-up delay of 34 ms a
+    step left fewer than the 2 that partial work needs, so all 12 ran over; now 85 ms.)"""
+    work = shard(make_app(step_s=0.05))
     fake = served.fake
     v0 = publish(served, work)
     fake.tasks.extend(
         [
             task(0, ME, v0, epochs=3),
-            task(1, ME, v0, epochs=3, ttl_s=0.12, partial=True),
-            task(2, ME, v0, epochs=3, ttl_s=0.12),
+            task(1, ME, v0, epochs=3, ttl_s=0.3, partial=True),
+            task(2, ME, v0, epochs=3, ttl_s=0.3),
         ]  # type: ignore[arg-type]
     )
     fake.finish = True
@@ -475,14 +477,18 @@ def test_an_app_is_named_module_colon_object() -> None:
 
 def test_a_straggler_is_slow_for_real(served: Served) -> None:
     """20x slower (the scenario's straggle_factor): with partial work it plans the steps
-    that fit at its slowed pace and sends them in time; without, it runs over and says so."""
+    that fit at its slowed pace and sends them in time; without, it runs over and says so.
+    1.6 s to live, not 1.0 s: 1 to 3 of the 4 steps (20 ms sleeps, 0.4 s slowed) fit in
+    0.9 x the time left while a step measures 0.018 to 0.072 s; with 1.0 s a step over
+    0.044 s (0.039 s was measured at a load average of 9 on 2 CPUs) fitted none, and the
+    client ran all 4, over the time to live."""
     work = shard()
     fake = served.fake
     v0 = publish(served, work)
     fake.tasks.extend(
         [
             task(0, ME, v0),
-            task(1, ME, v0, ttl_s=1.0, partial=True),
+            task(1, ME, v0, ttl_s=1.6, partial=True),
             task(2, ME, v0, ttl_s=0.3),
         ]  # type: ignore[arg-type]
     )
