@@ -94,6 +94,7 @@ class RestartRun:
     _snapshots: list[list[Record]] = field(default_factory=list)
     _kill_at: float | None = None
     _start: float = 0.0
+    _ended_at: float | None = None  # the last incarnation's exit (the run's end), once seen
 
     def __post_init__(self) -> None:
         if not all(1 <= k < self.rounds - 1 for k in self.kill_after):
@@ -131,7 +132,9 @@ class RestartRun:
             self._exits.append((-1, False))
         verdict = check_run(run_dir, rounds=self.rounds, exits=self._exits,
                             snapshots=self._snapshots, coordinator_log=log)  # fmt: skip
-        ends = [p.killed_at for p in self._pending[1:]] + [time.monotonic()]
+        # each kill is watched up to the next one; the last up to the run's end, not the
+        # clients' farewell and reaping after it (a client not back by then never could be)
+        ends = [p.killed_at for p in self._pending[1:]] + [self._ended_at or time.monotonic()]
         kills = [self._measure(p, until) for p, until in zip(self._pending, ends, strict=True)]
         self._write_timed(self.workdir / "coordinator.timed.log")
         return RestartOutcome(kills, verdict, time.monotonic() - self._start)
@@ -189,6 +192,8 @@ class RestartRun:
     def _on_exit(self, code: int) -> Relaunch | None:
         caused = bool(self._pending) and code == -signal.SIGKILL and not self._exits_for_all()
         self._exits.append((code, caused))
+        if not caused:
+            self._ended_at = time.monotonic()
         self._snapshots.append(read_history(self._run_dir / "history.jsonl"))
         if not caused:
             return None
