@@ -34,7 +34,6 @@ from phalanx.config import RunConfig
 from phalanx.coordinator import HistoryLog, RunDirectory, RunLifecycle
 from phalanx.coordinator.digest import config_digest
 from phalanx.coordinator.store_calls import StoreCalls
-from phalanx.core.files import write_atomic
 from phalanx.core.models import ModelBook
 from phalanx.core.state import ServerState
 from phalanx.engine.engine import Engine, RoundHook
@@ -50,10 +49,10 @@ from phalanx.ha.history import TermHistory
 from phalanx.ha.pointer import Pointer, epoch_locations, load_committed, model_digest, open_stores
 from phalanx.runtime.grpc.coordinator.deployment import FAREWELL_S, Endpoint, Guard, ServedModel
 from phalanx.runtime.grpc.coordinator.runtime import GrpcRuntime
-from phalanx.runtime.grpc.coordinator.server import listen
+from phalanx.runtime.grpc.coordinator.server import start_serving
 from phalanx.runtime.grpc.coordinator.service import CoordinatorService
 from phalanx.runtime.grpc.coordinator.settings import ServeSettings
-from phalanx.runtime.grpc.metrics import add_health, set_serving
+from phalanx.runtime.grpc.metrics import set_serving
 from phalanx.runtime.grpc.servicer import build_server
 
 log = logging.getLogger("phalanx.ha")
@@ -112,12 +111,9 @@ class HaDeployment:
         on_listening: Callable[[int], None] | None,
     ) -> HaResult:  # fmt: skip
         server = build_server(self.gate, self.settings.limits)
-        health = add_health(server)
-        port = listen(server, endpoint.address, endpoint.credentials)
-        await server.start()
-        await set_serving(health, True)
-        if endpoint.port_file is not None:
-            write_atomic(endpoint.port_file, f"{port}\n".encode())
+        port, health = await start_serving(
+            server, endpoint.address, endpoint.credentials, endpoint.port_file
+        )
         if on_listening is not None:
             on_listening(port)
         history = TermHistory(directory.history)

@@ -36,7 +36,6 @@ from phalanx.checkpoint import build_store
 from phalanx.config import RunConfig
 from phalanx.coordinator import HistoryLog, RunDirectory, RunInterrupted, RunLifecycle, StopSignals
 from phalanx.coordinator.lifecycle import RunRound
-from phalanx.core.files import write_atomic
 from phalanx.core.models import ModelBook
 from phalanx.core.state import ServerState
 from phalanx.core.tensors import Manifest
@@ -44,13 +43,16 @@ from phalanx.engine.engine import Engine, Evaluate, RoundHook
 from phalanx.engine.history import RoundRecord
 from phalanx.runtime.grpc.coordinator.access import Authenticator, Limiter, OperatorToken
 from phalanx.runtime.grpc.coordinator.runtime import GrpcRuntime
-from phalanx.runtime.grpc.coordinator.server import check_address, coordinator_server, listen
+from phalanx.runtime.grpc.coordinator.server import (
+    check_address,
+    coordinator_server,
+    start_serving,
+)
 from phalanx.runtime.grpc.coordinator.service import CoordinatorService
 from phalanx.runtime.grpc.coordinator.settings import ServeSettings
 from phalanx.runtime.grpc.metrics import (
     CoordinatorMetrics,
     MetricsServer,
-    add_health,
     set_serving,
     start_metrics_server,
 )
@@ -179,13 +181,9 @@ class Deployment:
             operator=guard.operator,
         )  # fmt: skip
         server = coordinator_server(runtime, service)
-        health = add_health(server)
-        port = listen(server, endpoint.address, endpoint.credentials)
-        await server.start()
-        await set_serving(health, True)
-        if endpoint.port_file is not None:
-            write_atomic(endpoint.port_file, f"{port}\n".encode())
-        return port, health
+        return await start_serving(
+            server, endpoint.address, endpoint.credentials, endpoint.port_file
+        )
 
     def _serve_metrics(self, endpoint: Endpoint) -> MetricsServer | None:
         if endpoint.metrics_port is None:

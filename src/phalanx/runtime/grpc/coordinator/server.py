@@ -9,12 +9,16 @@ plaintext (loopback tests, a trusted network).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import grpc
+from grpc_health.v1._async import HealthServicer  # what metrics.add_health registers
 
+from phalanx.core.files import write_atomic
 from phalanx.errors import ConfigError
 from phalanx.runtime.grpc.coordinator.runtime import GrpcRuntime
 from phalanx.runtime.grpc.coordinator.service import CoordinatorService
+from phalanx.runtime.grpc.metrics import add_health, set_serving
 from phalanx.runtime.grpc.servicer import build_server
 
 log = logging.getLogger("phalanx.runtime.grpc.coordinator")
@@ -51,3 +55,19 @@ def listen(
         raise ConfigError(f"cannot listen on {address} (in use, or not this machine's address)")
     log.info("listening on %s:%d (%s)", host, bound, "TLS" if credentials else "plaintext")
     return bound
+
+
+async def start_serving(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None,
+    port_file: Path | None,
+) -> tuple[int, HealthServicer]:  # fmt: skip
+    """Register the health service, open ``address``, start ``server`` and report it
+    SERVING; then write the bound port to ``port_file``, so whoever reads the file finds a
+    server that answers. Returns the port and the health servicer (to say NOT_SERVING)."""
+    health = add_health(server)
+    port = listen(server, address, credentials)
+    await server.start()
+    await set_serving(health, True)
+    if port_file is not None:
+        write_atomic(port_file, f"{port}\n".encode())
+    return port, health
