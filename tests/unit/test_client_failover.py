@@ -34,12 +34,6 @@ from phalanx.runtime.grpc.client.leader import DeposedLeaderError
 
 
 @pytest.fixture
-def served() -> Iterator[Served]:
-    with Served(FakeCoordinator()) as server:
-        yield server
-
-
-@pytest.fixture
 def pair() -> Iterator[tuple[Served, Served]]:
     """Two coordinators of one run; the test decides who leads."""
     with Served(FakeCoordinator()) as first, Served(FakeCoordinator()) as second:

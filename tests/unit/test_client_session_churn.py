@@ -7,10 +7,7 @@ deadline passes does not close the channel a join or a long-poll is using."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from tests.fake_coordinator import FakeCoordinator, Served, task
+from tests.fake_coordinator import Served, task
 from tests.unit.test_grpc_client import (
     ME,
     agent_for,
@@ -21,12 +18,6 @@ from tests.unit.test_grpc_client import (
     start_agent,
     wait_for,
 )
-
-
-@pytest.fixture
-def served() -> Iterator[Served]:
-    with Served(FakeCoordinator()) as server:
-        yield server
 
 
 def test_a_session_forgotten_twice_in_a_row_is_joined_again_each_time(served: Served) -> None:

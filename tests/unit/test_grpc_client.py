@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -94,16 +94,6 @@ def config(**byzantine: object) -> RunConfig:
 
 def shard(app: ClientApp | None = None, *, byzantine: bool = False, **attack: object) -> Shard:
     return app_shard(app or make_app(), config(**attack), ME, byzantine=byzantine)
-
-
-@pytest.fixture
-def served() -> Iterator[Served]:
-    server = Served(FakeCoordinator())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def agent_for(served: Served, work: Shard, **kw: object) -> ClientAgent:
