@@ -49,7 +49,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="only the cells the acceptance checks read (default and fedavg)",
     )
     parser.add_argument("--partitions", nargs="+", default=list(PARTITIONS))
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.3])
+    parser.add_argument(
+        "--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.3], choices=[0.1, 0.2, 0.3]
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="pin the seeds (reproduction)")
     parser.add_argument("--draw-seeds", type=int, default=3, help="how many seeds to draw")
     parser.add_argument("--allow-tuning-seeds", action="store_true")

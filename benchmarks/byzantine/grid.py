@@ -94,6 +94,17 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def dirichlet_alpha(partition: str) -> float | None:
+    """``iid`` -> None; ``dirichlet<alpha>`` -> alpha; anything else is refused."""
+    if partition == "iid":
+        return None
+    try:
+        return float(partition.removeprefix("dirichlet"))
+    except ValueError:
+        raise ConfigError(f"partition {partition!r}: expected iid or dirichlet<alpha>, "
+                          "e.g. dirichlet0.5") from None  # fmt: skip
+
+
 def cell_config(cell: Cell, overrides: list[str]) -> tuple[RunConfig, int, bool]:
     """The run config of one cell, the f it uses and whether f was capped. ``overrides``
     apply after the dataset is chosen, so they may set its own keys (train_examples). Every
@@ -109,8 +120,7 @@ def cell_config(cell: Cell, overrides: list[str]) -> tuple[RunConfig, int, bool]
         base["workload"] = {"name": cell.dataset, "num_clients": n}
     for assignment in overrides:
         apply_override(base, assignment)
-    alpha = None if cell.partition == "iid" else float(cell.partition.removeprefix("dirichlet"))
-    base["workload"]["dirichlet_alpha"] = alpha
+    base["workload"]["dirichlet_alpha"] = dirichlet_alpha(cell.partition)
     if cell.aggregator != DEFAULT:
         memory = base["aggregation"]["memory_budget_bytes"]
         table = AGGREGATORS[cell.aggregator]

@@ -48,9 +48,11 @@ def test_every_row_is_behind_the_same_validation(mode: str, bound: float | None)
         assert config.validation == scenario.model_copy(update={"max_relative_norm": bound})
 
 
-def test_an_unknown_validation_mode_is_refused() -> None:
+def test_an_unknown_validation_mode_or_partition_is_refused() -> None:
     with pytest.raises(ConfigError, match="validation mode 'loose'"):
         cell_config(cell("median", validation="loose"), [])
+    with pytest.raises(ConfigError, match="partition 'dirichlet': expected iid or dirichlet"):
+        cell_config(cell("median", partition="dirichlet"), [])
 
 
 def test_single_rules_keep_the_partition_fraction_and_seed() -> None:
