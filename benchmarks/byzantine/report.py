@@ -127,26 +127,10 @@ def render(
     lines = header(meta)
     for partition in partitions:
         for setting in settings:
-            title = f"{partition}, {setting.label}"
-            columns = ["aggregator", SUMMARY[0], *attacks, *SUMMARY[1:]]
-            lines += [
-                f"## {title}",
-                "",
-                "| " + " | ".join(columns) + " |",
-                "|" + "---|" * len(columns),
-            ]
-            table = Table(title=f"{meta['dataset']}, {title}")
-            for column in ["aggregator", *SUMMARY]:
-                table.add_column(column, justify="right")
-            for aggregator in aggregators:
-                found = row(runs, partition, setting, aggregator, attacks)
-                if all(t == "—" for t in found.attacks):
-                    continue
-                cells_ = [aggregator, found.summary[0], *found.attacks, *found.summary[1:]]
-                lines.append("| " + " | ".join(cells_) + " |")
-                table.add_row(aggregator, *found.summary)
+            text, table = _table(runs, partition, setting, attacks, aggregators)
+            table.title = f"{meta['dataset']}, {table.title}"
+            lines += text
             console.print(table)
-            lines.append("")
     checks = acceptance.checks(runs)
     lines += acceptance.render(checks)
     for line in acceptance.render(checks):
@@ -154,6 +138,28 @@ def render(
     write_atomic(out / f"{stem}.md", ("\n".join(lines) + "\n").encode())
     _heatmap(runs, meta["dataset"], partitions, settings, attacks, aggregators, out / f"{stem}.png")
     return checks
+
+
+def _table(runs: Runs, partition: str, setting: Setting, attacks: list[str],
+           aggregators: list[str]) -> tuple[list[str], Table]:  # fmt: skip
+    """One partition and setting: its markdown lines, and its summary table for the console.
+    Clean FedAvg, the reference of every drop, is under the heading even with no row."""
+    title = f"{partition}, {setting.label}"
+    columns = ["aggregator", SUMMARY[0], *attacks, *SUMMARY[1:]]
+    reference = f"Clean FedAvg: {_accuracy(runs.get((partition, None, CLEAN, 'fedavg'), []))}"
+    lines = [f"## {title}", "", reference + ".", "", "| " + " | ".join(columns) + " |",
+             "|" + "---|" * len(columns)]  # fmt: skip
+    table = Table(title=title, caption=reference)
+    for column in ["aggregator", *SUMMARY]:
+        table.add_column(column, justify="right")
+    for aggregator in aggregators:
+        found = row(runs, partition, setting, aggregator, attacks)
+        if all(t == "—" for t in found.attacks):
+            continue
+        lines.append("| " + " | ".join([aggregator, found.summary[0], *found.attacks,
+                                         *found.summary[1:]]) + " |")  # fmt: skip
+        table.add_row(aggregator, *found.summary)
+    return [*lines, ""], table
 
 
 def _heatmap(

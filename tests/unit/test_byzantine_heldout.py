@@ -223,6 +223,7 @@ def test_the_report_records_seeds_validation_and_mean_and_worst_seed(tmp_path: P
     text = (tmp_path / "t.md").read_text()
     assert "- Seeds: 11, 12 (drawn at run time)" in text and "rounds=3" in text
     assert "`max_relative_norm` included" in text
+    assert "Clean FedAvg: 87.5 / 80.0." in text
     assert "## dirichlet0.5, 30% Byzantine, f under-estimated (sized for 20%)" in text
     assert (
         "| fedavg | 87.5 / 80.0 | 82.5 / 80.0 | 82.5 / 80.0 | 82.5 / 80.0 (alie) | 3.0 | 0.50 "
