@@ -12,12 +12,13 @@ import torch
 
 from phalanx.aggregation.registry import max_f
 from phalanx.config import RunConfig, apply_override, build_config, load_config
+from phalanx.errors import ConfigError
 from phalanx.scenarios import scenario_path
 
 # The recommended default: the aggregation line of the shipped "robust" scenario.
 DEFAULT = "default"
 
-# name -> aggregation table without f (the grid sets f, capped at what the rule tolerates)
+# name -> aggregation table without f (the cell sets f, capped at what the rule tolerates)
 AGGREGATORS: dict[str, dict[str, Any]] = {
     "fedavg": {"name": "fedavg"},
     "median": {"name": "median"},
@@ -51,18 +52,28 @@ ATTACKS: dict[str, dict[str, Any]] = {
 CLEAN = "clean"
 
 
+# How a cell's validation treats every row alike: the scenario's own (the relative-norm
+# check included), or the scenario's without ``max_relative_norm``.
+VALIDATION_MODES = ("scenario", "no_relative_norm")
+
+
 @dataclass(frozen=True)
 class Cell:
     dataset: str  # scenario workload: digits or fashion_mnist
-    partition: str  # "iid" or "dirichlet0.5"
+    partition: str  # "iid" or "dirichlet<alpha>"
     fraction: float  # of Byzantine clients; 0 for the clean column
     attack: str  # a key of ATTACKS, or CLEAN
     aggregator: str  # a key of AGGREGATORS
     seed: int
+    # The Byzantine fraction f is sized for: f = round(f_for x n), capped at what the rule
+    # tolerates, the same way for every row (the default included). None: the scenario's
+    # own f (4 of 20), for every row.
+    f_for: float | None = None
+    validation: str = "scenario"  # one of VALIDATION_MODES, the same for every row
 
     def key(self) -> str:
-        return "|".join(map(str, (self.dataset, self.partition, self.fraction, self.attack,
-                                  self.aggregator, self.seed)))  # fmt: skip
+        fields = (self.dataset, self.partition, self.fraction, self.attack, self.aggregator)
+        return "|".join(map(str, (*fields, self.seed, self.f_for, self.validation)))
 
 
 @dataclass
@@ -83,9 +94,25 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def dirichlet_alpha(partition: str) -> float | None:
+    """``iid`` -> None; ``dirichlet<alpha>`` -> alpha; anything else is refused."""
+    if partition == "iid":
+        return None
+    try:
+        return float(partition.removeprefix("dirichlet"))
+    except ValueError:
+        raise ConfigError(f"partition {partition!r}: expected iid or dirichlet<alpha>, "
+                          "e.g. dirichlet0.5") from None  # fmt: skip
+
+
 def cell_config(cell: Cell, overrides: list[str]) -> tuple[RunConfig, int, bool]:
     """The run config of one cell, the f it uses and whether f was capped. ``overrides``
-    apply after the dataset is chosen, so they may set its own keys (train_examples)."""
+    apply after the dataset is chosen, so they may set its own keys (train_examples). Every
+    row, the default's included, gets f and validation the same way, so rows compare like
+    for like."""
+    if cell.validation not in VALIDATION_MODES:
+        raise ConfigError(f"validation mode {cell.validation!r}: expected one of "
+                          f"{', '.join(VALIDATION_MODES)}")  # fmt: skip
     base = load_config(scenario_path("robust")).model_dump(mode="json")
     n = base["workload"]["num_clients"]
     base["seed"] = cell.seed
@@ -93,26 +120,30 @@ def cell_config(cell: Cell, overrides: list[str]) -> tuple[RunConfig, int, bool]
         base["workload"] = {"name": cell.dataset, "num_clients": n}
     for assignment in overrides:
         apply_override(base, assignment)
-    alpha = None if cell.partition == "iid" else float(cell.partition.removeprefix("dirichlet"))
-    base["workload"]["dirichlet_alpha"] = alpha
-    byzantine = round(cell.fraction * n)
-    f = base["aggregation"]["f"]
-    capped = False
+    base["workload"]["dirichlet_alpha"] = dirichlet_alpha(cell.partition)
     if cell.aggregator != DEFAULT:
-        table = dict(AGGREGATORS[cell.aggregator])
-        rule = table["name"]
-        f = byzantine if cell.attack != CLEAN else base["aggregation"]["f"]
-        tolerated = max_f(rule, n)  # None: the rule (FedAvg) takes no f
-        if tolerated is not None and f > tolerated:
-            f, capped = tolerated, True
         memory = base["aggregation"]["memory_budget_bytes"]
-        base["aggregation"] = {"f": f, "memory_budget_bytes": memory, **table}
+        table = AGGREGATORS[cell.aggregator]
+        base["aggregation"] = {"f": base["aggregation"]["f"], "memory_budget_bytes": memory,
+                               **table}  # fmt: skip
+    f = base["aggregation"]["f"] if cell.f_for is None else round(cell.f_for * n)
+    tolerated = max_f(base["aggregation"]["name"], n)  # None: the rule (FedAvg) takes no f
+    capped = False
+    if tolerated is not None and f > tolerated:
+        f, capped = tolerated, True
+    base["aggregation"]["f"] = f
+    if cell.validation == "no_relative_norm":
         base["validation"] = {**base["validation"], "max_relative_norm": None}
     if cell.attack == CLEAN:
         base["faults"]["byzantine"] = {"fraction": 0.0}
     else:
         base["faults"]["byzantine"] = {"fraction": cell.fraction, **ATTACKS[cell.attack]}
-    return build_config(base), f, capped
+    config = build_config(base)
+    if config.rounds % config.eval_every:
+        raise ConfigError(f"a cell reports its final round's test accuracy: rounds "
+                          f"({config.rounds}) must be a multiple of eval_every "
+                          f"({config.eval_every})")  # fmt: skip
+    return config, f, capped
 
 
 def run_cell(cell: Cell, overrides: list[str]) -> Outcome:

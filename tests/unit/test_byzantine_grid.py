@@ -7,32 +7,57 @@ from typing import Any
 import pytest
 
 from benchmarks.byzantine.grid import AGGREGATORS, CLEAN, DEFAULT, Cell, cell_config
+from phalanx.aggregation.registry import max_f
 from phalanx.config import load_config
+from phalanx.errors import ConfigError
 from phalanx.scenarios import scenario_path
 
 
-def cell(aggregator: str, fraction: float = 0.2, attack: str = "alie", **kw: str) -> Cell:
+def cell(aggregator: str, fraction: float = 0.2, attack: str = "alie", **kw: Any) -> Cell:
+    """A cell with f sized for the attackers present (f right) unless ``f_for`` says."""
     return Cell(kw.get("dataset", "digits"), kw.get("partition", "iid"), fraction, attack,
-                aggregator, 7)  # fmt: skip
+                aggregator, 7, kw.get("f_for", fraction or None),
+                kw.get("validation", "scenario"))  # fmt: skip
 
 
 def test_the_default_is_the_robust_scenarios_own_aggregation_and_validation() -> None:
     scenario = load_config(scenario_path("robust"))
-    config, f, capped = cell_config(cell(DEFAULT), [])
+    config, f, capped = cell_config(cell(DEFAULT, f_for=None), [])
     assert config.aggregation == scenario.aggregation
     assert config.validation == scenario.validation
     assert (f, capped) == (scenario.aggregation.f, False)
 
 
-def test_single_rules_get_f_byzantine_clients_and_no_relative_norm_filter() -> None:
+@pytest.mark.parametrize("aggregator", list(AGGREGATORS))
+@pytest.mark.parametrize(("f_for", "expected"), [(0.3, 6), (0.2, 4), (0.1, 2), (None, 4)])
+def test_every_row_the_defaults_included_gets_f_the_same_way(
+    aggregator: str, f_for: float | None, expected: int
+) -> None:
+    config, f, capped = cell_config(cell(aggregator, 0.3, f_for=f_for), [])
+    tolerated = max_f(config.aggregation.name, 20)
+    assert (f, capped) == ((expected, False) if tolerated is None or expected <= tolerated
+                           else (tolerated, True))  # fmt: skip
+    assert config.aggregation.f == f and config.faults.byzantine.fraction == 0.3
+
+
+@pytest.mark.parametrize(("mode", "bound"), [("scenario", 3.0), ("no_relative_norm", None)])
+def test_every_row_is_behind_the_same_validation(mode: str, bound: float | None) -> None:
+    scenario = load_config(scenario_path("robust")).validation
+    for name in AGGREGATORS:
+        config, _, _ = cell_config(cell(name, validation=mode), [])
+        assert config.validation == scenario.model_copy(update={"max_relative_norm": bound})
+
+
+def test_an_unknown_validation_mode_or_partition_is_refused() -> None:
+    with pytest.raises(ConfigError, match="validation mode 'loose'"):
+        cell_config(cell("median", validation="loose"), [])
+    with pytest.raises(ConfigError, match="partition 'dirichlet': expected iid or dirichlet"):
+        cell_config(cell("median", partition="dirichlet"), [])
+
+
+def test_single_rules_keep_the_partition_fraction_and_seed() -> None:
     config, f, capped = cell_config(cell("trimmed_mean", 0.3, partition="dirichlet0.5"), [])
-    assert (config.aggregation.name, config.aggregation.f, f, capped) == (
-        "trimmed_mean",
-        6,
-        6,
-        False,
-    )
-    assert config.validation.max_relative_norm is None
+    assert (config.aggregation.name, f, capped) == ("trimmed_mean", 6, False)
     assert config.workload.dirichlet_alpha == 0.5
     assert config.faults.byzantine.fraction == 0.3 and config.seed == 7
 
@@ -51,10 +76,10 @@ def test_clean_cells_have_no_byzantine_clients_and_the_design_f() -> None:
 
 def test_overrides_may_set_the_chosen_datasets_own_keys() -> None:
     config, _, _ = cell_config(
-        cell("median", dataset="fashion_mnist"), ["workload.train_examples=300", "rounds=5"]
+        cell("median", dataset="fashion_mnist"), ["workload.train_examples=300", "rounds=20"]
     )
     assert config.workload.name == "fashion_mnist"
-    assert config.workload.train_examples == 300 and config.rounds == 5  # type: ignore[union-attr]
+    assert config.workload.train_examples == 300 and config.rounds == 20  # type: ignore[union-attr]
 
 
 def test_every_aggregator_in_the_grid_builds() -> None:
@@ -63,27 +88,6 @@ def test_every_aggregator_in_the_grid_builds() -> None:
     for name in AGGREGATORS:
         config, _, _ = cell_config(cell(name), [])
         build_aggregator(config.aggregation)
-
-
-def test_the_report_gives_the_defaults_honest_flags_and_worst_rounds_lost() -> None:
-    from benchmarks.byzantine.report import _honest_flags
-
-    def item(aggregator: str, fraction: float, flagged: int, share: float) -> dict[str, Any]:
-        outcome = {"honest_flagged": flagged, "honest_rounds_lost_share": share}
-        return {"cell": {"aggregator": aggregator, "partition": "iid", "fraction": fraction},
-                "outcome": outcome}  # fmt: skip
-
-    cells = {
-        "a": item(DEFAULT, 0.3, 10, 0.01),
-        "b": item(DEFAULT, 0.3, 20, 0.04),
-        "c": item("median", 0.3, 99, 0.5),  # not the default: left out
-        "d": {"cell": {"aggregator": DEFAULT, "partition": "iid", "fraction": 0.0},
-              "outcome": {}},  # a cell measured before the flags were: left out
-    }  # fmt: skip
-    lines = _honest_flags(cells, ["iid"], [0.0, 0.3])
-    assert lines[-2] == "| iid | 30% | 15.0 | 4.0% |"
-    assert not any("| 0% |" in line for line in lines)
-    assert _honest_flags({"d": cells["d"]}, ["iid"], [0.0]) == []
 
 
 def test_every_tuning_candidate_builds_a_valid_config_on_every_scenario() -> None:
