@@ -1,6 +1,15 @@
-"""Server-side evaluation of a flat parameter vector on held-out data."""
+"""Server-side evaluation of a flat parameter vector on held-out data.
+
+Each evaluator keeps its own copy of the model, made when it is built: an evaluation may run
+on the engine's executor thread while the next round trains (``Engine.defer_evaluation``),
+and ``functional_call`` swaps the parameters of the module it is given for the duration of
+the call, which training from the same module (a worker's deep copy of the template, the
+batched trainer) must never see.
+"""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -15,6 +24,7 @@ from phalanx.workloads.base import ClientData
 
 def classification_evaluator(model: nn.Module, manifest: Manifest, test: ClientData) -> Evaluate:
     """Accuracy and mean cross-entropy of the model with the given parameters."""
+    model = _own_copy(model)
 
     def evaluate(params: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():
@@ -44,6 +54,7 @@ def backdoor_evaluator(
     if not bool(keep.any()):
         raise ConfigError(f"backdoor ASR needs test examples of a class other than {target}")
     triggered = stamp_trigger(test.x[keep], image_shape, trigger_size, value)
+    model = _own_copy(model)
 
     def evaluate(params: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():
@@ -52,6 +63,11 @@ def backdoor_evaluator(
         return {"backdoor_asr": float(hits)}
 
     return evaluate
+
+
+def _own_copy(model: nn.Module) -> nn.Module:
+    """The evaluator's private copy, in evaluation mode (dropout off, deterministic)."""
+    return copy.deepcopy(model).eval()
 
 
 def combine_evaluators(*evaluators: Evaluate) -> Evaluate:

@@ -143,6 +143,10 @@ class Simulation:
             classification_evaluator(self.model, self.manifest, test) if test is not None else None
         )
         self._evaluate = combine_evaluators(accuracy, asr) if accuracy and asr else accuracy or asr
+        # The built-in evaluators keep their own copy of the model, so a round's evaluation
+        # may run while the next round trains (``Engine.defer_evaluation``); a user's
+        # ``evaluate`` may share state with training, and runs before the next round.
+        self._evaluation_overlaps = evaluate is None
         self._trainer = self._make_trainer(trainer, train)
 
     def _poison(
@@ -291,6 +295,7 @@ class Simulation:
             evaluate=self._evaluate, models=models, round_faults=runtime.plan.fired,
             run_id=directory.run_id if directory is not None else None,
         )  # fmt: skip
+        engine.defer_evaluation = self._evaluation_overlaps
         where = str(directory.path if directory else root)
         try:
             initial = engine.initial_state(self.initial_params, self.manifest)
@@ -306,7 +311,9 @@ class Simulation:
             if signals is not None and task is not None:
                 signals.attach(task)
             try:
-                state = await lifecycle.run(self._run_round(engine, runtime), state)
+                state = await lifecycle.run(
+                    self._run_round(engine, runtime), state, evaluations=engine
+                )
             except (asyncio.CancelledError, KeyboardInterrupt):
                 if signals is None or signals.signum is None or signals.forced:
                     raise

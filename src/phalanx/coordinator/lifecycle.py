@@ -9,8 +9,10 @@ simulation uses it, and so will the networked coordinator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from phalanx.checkpoint import CheckpointStore
 from phalanx.config import RunConfig
@@ -32,6 +34,13 @@ CLOSE_WAIT_S = 10.0
 a hung store; the call keeps the store locked instead)."""
 
 RunRound = Callable[[ServerState], Awaitable[tuple[ServerState, RoundRecord]]]
+
+
+class Evaluations(Protocol):
+    """An engine whose rounds may return before their evaluation lands (``Engine``)."""
+
+    def pending(self, record: RoundRecord) -> bool: ...
+    async def settle(self, state: ServerState, record: RoundRecord) -> ServerState: ...
 
 
 class RunLifecycle:
@@ -96,18 +105,62 @@ class RunLifecycle:
         self.state = state
         return state
 
-    async def run(self, run_round: RunRound, state: ServerState) -> ServerState:
+    async def run(
+        self, run_round: RunRound, state: ServerState, *, evaluations: Evaluations | None = None
+    ) -> ServerState:
         """Run rounds until the configured last one; each is committed before observers
         hear of it. Cancellation abandons the round in flight; ``self.state`` stays the last
-        committed state."""
-        while state.round < self.config.rounds:
-            state, record = await run_round(state)
-            await self.commit.commit(state)
-            self.state = state
-            for observe in self.observers:
-                observe(state, record)
-            await asyncio.sleep(0)  # a stop signal lands here at the latest
-        return state
+        committed state.
+
+        With ``evaluations`` (an engine that defers its evaluation), a round whose
+        evaluation is still running when it returns is settled and committed by a task of
+        its own while the next round already trains in this one: the evaluation overlaps
+        the next round instead of delaying it. Only rounds that write no checkpoint are
+        committed so (a checkpoint must hold the health table before the next round
+        changes it in place), and commits stay in round order: a round's result waits for
+        the previous commit. A run that stops with a commit still behind abandons it with
+        the round in flight: it resumes from the round before."""
+        behind: asyncio.Task[None] | None = None
+        try:
+            while state.round < self.config.rounds:
+                state, record = await run_round(state)
+                if behind is not None:
+                    await behind  # the previous round's commit (and any error of it) first
+                    behind = None
+                if evaluations is not None and self._overlaps(state, record, evaluations):
+                    behind = asyncio.create_task(self._settle(state, record, evaluations))
+                    continue
+                if evaluations is not None:
+                    state = await evaluations.settle(state, record)
+                await self._commit(state, record)
+                await asyncio.sleep(0)  # a stop signal lands here at the latest
+            return state
+        finally:
+            if behind is not None:
+                behind.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await behind
+
+    def _overlaps(self, state: ServerState, record: RoundRecord, evaluations: Evaluations) -> bool:
+        """Whether the round that ended in ``state`` is committed behind the next one."""
+        commit = self.commit
+        return (
+            evaluations.pending(record)
+            and state.round < self.config.rounds
+            and isinstance(commit, CheckpointCommit)
+            and not commit.due(state)
+        )
+
+    async def _settle(
+        self, state: ServerState, record: RoundRecord, evaluations: Evaluations
+    ) -> None:
+        await self._commit(await evaluations.settle(state, record), record)
+
+    async def _commit(self, state: ServerState, record: RoundRecord) -> None:
+        await self.commit.commit(state)
+        self.state = state
+        for observe in self.observers:
+            observe(state, record)
 
     def close(self) -> None:
         """Close the history log and give the store back (safe to call more than once, and

@@ -15,7 +15,7 @@ from phalanx.core.tensors import Manifest
 from phalanx.types import ClientId, HealthState
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClientHealth:
     score: float = 1.0
     state: HealthState = HealthState.HEALTHY

@@ -8,6 +8,7 @@ history log) and telling observers is the run lifecycle's (``phalanx.coordinator
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -83,6 +84,11 @@ class Engine:
         self._collector = Collector(
             config, runtime, membership, self._health, retry, offload=self.offload
         )
+        # With ``defer_evaluation`` a round returns before its evaluation lands; the run
+        # lifecycle ``settle``s it, so the next round can train meanwhile (its evaluator
+        # must then not share a module with training: the built-in ones keep their own).
+        self.defer_evaluation = False
+        self._deferred: dict[int, asyncio.Future[dict[str, float]]] = {}
 
     def close(self) -> None:
         """Release the engine's executor threads (idempotent)."""
@@ -147,18 +153,38 @@ class Engine:
         new_params, carried = await self._gate_and_aggregate(col, required, context)
         if self._round_faults is not None:
             record.injected = self._round_faults(state.round)
-        await self._evaluated(state, new_params, record)
-        return self._finish(state, col, new_params, carried, wall_start)
+        evaluation = self._evaluation(state, new_params)
+        if evaluation is not None and not self.defer_evaluation:
+            record.metrics = await evaluation
+        new_state, record = self._finish(state, col, new_params, carried, wall_start)
+        if evaluation is not None and self.defer_evaluation:
+            self._deferred[record.round] = evaluation
+        return new_state, record
 
-    async def _evaluated(
-        self, state: ServerState, new_params: torch.Tensor | None, record: RoundRecord
-    ) -> None:
-        """Evaluate the round's model when the cadence says so, on the executor's thread:
-        thread-local torch state (grad mode) is that thread's, so an evaluator sets its own
-        (the built-in ones run under ``torch.no_grad``)."""
-        if self._evaluate is not None and (state.round + 1) % self._config.eval_every == 0:
-            params = new_params if new_params is not None else state.params
-            record.metrics = await self.offload.cpu(None, self._evaluate, params)
+    def _evaluation(
+        self, state: ServerState, new_params: torch.Tensor | None
+    ) -> asyncio.Future[dict[str, float]] | None:
+        """The round's model evaluated, when the cadence says so, started now on the
+        executor's thread: thread-local torch state (grad mode) is that thread's, so an
+        evaluator sets its own (the built-in ones run under ``torch.no_grad``)."""
+        if self._evaluate is None or (state.round + 1) % self._config.eval_every != 0:
+            return None
+        params = new_params if new_params is not None else state.params
+        return self.offload.start(self._evaluate, params)
+
+    def pending(self, record: RoundRecord) -> bool:
+        """Whether ``record``'s evaluation was deferred and ``settle`` has yet to wait for it."""
+        return record.round in self._deferred
+
+    async def settle(self, state: ServerState, record: RoundRecord) -> ServerState:
+        """``state`` (the one ``run_round`` returned with ``record``) once the round's
+        deferred evaluation has landed: its metrics in ``record`` and in the state's
+        ``last_record``. A round without one is returned as it is."""
+        evaluation = self._deferred.pop(record.round, None)
+        if evaluation is None:
+            return state
+        record.metrics = await evaluation
+        return state.with_changes(last_record=record.to_json())
 
     async def _open_health(self, state: ServerState, record: RoundRecord) -> HealthIndex:
         """The health index at this round's opening: built once from ``state.health`` (on

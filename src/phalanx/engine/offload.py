@@ -81,6 +81,20 @@ class Offloader:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._cpu, functools.partial(fn, *args, **kwargs))
 
+    def start(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        """``fn(*args, **kwargs)`` submitted to the CPU thread now, not when the caller next
+        yields to the loop: a future to await later, while the caller goes on (the engine's
+        deferred evaluation). Disabled or closed, it runs here and the future is done."""
+        loop = asyncio.get_running_loop()
+        if not self.enabled or self._closed:
+            done: asyncio.Future[T] = loop.create_future()
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except Exception as exc:  # handed to whoever awaits it, as the thread's would be
+                done.set_exception(exc)
+            return done
+        return loop.run_in_executor(self._cpu, functools.partial(fn, *args, **kwargs))
+
     async def run_blocking(
         self,
         fn: Callable[[], T],
