@@ -1,7 +1,8 @@
 """Coordinate-wise winsorising (backdoors): each coordinate's f extremes at each end pulled
 in to the nearest value left, the rows handed on whole to the rule, the round's reports
-kept. Tiny literal rows worked out by hand, and a property: f rows anywhere move no
-coordinate of any row outside the honest rows' range."""
+kept; with ``consensus``, only coordinates whose median is near zero next to their spread.
+Tiny literal rows worked out by hand, and a property: f rows anywhere move no coordinate of
+any row outside the honest rows' range."""
 
 from __future__ import annotations
 
@@ -39,6 +40,32 @@ def test_winsorised_clamps_each_coordinate_to_its_trim_th_values_from_each_end()
 
     assert winsorised(torch.tensor(ROWS), 1).tolist() == expected
     assert winsorised(torch.tensor(ROWS), 0).tolist() == ROWS
+
+
+def test_consensus_spares_coordinates_whose_median_is_far_from_zero() -> None:
+    # trim 1: column 0 has median 2 and spread 3 - 1 = 2, column 1 median 1 and spread 2.
+    # consensus 0.5: |2| > 1, so column 0 is left alone; |1| <= 1, so column 1 is clamped.
+    expected = [[1.0, 2.0], [2.0, 0.0], [3.0, 0.0], [100.0, 1.0], [-50.0, 2.0]]
+
+    assert winsorised(torch.tensor(ROWS), 1, consensus=0.5).tolist() == expected
+    assert (
+        winsorised(torch.tensor(ROWS), 1, consensus=1.0).tolist()
+        == winsorised(torch.tensor(ROWS), 1).tolist()
+    )
+    assert winsorised(torch.tensor(ROWS), 1, consensus=0.0).tolist() == [
+        [1.0, 5.0],
+        [2.0, -7.0],
+        [3.0, 0.0],
+        [100.0, 1.0],
+        [-50.0, 2.0],
+    ]
+
+
+def test_winsorise_step_passes_consensus_on() -> None:
+    # Column 0 unclamped: (1 + 2 + 3 + 100 - 50) / 5 = 11.2; column 1 clamped: 5 / 5 = 1.
+    result = run("fedavg", ROWS, f=1, pre=(winsorise(consensus=0.5),))
+
+    assert result.vector.tolist() == pytest.approx([11.2, 1.0])
 
 
 def test_winsorised_works_across_column_blocks() -> None:

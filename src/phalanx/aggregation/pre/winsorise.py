@@ -14,6 +14,15 @@ the per-coordinate view of a backdoor is that of Ozdayi, Kantarcioglu and Gel (2
 "Defending against Backdoors in Federated Learning with Robust Learning Rate", AAAI), who
 count sign agreement per coordinate.
 
+Rare honest signals are extremes too: on very non-IID data (Dirichlet 0.1) the one or two
+clients that hold a class are the only ones pushing its output weights up, against the
+rest, and clamping them costs about 7 points of clean accuracy on digits. ``consensus``
+spares such coordinates: one is clamped only where the rows' median lies within
+``consensus`` x the spread between the two bounds of zero -- where the bulk of the clients
+is indifferent, as it is on a trigger's weights, rather than agreed on a direction (the
+distinction Ozdayi et al. draw with sign agreement). Chosen on tuning seeds:
+docs/byzantine_tuning.md.
+
 The step replaces the rows (``Rows.replaced``): it is not a mix of them, so the Gram matrix
 is recomputed for the parts behind it. Put judging steps (``persistent_flags``) in front, so
 they see what clients sent. Unweighted, as the trimmed mean; nothing is reported (every row
@@ -35,6 +44,9 @@ class WinsoriseParams(Params):
     trim: int | None = Field(
         None, ge=0, description="values pulled in at each end, per coordinate (>= f); null: f"
     )
+    consensus: float | None = Field(
+        None, ge=0, description="clamp only where |median| <= this x the spread; null: all"
+    )
 
 
 class Winsorise(Part[WinsoriseParams]):
@@ -45,4 +57,4 @@ class Winsorise(Part[WinsoriseParams]):
         trim = checked_trim(self, self.params.trim, n=rows.count, f=f)
         if trim == 0:
             return rows
-        return rows.replaced(winsorised(rows.materialise(), trim))
+        return rows.replaced(winsorised(rows.materialise(), trim, consensus=self.params.consensus))
