@@ -2,15 +2,17 @@
 
 Each candidate is a set of overrides on the shipped ``robust`` scenario (centred clipping,
 f = 4 of 20, health feedback); each runs a few hard scenarios (30% Byzantine at Dirichlet
-0.5, where f = 4 under-estimates the 6 attackers, and the clean non-IID partitions, where
-flags punish honest clients). The seeds here choose the default and must never be the
-seeds a report is drawn on (``byzantine_accuracy``'s held-out seeds).
+0.5, where f = 4 under-estimates the 6 attackers; the clean partitions, where flags punish
+honest clients and a backdoor defence may cost accuracy; the backdoor at 20%). The seeds
+here choose the default and must never be the seeds a report is drawn on
+(``byzantine_accuracy``'s held-out seeds).
 
     .venv/bin/python -m benchmarks.byzantine.tuning                    # every candidate
     .venv/bin/python -m benchmarks.byzantine.tuning --candidates momentum_flags persistent_flags
+    .venv/bin/python -m benchmarks.byzantine.tuning --check --candidates persistent_flags
 
-Prints one table per candidate (accuracy, discarded rounds, honest flags, share of honest
-client-rounds lost to flag sidelining) and keeps finished runs in a JSON file, so an
+Prints one table per candidate (accuracy, backdoor success, discarded rounds, honest flags,
+share of honest client-rounds lost to flag sidelining) and keeps finished runs in a JSON file, so an
 interrupted run resumes.
 """
 
@@ -27,7 +29,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.byzantine.grid import CLEAN, DEFAULT, Cell, run_cell
+from benchmarks.byzantine.grid import ATTACKS, CLEAN, DEFAULT, Cell, run_cell
 from benchmarks.common.measure import REPO_ROOT
 
 TUNING_SEEDS = (42, 7)  # chosen on, never reported on
@@ -37,15 +39,21 @@ _MOMENTUM_FLAGS = ["aggregation.params={flag_alignment=0.0}", "aggregation.pre=[
 _NO_MOMENTUM_FLAGS = "aggregation.params={}"
 
 
-def _persistent(params: str = "{}") -> list[str]:
-    step = f"{{name='persistent_flags', params={params}}}"
-    return [_NO_MOMENTUM_FLAGS, f"aggregation.pre=[{step}]", "aggregation.health_feedback=true"]
+def _persistent(params: str = "{}", *, before: str = "", after: str = "") -> list[str]:
+    """persistent_flags with ``params`` (and steps ``before`` / ``after`` it), feedback on."""
+    steps = [before, f"{{name='persistent_flags', params={params}}}", after]
+    pre = ", ".join(step for step in steps if step)
+    return [_NO_MOMENTUM_FLAGS, f"aggregation.pre=[{pre}]", "aggregation.health_feedback=true"]
 
+
+# The health monitor's cool-down too: robust.toml's is 1 since the backdoor tuning, and the
+# candidates before it ran with the engine's default of 3.
+_COOLDOWN_3 = "health.cooldown_rounds=3"
 
 CANDIDATES: dict[str, list[str]] = {
     "momentum_flags": [*_MOMENTUM_FLAGS, "aggregation.health_feedback=true"],
     "no_feedback": [*_MOMENTUM_FLAGS, "aggregation.health_feedback=false"],
-    "persistent_flags": _persistent(),  # the shipped default since this tuning
+    "persistent_flags": _persistent(),  # the shipped default of the first tuning
     "persistent_flags t=2": _persistent("{threshold=2.0}"),
     "persistent_flags t=0.5": _persistent("{threshold=0.5}"),
     "persistent_flags drift=0.1": _persistent("{drift=0.1}"),
@@ -54,16 +62,47 @@ CANDIDATES: dict[str, list[str]] = {
         "aggregation.pre=[{name='nnm'}]",
         "aggregation.health_feedback=false",
     ],
+    # Backdoor defences (issue 13), each with persistent_flags in front of centred clipping.
+    "flame > persistent_flags": _persistent(before="{name='flame'}"),
+    "foolsgold > persistent_flags": _persistent(before="{name='foolsgold'}"),
+    "persistent_flags > winsorise": _persistent(after="{name='winsorise'}"),
+    "persistent_flags > winsorise consensus=0.4": _persistent(
+        after="{name='winsorise', params={consensus=0.4}}"
+    ),
+    "persistent_flags > winsorise consensus=0.5": _persistent(
+        after="{name='winsorise', params={consensus=0.5}}"
+    ),
+    "persistent_flags > winsorise consensus=1": _persistent(
+        after="{name='winsorise', params={consensus=1.0}}"
+    ),
+    "persistent_flags > winsorise consensus=0.5, cooldown 1": [
+        *_persistent(after="{name='winsorise', params={consensus=0.5}}"),
+        "health.cooldown_rounds=1",
+    ],
 }
+CANDIDATES = {name: [_COOLDOWN_3, *overrides] for name, overrides in CANDIDATES.items()}
+# The candidate src/phalanx/scenarios/robust.toml ships (a test holds the two together).
+SHIPPED = "persistent_flags > winsorise consensus=0.5, cooldown 1"
 
-# (partition, Byzantine fraction, attack): the clean non-IID runs measure what flags cost
-# honest clients; the attacks are the 30% cases the shipped default lost.
+# (partition, Byzantine fraction, attack): the clean runs measure what flags and defences
+# cost honest clients; the 30% attacks are the cases the first default lost; the backdoor at
+# 20% is the one issue 13 asks a defence for (success <= 20%).
 SCENARIOS: list[tuple[str, float, str]] = [
+    ("iid", 0.0, CLEAN),
     ("dirichlet0.5", 0.0, CLEAN),
+    ("dirichlet0.3", 0.0, CLEAN),
     ("dirichlet0.1", 0.0, CLEAN),
     ("dirichlet0.5", 0.3, "sign_flip"),
     ("dirichlet0.5", 0.3, "ipm ε=5"),
     ("dirichlet0.5", 0.3, "min_max"),
+    ("dirichlet0.5", 0.2, "backdoor"),
+]
+# ``--check``: every model attack at 20% on Dirichlet 0.5, and sign flip and ALIE at IID, so
+# that a defence chosen on SCENARIOS is seen not to break the others (tuning seeds still).
+CHECKS: list[tuple[str, float, str]] = [
+    ("iid", 0.2, "sign_flip"),
+    ("iid", 0.2, "alie"),
+    *(("dirichlet0.5", 0.2, attack) for attack in ATTACKS if attack != "backdoor"),
 ]
 
 
@@ -79,13 +118,19 @@ def key(candidate: str, scenario: tuple[str, float, str], seed: int) -> str:
     return "|".join(map(str, (candidate, *scenario, seed)))
 
 
-def table(candidate: str, runs: dict[str, dict[str, Any]], seeds: list[int]) -> Table:
-    """Per scenario: accuracy per seed, rounds discarded, honest flags and the worst share
-    of honest client-rounds lost."""
+def table(
+    candidate: str,
+    runs: dict[str, dict[str, Any]],
+    seeds: list[int],
+    scenarios: list[tuple[str, float, str]],
+) -> Table:
+    """Per scenario: accuracy per seed, backdoor success, rounds discarded, honest flags and
+    the worst share of honest client-rounds lost."""
     out = Table(title=f"{candidate} (tuning seeds {', '.join(map(str, seeds))})")
-    for column in ("scenario", "accuracy %", "discarded", "honest flags", "honest lost %"):
+    for column in ("scenario", "accuracy %", "backdoor %", "discarded", "honest flags",
+                   "honest lost %"):  # fmt: skip
         out.add_column(column, justify="right")
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         found = [runs[k] for s in seeds if (k := key(candidate, scenario, s)) in runs]
         if not found:
             continue
@@ -93,6 +138,9 @@ def table(candidate: str, runs: dict[str, dict[str, Any]], seeds: list[int]) -> 
         out.add_row(
             f"{scenario[0]} {scenario[1]:.0%} {scenario[2]}",
             " / ".join(f"{100 * o['accuracy']:.1f}" for o in outcomes),
+            " / ".join(
+                f"{100 * o['backdoor_asr']:.1f}" for o in outcomes if o["backdoor_asr"] is not None
+            ),
             str(sum(o["rounds_failed"] for o in outcomes)),
             f"{statistics.mean(o['honest_flagged'] for o in outcomes):.0f}",
             f"{100 * max(o['honest_rounds_lost_share'] for o in outcomes):.2f}",
@@ -105,19 +153,21 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(TUNING_SEEDS))
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "docs/byzantine_tuning.json")
+    parser.add_argument("--check", action="store_true", help="run CHECKS, not SCENARIOS")
     args = parser.parse_args()
+    scenarios = CHECKS if args.check else SCENARIOS
     torch.set_num_threads(1)
-    console = Console()
+    console = Console(width=120)
     runs: dict[str, dict[str, Any]] = (
         json.loads(args.results.read_text()) if args.results.exists() else {}
     )
     for candidate in args.candidates:
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             for seed in args.seeds:
                 if key(candidate, scenario, seed) not in runs:
                     runs[key(candidate, scenario, seed)] = run(candidate, scenario, seed)
                     args.results.write_text(json.dumps(runs, indent=1) + "\n")
-        console.print(table(candidate, runs, args.seeds))
+        console.print(table(candidate, runs, args.seeds, scenarios))
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ def test_the_registries_hold_every_rule_and_step() -> None:
         "foolsgold",
         "nnm",
         "persistent_flags",
+        "winsorise",
     ]
 
 
@@ -153,7 +154,7 @@ def test_an_unknown_step_lists_the_valid_ones() -> None:
 
     assert str(error.value) == (
         "unknown pre-aggregation step 'nmm'; "
-        "valid: bucketing, clipping, flame, foolsgold, nnm, persistent_flags"
+        "valid: bucketing, clipping, flame, foolsgold, nnm, persistent_flags, winsorise"
     )
 
 

@@ -91,15 +91,16 @@ def test_every_aggregator_in_the_grid_builds() -> None:
 
 
 def test_every_tuning_candidate_builds_a_valid_config_on_every_scenario() -> None:
-    from benchmarks.byzantine.tuning import CANDIDATES, SCENARIOS, TUNING_SEEDS
+    from benchmarks.byzantine.tuning import CANDIDATES, CHECKS, SCENARIOS, SHIPPED, TUNING_SEEDS
 
     for overrides in CANDIDATES.values():
-        for partition, fraction, attack in SCENARIOS:
+        for partition, fraction, attack in [*SCENARIOS, *CHECKS]:
             cell = Cell("digits", partition, fraction, attack, DEFAULT, TUNING_SEEDS[0])
             config, f, _ = cell_config(cell, overrides)
             assert f == 4 and config.seed == TUNING_SEEDS[0]
-    config, _, _ = cell_config(cell, CANDIDATES["persistent_flags"])
-    assert config.aggregation == load_config(scenario_path("robust")).aggregation  # shipped
+    config, _, _ = cell_config(cell, CANDIDATES[SHIPPED])
+    shipped = load_config(scenario_path("robust"))
+    assert config.aggregation == shipped.aggregation and config.health == shipped.health
     previous, _, _ = cell_config(cell, CANDIDATES["momentum_flags"])
     assert previous.aggregation.params == {"flag_alignment": 0.0}
     assert previous.aggregation.pre == () and previous.aggregation.health_feedback

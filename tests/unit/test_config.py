@@ -90,7 +90,7 @@ def test_null_on_a_required_key_is_an_error_naming_it() -> None:
 def test_an_inline_table_replaces_the_whole_table() -> None:
     """The way to switch a rule whose parameters differ (README's example)."""
     robust = load_config(scenario_path("robust"))
-    assert [step.name for step in robust.aggregation.pre] == ["persistent_flags"]
+    assert [step.name for step in robust.aggregation.pre] == ["persistent_flags", "winsorise"]
     config = load_config(scenario_path("robust"), ['aggregation={name="fedavg"}'])
     assert config.aggregation.name == "fedavg" and config.aggregation.params == {}
     assert config.aggregation.f == 0 and not config.aggregation.health_feedback

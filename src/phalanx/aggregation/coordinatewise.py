@@ -62,3 +62,24 @@ def closest_to_median_mean(x: torch.Tensor, keep: int) -> torch.Tensor:
     distance = (x - centre).abs_()
     nearest = torch.topk(distance, keep, dim=0, largest=False, sorted=False).indices
     return torch.gather(x, 0, nearest).mean(dim=0)
+
+
+def winsorised(x: torch.Tensor, trim: int, *, consensus: float | None = None) -> torch.Tensor:
+    """The rows with each coordinate clamped to its ``trim``-th smallest and largest value
+    (counted from 0): the ``trim`` extremes at each end are pulled in to the nearest value
+    left. With ``consensus``, only coordinates whose median lies within ``consensus`` x the
+    spread between those two values of zero are clamped; the others, where the bulk of the
+    rows agrees on a direction, are left alone. A new tensor; ``x`` is not changed."""
+    rows = x.detach().contiguous().numpy()
+    m = rows.shape[0]
+    out = np.empty_like(rows)
+    for start in range(0, rows.shape[1], BLOCK):
+        block = rows[:, start : start + BLOCK]
+        ordered = np.sort(block.T, axis=1)  # one row per coordinate, as _per_block
+        low, high = ordered[:, trim], ordered[:, m - 1 - trim]
+        if consensus is not None:
+            median = (ordered[:, (m - 1) // 2] + ordered[:, m // 2]) * np.float32(0.5)
+            agreed = np.abs(median) > np.float32(consensus) * (high - low)
+            low, high = np.where(agreed, -np.inf, low), np.where(agreed, np.inf, high)
+        np.clip(block, low, high, out=out[:, start : start + BLOCK])
+    return torch.from_numpy(out)

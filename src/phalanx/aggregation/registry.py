@@ -26,6 +26,7 @@ from phalanx.aggregation.pre.flame import Flame, FlameParams
 from phalanx.aggregation.pre.foolsgold import FoolsGold, FoolsGoldParams
 from phalanx.aggregation.pre.nnm import NNM
 from phalanx.aggregation.pre.persistent_flags import PersistentFlags, PersistentFlagsParams
+from phalanx.aggregation.pre.winsorise import Winsorise, WinsoriseParams
 from phalanx.aggregation.trimmed_mean import TrimmedMean, TrimmedMeanParams
 from phalanx.config import AggregationConfig, StepConfig
 from phalanx.core.named import Params, Registry, no_params
@@ -70,6 +71,8 @@ for _name, _step, _params, _text in (
     ("nnm", NNM, Params, "replace each update by the mean of its n - f nearest neighbours"),
     ("persistent_flags", PersistentFlags, PersistentFlagsParams,
      "flag clients whose alignment stays below the population's (CUSUM over rounds)"),
+    ("winsorise", Winsorise, WinsoriseParams,
+     "clamp each coordinate's f extreme values at each end to the nearest left (backdoors)"),
 ):  # fmt: skip
     STEPS.register(_name, _step, params=_params, description=_text)
 

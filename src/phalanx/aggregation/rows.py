@@ -8,16 +8,19 @@ computed once per round (float64, so neither large translations nor outliers at 
 the honest distances) and carried through the mixing matrix in O(n^3), never O(n^2 d).
 Rules that return a combination of rows (Krum, geometric median, centred clipping) touch
 the ``d`` dimension once more, for the final matrix-vector product; coordinate-wise rules
-materialise the current rows once.
+materialise the current rows once. A step that is not linear (winsorising) hands on a
+new stack with ``replaced``; the round's reports go with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+
+from phalanx.errors import AggregationError
 
 GRAM_CHUNK = 8192  # columns per float64 block: 100 rows x 8192 x 8 B = 6.5 MB, cache-sized
 ROW_CHUNK = 16384  # columns per float32 block of a per-row reduction
@@ -174,6 +177,17 @@ class Rows:
         """Rows ``matrix @ current_rows``, sharing this stack's Gram matrix."""
         mix = matrix.double() if self.mix is None else matrix.double() @ self.mix
         return Rows(self.shared, weights.double(), mix, owners)
+
+    def replaced(self, updates: torch.Tensor) -> Rows:
+        """Rows ``updates`` (one per current row, same weights and owners) in place of the
+        current ones, for a step that changes rows other than by mixing them (winsorising).
+        The round's reports carry over; the Gram matrix and norms are the new rows'."""
+        if updates.shape != (self.count, self.dim):
+            raise AggregationError(
+                f"{tuple(updates.shape)} replacement rows for {self.count} x {self.dim}"
+            )
+        shared = replace(self.shared, updates=updates.float(), gram=None, sq_norms=None)
+        return Rows(shared, self.weights, None, self.owners)
 
     def discard(self, rows: torch.Tensor | list[int]) -> None:
         """Record that current ``rows`` had no say (reported for the clients they speak for)."""

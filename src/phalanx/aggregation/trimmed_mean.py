@@ -7,6 +7,8 @@ average the rest: at least the honest extremes bound the result. Unweighted, as 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from phalanx.aggregation.base import Aggregate, Part, RoundContext, refuse
@@ -24,9 +26,15 @@ class TrimmedMean(Part[TrimmedMeanParams]):
     tolerance = (2, 1)
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Aggregate:
-        n = rows.count
-        trim = f if self.params.trim is None else self.params.trim
-        self.require_tolerance(n, f)
-        if trim < f or n < 2 * trim + 1:
-            refuse(self.name, f"f <= trim and n >= 2 trim + 1 (trim={trim})", n=n, f=f)
+        trim = checked_trim(self, self.params.trim, n=rows.count, f=f)
         return Aggregate(trimmed_mean(rows.materialise(), trim))
+
+
+def checked_trim(part: Part[Any], trim: int | None, *, n: int, f: int) -> int:
+    """The values ``part`` drops (or clamps) at each end per coordinate: ``trim``, f when
+    None; failing with the numbers unless n >= 2f + 1 and f <= trim <= (n - 1) / 2."""
+    trim = f if trim is None else trim
+    part.require_tolerance(n, f)
+    if trim < f or n < 2 * trim + 1:
+        refuse(part.name, f"f <= trim and n >= 2 trim + 1 (trim={trim})", n=n, f=f)
+    return trim
