@@ -128,6 +128,8 @@ def render(
     for partition in partitions:
         for setting in settings:
             text, table = _table(runs, partition, setting, attacks, aggregators)
+            if table.row_count == 0:  # a setting not run on this partition (a preset)
+                continue
             table.title = f"{meta['dataset']}, {table.title}"
             lines += text
             console.print(table)

@@ -256,3 +256,20 @@ def test_fashion_mnist_runs_end_to_end_through_the_same_path(tmp_path: Path) -> 
 def test_overrides_that_leave_the_final_round_unevaluated_are_refused(tmp_path: Path) -> None:
     argv = ["--acceptance", "--partitions", "iid", "--set", "rounds=3", "--out", str(tmp_path)]
     assert main(argv) == 2
+
+
+def test_the_report_leaves_out_settings_a_preset_did_not_run(tmp_path: Path) -> None:
+    from benchmarks.byzantine.report import render
+
+    chosen = plan(partitions=["iid", "dirichlet0.5"], aggregators=[DEFAULT, "fedavg"],
+                  attacks=["alie"])  # fmt: skip
+    cells = acceptance_grid(chosen)
+    items = synthetic(cells, lambda c: {})
+    meta = {"dataset": "digits", "overrides": [], "validation": "scenario",
+            "seeds": [11], "seed_source": "drawn at run time"}  # fmt: skip
+    render({str(i): item for i, item in enumerate(items)}, meta, stem="t", out=tmp_path,
+           console=Console(file=None, quiet=True))  # fmt: skip
+    text = (tmp_path / "t.md").read_text()
+    assert "## iid, 20% Byzantine, f right" in text
+    assert "## dirichlet0.5, 30% Byzantine, f right" in text
+    assert "## iid, 30% Byzantine" not in text  # the preset runs 30% at Dirichlet 0.5 only
