@@ -64,12 +64,22 @@ def closest_to_median_mean(x: torch.Tensor, keep: int) -> torch.Tensor:
     return torch.gather(x, 0, nearest).mean(dim=0)
 
 
-def winsorised(x: torch.Tensor, trim: int, *, consensus: float | None = None) -> torch.Tensor:
+def winsorised(
+    x: torch.Tensor,
+    trim: int,
+    *,
+    consensus: float | None = None,
+    widen: float = 1.0,
+    one_sided: bool = False,
+) -> torch.Tensor:
     """The rows with each coordinate clamped to its ``trim``-th smallest and largest value
     (counted from 0): the ``trim`` extremes at each end are pulled in to the nearest value
     left. With ``consensus``, only coordinates whose median lies within ``consensus`` x the
     spread between those two values of zero are clamped; the others, where the bulk of the
-    rows agrees on a direction, are left alone. A new tensor; ``x`` is not changed."""
+    rows agrees on a direction, are left alone. ``widen`` moves each bound away from the
+    median to ``widen`` x its distance (1: the bounds as they are). A new tensor; ``x`` is
+    not changed. With ``one_sided``, each coordinate is clamped at one end only: the one
+    whose ``trim`` extremes lie further beyond their bound in total."""
     rows = x.detach().contiguous().numpy()
     m = rows.shape[0]
     out = np.empty_like(rows)
@@ -77,9 +87,19 @@ def winsorised(x: torch.Tensor, trim: int, *, consensus: float | None = None) ->
         block = rows[:, start : start + BLOCK]
         ordered = np.sort(block.T, axis=1)  # one row per coordinate, as _per_block
         low, high = ordered[:, trim], ordered[:, m - 1 - trim]
-        if consensus is not None:
-            median = (ordered[:, (m - 1) // 2] + ordered[:, m // 2]) * np.float32(0.5)
+        median = (ordered[:, (m - 1) // 2] + ordered[:, m // 2]) * np.float32(0.5)
+        agreed = None
+        if consensus is not None:  # judged on the bounds as they are, before widening
             agreed = np.abs(median) > np.float32(consensus) * (high - low)
+        if widen != 1.0:
+            scale = np.float32(widen)
+            low, high = median - scale * (median - low), median + scale * (high - median)
+        if one_sided:
+            above = ordered[:, m - trim :].sum(axis=1) - trim * high
+            below = trim * low - ordered[:, :trim].sum(axis=1)
+            top = above >= below
+            low, high = np.where(top, -np.inf, low), np.where(top, high, np.inf)
+        if agreed is not None:
             low, high = np.where(agreed, -np.inf, low), np.where(agreed, np.inf, high)
         np.clip(block, low, high, out=out[:, start : start + BLOCK])
     return torch.from_numpy(out)
