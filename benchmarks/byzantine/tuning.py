@@ -10,6 +10,7 @@ here choose the default and must never be the seeds a report is drawn on
     .venv/bin/python -m benchmarks.byzantine.tuning                    # every candidate
     .venv/bin/python -m benchmarks.byzantine.tuning --candidates momentum_flags persistent_flags
     .venv/bin/python -m benchmarks.byzantine.tuning --check --candidates persistent_flags
+    .venv/bin/python -m benchmarks.byzantine.tuning --set heterogeneity --jobs 2 --candidates fedavg
 
 Prints one table per candidate (accuracy, backdoor success, discarded rounds, honest flags,
 share of honest client-rounds lost to flag sidelining) and keeps finished runs in a JSON file, so an
@@ -177,6 +178,15 @@ CANDIDATES |= {
             "{relative=true, drift=1.0, threshold=5.0}",
             after="{name='winsorise', params={consensus=0.5, one_sided=true}}",
         ),
+        "health.cooldown_rounds=1",
+    ],
+    # Clamp only the coordinates honest clients barely move (a trigger's weights).
+    "shipped, quiet=0.5": [
+        *_persistent(after="{name='winsorise', params={consensus=0.5, quiet=0.5}}"),
+        "health.cooldown_rounds=1",
+    ],
+    "shipped, quiet=0.25": [
+        *_persistent(after="{name='winsorise', params={consensus=0.5, quiet=0.25}}"),
         "health.cooldown_rounds=1",
     ],
     "centered_clipping alone": [

@@ -58,6 +58,18 @@ def test_one_sided_clamps_only_the_end_whose_extremes_lie_further_out() -> None:
     assert winsorised(torch.tensor(ROWS), 1, one_sided=True).tolist() == expected
 
 
+def test_quiet_clamps_only_coordinates_the_bulk_barely_moves() -> None:
+    # trim 1: spreads 2, 2 and 0.1 (column 2 sorted -0.1, 0, 0.05, 0.1, 10), median 2.
+    # quiet 0.5 clamps where the spread is <= 1: column 2 alone, to [0, 0.1].
+    rows = torch.tensor([[1.0, 5.0, 0.0], [2.0, -7.0, 0.1], [3.0, 0.0, -0.1],
+                         [100.0, 1.0, 0.05], [-50.0, 2.0, 10.0]])  # fmt: skip
+    expected = rows.clone()
+    expected[2, 2], expected[4, 2] = 0.0, 0.1
+
+    assert torch.equal(winsorised(rows, 1, quiet=0.5), expected)
+    assert torch.equal(winsorised(rows, 1, quiet=1.0), winsorised(rows, 1))
+
+
 def test_consensus_is_judged_on_the_bounds_before_widening() -> None:
     # Column 0: |2| > 0.5 x (3 - 1), spared; widened first its spread would be 4 and
     # |2| <= 0.5 x 4 would clamp it. Column 1 is clamped to its widened bounds [-1, 3].
