@@ -189,6 +189,15 @@ CANDIDATES |= {
         *_persistent(after="{name='winsorise', params={consensus=0.5, quiet=0.25}}"),
         "health.cooldown_rounds=1",
     ],
+    # Flag only rows pointing clearly away from the others this round.
+    "shipped, max_cosine=-0.1": [
+        *_persistent("{max_cosine=-0.1}", after="{name='winsorise', params={consensus=0.5}}"),
+        "health.cooldown_rounds=1",
+    ],
+    "shipped, max_cosine=-0.2": [
+        *_persistent("{max_cosine=-0.2}", after="{name='winsorise', params={consensus=0.5}}"),
+        "health.cooldown_rounds=1",
+    ],
     "centered_clipping alone": [
         _NO_MOMENTUM_FLAGS,
         "aggregation.pre=[]",
