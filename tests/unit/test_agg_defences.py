@@ -4,6 +4,7 @@ and the fewest rows a pipeline needs. Tiny literal rows, results worked out by h
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from phalanx.aggregation.pre.persistent_flags import (
     SCORES_KEY,
     cusum,
     median_alignment,
+    spread,
 )
 from phalanx.config import AggregationConfig, StepConfig
 from phalanx.core.rng import torch_rng
@@ -155,6 +157,49 @@ def test_a_client_that_falls_short_once_recovers_and_leaves_the_table() -> None:
     for _ in range(18):
         state = dict(flag_round(state, aligned).state)
     assert state[CLIENTS_KEY].tolist() == [] and state[SCORES_KEY].tolist() == []
+
+
+def test_spread_is_the_scaled_median_absolute_deviation_with_a_floor() -> None:
+    # Median 0.3, absolute deviations (0.2, 0.1, 0, 0.1, 0.2): their median 0.1.
+    alignment = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5], dtype=torch.float64)
+    assert spread(alignment, 0.01) == pytest.approx(0.14826)
+    assert spread(alignment, 0.5) == 0.5
+    assert spread(torch.zeros(4, dtype=torch.float64), 0.05) == 0.05
+
+
+def relative_round(
+    state: dict[str, torch.Tensor], rows: list[list[float]], min_spread: float = 0.5
+) -> Aggregate:
+    params = {"relative": True, "min_spread": min_spread, "drift": 1.0, "threshold": 1.5}
+    step = StepConfig(name="persistent_flags", params=params)
+    context = RoundContext(state=state, clients=CLIENTS)
+    return run("median", rows, pre=(step,), f=1, context=context)
+
+
+def test_relative_flags_count_the_shortfall_in_spreads_of_the_population() -> None:
+    # FLAG_ROWS: alignments (0, 0, 0, 0, -1), no deviation: the floor 0.5 is the spread and
+    # row 4 falls short by 1 / 0.5 = 2 spreads a round: S = 1, then 2, flagged past 1.5.
+    first = relative_round({}, FLAG_ROWS)
+    assert first.flagged == () and first.state[SCORES_KEY].tolist() == pytest.approx([1.0])
+    assert relative_round(dict(first.state), FLAG_ROWS).flagged == (4,)
+
+
+def test_relative_flags_spare_a_shortfall_within_a_heterogeneous_populations_spread() -> None:
+    # Unit rows at 0, 30, 60, 120 and 150 degrees: alignments (-0.5, 0, 0.5, 0, -0.5),
+    # median 0, spread 1.4826 x 0.5 = 0.74. Rows 0 and 4 fall 0.5 short every round: counted
+    # in cosine (drift 0.05) that passes 1 in the third round; counted in spreads it is 0.67
+    # a round, under the drift of 1, and S stays 0.
+    angles = [math.radians(a) for a in (0, 30, 60, 120, 150)]
+    rows = [[math.cos(a), math.sin(a)] for a in angles]
+    absolute: dict[str, torch.Tensor] = {}
+    relative: dict[str, torch.Tensor] = {}
+    for _ in range(3):
+        absolute = dict(flag_round(absolute, rows).state)
+        result = relative_round(relative, rows, min_spread=0.1)
+        assert result.flagged == ()
+        relative = dict(result.state)
+    assert flag_round(absolute, rows).flagged != ()
+    assert relative[CLIENTS_KEY].tolist() == []
 
 
 def test_persistent_flags_flag_at_most_f_rows_the_largest_scores_first() -> None:

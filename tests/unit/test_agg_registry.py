@@ -167,7 +167,7 @@ def test_an_unknown_step_lists_the_valid_ones() -> None:
             "centered_clipping",
             {"tau": 1.0, "momentun": True},
             "unknown parameter 'momentun' for aggregator 'centered_clipping'; "
-            "valid: flag_alignment, iterations, momentum, tau",
+            "valid: flag_alignment, iterations, momentum, tau, tau_scale",
         ),
     ],
 )
@@ -208,7 +208,8 @@ def test_an_unknown_step_parameter_lists_the_valid_ones() -> None:
             "centered_clipping",
             {"tau": "big"},
             "aggregator 'centered_clipping': tau: Input should be a valid number, unable to "
-            "parse string as a number (parameters: flag_alignment, iterations, momentum, tau)",
+            "parse string as a number (parameters: flag_alignment, iterations, momentum, tau, "
+            "tau_scale)",
         ),
     ],
 )

@@ -287,6 +287,17 @@ def test_centered_clipping_from_zero_clips_each_difference_to_tau() -> None:
     assert torch.equal(result.state[STATE_KEY], result.vector)
 
 
+def test_centered_clipping_radius_is_tau_scale_times_the_median_distance() -> None:
+    # Distances 5, 1, 10, median 5. tau_scale 1: radius 5, only row 2 clipped (factor 0.5);
+    # tau_scale 2: radius 10, none clipped and the result is the plain mean.
+    one = aggregate("centered_clipping", CC_ROWS, f=1)
+    two = aggregate("centered_clipping", CC_ROWS, f=1, tau_scale=2.0)
+
+    assert dict(one.scaled) == pytest.approx({2: 0.5})
+    assert close(one.vector, [1.0, 7.0 / 3.0, 5.0 / 3.0])
+    assert dict(two.scaled) == {} and close(two.vector, [1.0, 10.0 / 3.0, 3.0])
+
+
 def test_centered_clipping_starts_from_the_carried_centre() -> None:
     # Centre v = (1, 2, 3); differences x_i - v = (3, 0, 4), (0, 1, 0), (-6, 0, 8), lengths
     # 5, 1, 10; tau = 2: factors 0.4, 1, 0.2. Step (1/3) * ((1.2, 0, 1.6) + (0, 1, 0) +

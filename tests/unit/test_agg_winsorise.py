@@ -42,6 +42,42 @@ def test_winsorised_clamps_each_coordinate_to_its_trim_th_values_from_each_end()
     assert winsorised(torch.tensor(ROWS), 0).tolist() == ROWS
 
 
+def test_widen_moves_each_bound_away_from_the_median() -> None:
+    # trim 1, widen 2: column 0 (median 2) from [1, 3] to [0, 4], column 1 (median 1) from
+    # [0, 2] to [-1, 3].
+    expected = [[1.0, 3.0], [2.0, -1.0], [3.0, 0.0], [4.0, 1.0], [0.0, 2.0]]
+
+    assert winsorised(torch.tensor(ROWS), 1, widen=2.0).tolist() == expected
+
+
+def test_one_sided_clamps_only_the_end_whose_extremes_lie_further_out() -> None:
+    # trim 1. Column 0: 100 lies 97 above 3, -50 lies 51 below 1: only the top is clamped.
+    # Column 1: 5 lies 3 above 2, -7 lies 7 below 0: only the bottom is clamped.
+    expected = [[1.0, 5.0], [2.0, 0.0], [3.0, 0.0], [3.0, 1.0], [-50.0, 2.0]]
+
+    assert winsorised(torch.tensor(ROWS), 1, one_sided=True).tolist() == expected
+
+
+def test_quiet_clamps_only_coordinates_the_bulk_barely_moves() -> None:
+    # trim 1: spreads 2, 2 and 0.1 (column 2 sorted -0.1, 0, 0.05, 0.1, 10), median 2.
+    # quiet 0.5 clamps where the spread is <= 1: column 2 alone, to [0, 0.1].
+    rows = torch.tensor([[1.0, 5.0, 0.0], [2.0, -7.0, 0.1], [3.0, 0.0, -0.1],
+                         [100.0, 1.0, 0.05], [-50.0, 2.0, 10.0]])  # fmt: skip
+    expected = rows.clone()
+    expected[2, 2], expected[4, 2] = 0.0, 0.1
+
+    assert torch.equal(winsorised(rows, 1, quiet=0.5), expected)
+    assert torch.equal(winsorised(rows, 1, quiet=1.0), winsorised(rows, 1))
+
+
+def test_consensus_is_judged_on_the_bounds_before_widening() -> None:
+    # Column 0: |2| > 0.5 x (3 - 1), spared; widened first its spread would be 4 and
+    # |2| <= 0.5 x 4 would clamp it. Column 1 is clamped to its widened bounds [-1, 3].
+    expected = [[1.0, 3.0], [2.0, -1.0], [3.0, 0.0], [100.0, 1.0], [-50.0, 2.0]]
+
+    assert winsorised(torch.tensor(ROWS), 1, consensus=0.5, widen=2.0).tolist() == expected
+
+
 def test_consensus_spares_coordinates_whose_median_is_far_from_zero() -> None:
     # trim 1: column 0 has median 2 and spread 3 - 1 = 2, column 1 median 1 and spread 2.
     # consensus 0.5: |2| > 1, so column 0 is left alone; |1| <= 1, so column 1 is clamped.

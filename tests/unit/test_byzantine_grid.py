@@ -91,10 +91,17 @@ def test_every_aggregator_in_the_grid_builds() -> None:
 
 
 def test_every_tuning_candidate_builds_a_valid_config_on_every_scenario() -> None:
-    from benchmarks.byzantine.tuning import CANDIDATES, CHECKS, SCENARIOS, SHIPPED, TUNING_SEEDS
+    from benchmarks.byzantine.tuning import (
+        CANDIDATES,
+        CHECKS,
+        HETEROGENEITY,
+        SCENARIOS,
+        SHIPPED,
+        TUNING_SEEDS,
+    )
 
     for overrides in CANDIDATES.values():
-        for partition, fraction, attack in [*SCENARIOS, *CHECKS]:
+        for partition, fraction, attack in [*SCENARIOS, *CHECKS, *HETEROGENEITY]:
             cell = Cell("digits", partition, fraction, attack, DEFAULT, TUNING_SEEDS[0])
             config, f, _ = cell_config(cell, overrides)
             assert f == 4 and config.seed == TUNING_SEEDS[0]
@@ -104,3 +111,7 @@ def test_every_tuning_candidate_builds_a_valid_config_on_every_scenario() -> Non
     previous, _, _ = cell_config(cell, CANDIDATES["momentum_flags"])
     assert previous.aggregation.params == {"flag_alignment": 0.0}
     assert previous.aggregation.pre == () and previous.aggregation.health_feedback
+    # The baseline: plain FedAvg behind the same validation, nothing in front, no feedback.
+    fedavg, _, _ = cell_config(cell, CANDIDATES["fedavg"])
+    assert fedavg.aggregation.name == "fedavg" and fedavg.aggregation.pre == ()
+    assert not fedavg.aggregation.health_feedback and fedavg.validation == shipped.validation

@@ -4,9 +4,9 @@ History for Byzantine Robust Optimization", ICML).
 Start from the last committed round's aggregate (the momentum the paper keeps on the
 server), then ``iterations`` times move the centre by the weighted mean of the rows'
 differences to it, each clipped to norm ``tau``: a Byzantine row moves the result by at
-most tau x its weight share. ``tau`` None picks the median distance to the centre, so the
-radius follows the scale of honest updates. The centre is carried to the next round as
-state; rows clipped in the last iteration are reported as scaled. With
+most tau x its weight share. ``tau`` None picks the median distance to the centre (times
+``tau_scale``), so the radius follows the scale of honest updates. The centre is carried to
+the next round as state; rows clipped in the last iteration are reported as scaled. With
 ``flag_alignment``, rows pointing against the starting centre are flagged for the health
 monitor (``aggregation.health_feedback``), which sidelines clients flagged again and again.
 """
@@ -25,6 +25,9 @@ STATE_KEY = "centered_clipping.centre"
 
 class CenteredClippingParams(Params):
     tau: float | None = Field(None, gt=0, description="clipping radius; null: the median distance")
+    # With tau null, the radius is this multiple of the median distance: at 1 half the rows
+    # are clipped every round, the honest ones on unusual (non-IID) data among them.
+    tau_scale: float = Field(1.0, gt=0, description="with tau null: radius / median distance")
     iterations: int = Field(1, ge=1, description="clipping iterations per round")
     momentum: bool = Field(True, description="start from the last round's aggregate (else zero)")
     # Flag rows whose cosine with the starting centre is below this, at most the f lowest:
@@ -49,7 +52,7 @@ class CenteredClipping(Part[CenteredClippingParams]):
         self._flag_opposed(rows, centre, f)
         for _ in range(self.params.iterations):
             distances = rows.sq_distances_to(centre).sqrt()
-            tau = self.params.tau or float(distances.median())
+            tau = self.params.tau or self.params.tau_scale * float(distances.median())
             factors = torch.where(distances > tau, tau / distances.clamp(min=1e-300), 1.0)
             coefficients = share * factors
             centre = centre + rows.combine(coefficients) - float(coefficients.sum()) * centre

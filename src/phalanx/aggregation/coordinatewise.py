@@ -64,22 +64,55 @@ def closest_to_median_mean(x: torch.Tensor, keep: int) -> torch.Tensor:
     return torch.gather(x, 0, nearest).mean(dim=0)
 
 
-def winsorised(x: torch.Tensor, trim: int, *, consensus: float | None = None) -> torch.Tensor:
+def _order_statistics(rows: np.ndarray, trim: int) -> tuple[np.ndarray, ...]:
+    """Per coordinate: the ``trim``-th smallest and largest values, the median, and how far
+    the ``trim`` extremes at each end lie beyond those two in total."""
+    m, d = rows.shape
+    low, high, median, above, below = (np.empty(d, dtype=rows.dtype) for _ in range(5))
+    for start in range(0, d, BLOCK):
+        part = slice(start, min(start + BLOCK, d))
+        ordered = np.sort(rows[:, part].T, axis=1)  # one row per coordinate, as _per_block
+        low[part], high[part] = ordered[:, trim], ordered[:, m - 1 - trim]
+        median[part] = (ordered[:, (m - 1) // 2] + ordered[:, m // 2]) * np.float32(0.5)
+        above[part] = ordered[:, m - trim :].sum(axis=1) - trim * high[part]
+        below[part] = trim * low[part] - ordered[:, :trim].sum(axis=1)
+    return low, high, median, above, below
+
+
+def winsorised(
+    x: torch.Tensor,
+    trim: int,
+    *,
+    consensus: float | None = None,
+    widen: float = 1.0,
+    one_sided: bool = False,
+    quiet: float | None = None,
+) -> torch.Tensor:
     """The rows with each coordinate clamped to its ``trim``-th smallest and largest value
     (counted from 0): the ``trim`` extremes at each end are pulled in to the nearest value
     left. With ``consensus``, only coordinates whose median lies within ``consensus`` x the
     spread between those two values of zero are clamped; the others, where the bulk of the
-    rows agrees on a direction, are left alone. A new tensor; ``x`` is not changed."""
+    rows agrees on a direction, are left alone. With ``quiet``, only coordinates whose
+    spread is at most ``quiet`` x the median spread over all coordinates are clamped: those
+    the bulk barely moves. ``widen`` moves each bound away from the median to ``widen`` x
+    its distance (1: the bounds as they are). With ``one_sided``, each coordinate is clamped
+    at one end only: the one whose ``trim`` extremes lie further beyond their bound in
+    total. A new tensor; ``x`` is not changed."""
     rows = x.detach().contiguous().numpy()
-    m = rows.shape[0]
-    out = np.empty_like(rows)
-    for start in range(0, rows.shape[1], BLOCK):
-        block = rows[:, start : start + BLOCK]
-        ordered = np.sort(block.T, axis=1)  # one row per coordinate, as _per_block
-        low, high = ordered[:, trim], ordered[:, m - 1 - trim]
-        if consensus is not None:
-            median = (ordered[:, (m - 1) // 2] + ordered[:, m // 2]) * np.float32(0.5)
-            agreed = np.abs(median) > np.float32(consensus) * (high - low)
-            low, high = np.where(agreed, -np.inf, low), np.where(agreed, np.inf, high)
-        np.clip(block, low, high, out=out[:, start : start + BLOCK])
-    return torch.from_numpy(out)
+    if rows.shape[1] == 0:
+        return torch.from_numpy(rows.copy())
+    low, high, median, above, below = _order_statistics(rows, trim)
+    spread = high - low  # the gates judge the bounds as they are, before widening
+    spared = np.zeros(rows.shape[1], dtype=bool)
+    if consensus is not None:
+        spared |= np.abs(median) > np.float32(consensus) * spread
+    if quiet is not None:
+        spared |= spread > np.float32(quiet) * np.median(spread)
+    if widen != 1.0:
+        scale = np.float32(widen)
+        low, high = median - scale * (median - low), median + scale * (high - median)
+    if one_sided:
+        top = above >= below
+        low, high = np.where(top, -np.inf, low), np.where(top, high, np.inf)
+    low, high = np.where(spared, -np.inf, low), np.where(spared, np.inf, high)
+    return torch.from_numpy(np.clip(rows, low, high))

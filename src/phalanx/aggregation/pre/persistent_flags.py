@@ -14,6 +14,15 @@ client's S passes ``threshold`` and its alignment this round is below ``max_cosi
 points away from the others now), at most the f with the largest S: health feedback can
 never be asked to sideline more clients a round than the rule tolerates.
 
+With ``relative``, the shortfall is counted in units of the round's spread of alignments
+(1.4826 x their median absolute deviation, at least ``min_spread``): a robust z-score.
+Why: on very non-IID data an honest client holding one or two classes sits below the
+population's alignment round after round, as far below as the spread of honest alignments
+itself; counted in absolute cosine it accumulates like an attacker's, counted against that
+spread it accumulates only when it stands out of a heterogeneous population as far as a
+colluding attacker stands out of a homogeneous one. ``drift`` and ``threshold`` are then in
+spreads.
+
 The step does not change the rows. The per-client statistics ride in the aggregator state
 (client ids and S, only those above 0), carried to the next committed round; it needs
 ``RoundContext.clients`` for that, and without ids judges each round alone.
@@ -43,6 +52,12 @@ class PersistentFlagsParams(Params):
     max_cosine: float = Field(
         0.0, ge=-1, le=1, description="flag only rows whose alignment this round is below this"
     )
+    relative: bool = Field(
+        False, description="count the shortfall in spreads of the round's alignments (z-score)"
+    )
+    min_spread: float = Field(
+        0.05, gt=0, description="with relative: the smallest spread a shortfall is divided by"
+    )
 
 
 def median_alignment(gram: torch.Tensor) -> torch.Tensor:
@@ -53,6 +68,13 @@ def median_alignment(gram: torch.Tensor) -> torch.Tensor:
     cosines = 1 - cosine_distances(gram)
     cosines.fill_diagonal_(float("nan"))
     return cosines.nanmedian(dim=1).values
+
+
+def spread(alignment: torch.Tensor, floor: float) -> float:
+    """1.4826 x the median absolute deviation of ``alignment`` (the standard deviation, for
+    a normal population, that a minority of outliers cannot inflate), at least ``floor``."""
+    deviation = (alignment - alignment.median()).abs().median()
+    return max(1.4826 * float(deviation), floor)
 
 
 def cusum(previous: torch.Tensor, shortfall: torch.Tensor, drift: float) -> torch.Tensor:
@@ -91,6 +113,8 @@ class PersistentFlags(Part[PersistentFlagsParams]):
         p = self.params
         alignment = median_alignment(rows.gram())
         shortfall = alignment.median() - alignment
+        if p.relative:
+            shortfall = shortfall / spread(alignment, p.min_spread)
         clients = row_clients(rows, context)
         table = carried(context)
         start = [table.get(c, 0.0) for c in clients] if clients else [0.0] * rows.count

@@ -47,6 +47,22 @@ class WinsoriseParams(Params):
     consensus: float | None = Field(
         None, ge=0, description="clamp only where |median| <= this x the spread; null: all"
     )
+    # Why: with the attackers all at one end of a coordinate (sign flipping), trimming f at
+    # each end also clips the f honest values at the other, and the result leans toward the
+    # attackers; bounds moved out leave honest tails within reach alone while a backdoor's
+    # values, far beyond an indifferent bulk, are still pulled in.
+    widen: float = Field(
+        1.0, ge=1, description="bounds moved from the median to this x their distance"
+    )
+    # Why: a trigger's weights are ones honest clients barely move (clean data leaves those
+    # pixels near zero), while a rare class's or an attacked coordinate's honest values
+    # spread wide; clamping only the quiet coordinates spares the latter.
+    quiet: float | None = Field(
+        None, gt=0, description="clamp only where the spread is <= this x the median spread"
+    )
+    one_sided: bool = Field(
+        False, description="clamp each coordinate at the end whose extremes lie further out"
+    )
 
 
 class Winsorise(Part[WinsoriseParams]):
@@ -57,4 +73,14 @@ class Winsorise(Part[WinsoriseParams]):
         trim = checked_trim(self, self.params.trim, n=rows.count, f=f)
         if trim == 0:
             return rows
-        return rows.replaced(winsorised(rows.materialise(), trim, consensus=self.params.consensus))
+        p = self.params
+        return rows.replaced(
+            winsorised(
+                rows.materialise(),
+                trim,
+                consensus=p.consensus,
+                widen=p.widen,
+                one_sided=p.one_sided,
+                quiet=p.quiet,
+            )
+        )
