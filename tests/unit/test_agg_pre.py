@@ -312,3 +312,28 @@ def test_a_pipeline_is_named_after_its_parts_in_order() -> None:
 
     assert isinstance(aggregator, Pipeline)
     assert aggregator.name == "clipping > nnm > bucketing > krum"
+
+
+def test_bucketing_shrinks_its_buckets_so_the_rule_still_gets_the_rows_it_needs() -> None:
+    """20 clients, f = 4, centred clipping (2f + 1 = 9): buckets of 2 leave 10 rows, but a
+    round where validation refused some has too few; smaller buckets keep it alive."""
+    config = AggregationConfig(name="centered_clipping", f=4, pre=(step("bucketing", size=2),))
+    pipeline = build_aggregator(config)
+    assert isinstance(pipeline, Pipeline)
+    bucketing = pipeline.steps[0]
+    assert isinstance(bucketing, Bucketing)
+    # ceil(n / 2) buckets while that is at least 9, else buckets of one row
+    assert [bucketing.size_for(n, 4) for n in (20, 17, 16, 9, 5)] == [2, 2, 1, 1, 1]
+    assert (bucketing.size_for(13, 3), bucketing.size_for(12, 3)) == (2, 1)  # 7 needed
+
+    rows = torch.randn(12, 5, generator=torch.Generator().manual_seed(4))
+    bucketed = pipeline.aggregate(rows, torch.ones(12), RoundContext(seed=1, round_index=2))
+    alone = build_aggregator(AggregationConfig(name="centered_clipping", f=4))
+    plain = alone.aggregate(rows, torch.ones(12), RoundContext(seed=1, round_index=2))
+    assert torch.equal(bucketed.vector, plain.vector)  # buckets of one row: the rows
+
+
+def test_a_bucketing_step_with_nothing_after_it_that_takes_f_keeps_its_size() -> None:
+    pipeline = build_aggregator(AggregationConfig(name="fedavg", pre=(step("bucketing", size=3),)))
+    assert isinstance(pipeline, Pipeline) and isinstance(pipeline.steps[0], Bucketing)
+    assert pipeline.steps[0].size_for(7, 2) == 3

@@ -108,14 +108,16 @@ def test_static_clipping_and_the_mean_need_nothing() -> None:
     assert aggregate("fedavg", 2, 3, pre=(static,)).shape == (3,)
 
 
-def test_after_bucketing_the_rule_checks_the_number_of_buckets() -> None:
-    # 6 rows in buckets of 2 are 3 rows for the median: f = 2 needs 5.
+def test_after_bucketing_the_rule_checks_the_rows_it_gets() -> None:
+    # 6 rows in buckets of 2 would be 3 for the median, which needs 5 at f = 2: bucketing
+    # shrinks its buckets to one row, and the median gets all 6. 4 rows are too few anyway.
     bucketing = StepConfig(name="bucketing", params={"size": 2})
+    aggregate("median", 6, 2, pre=(bucketing,))
 
     with pytest.raises(AggregationError) as error:
-        aggregate("median", 6, 2, pre=(bucketing,))
+        aggregate("median", 4, 2, pre=(bucketing,))
 
-    assert str(error.value) == "median needs n >= 2f + 1; got n=3, f=2"
+    assert str(error.value) == "median needs n >= 2f + 1; got n=4, f=2"
 
 
 # --- registry -------------------------------------------------------------------------------

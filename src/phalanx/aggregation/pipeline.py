@@ -41,6 +41,11 @@ class Pipeline:
         self.steps = tuple(steps)
         self.f = f
         self.name = " > ".join([*(step.name for step in self.steps), rule.name])
+        parts: tuple[object, ...] = (*self.steps, rule)
+        for index, step in enumerate(self.steps):  # a step that must leave enough rows
+            follow = getattr(step, "follow", None)
+            if callable(follow):
+                follow([t for part in parts[index + 1 :] if (t := _tolerance(part))])
 
     def aggregate(
         self, updates: torch.Tensor, weights: torch.Tensor, context: RoundContext | None = None
@@ -71,7 +76,7 @@ class Pipeline:
         shrink a round's pool."""
         bounds = [1]
         for part in (*self.steps, self.rule):
-            tolerance: tuple[int, int] | None = getattr(part, "tolerance", None)
+            tolerance = _tolerance(part)
             if tolerance is not None:
                 bounds.append(tolerance[0] * f + tolerance[1])
         return max(bounds)
@@ -84,3 +89,9 @@ class Pipeline:
             return vector
         generator = torch_rng(context.seed, "aggregation.noise", context.round_index)
         return vector + std * torch.randn(vector.shape, generator=generator)
+
+
+def _tolerance(part: object) -> tuple[int, int] | None:
+    """A part's (a, b): it tolerates f Byzantine rows among n when n >= a f + b."""
+    tolerance: tuple[int, int] | None = getattr(part, "tolerance", None)
+    return tolerance

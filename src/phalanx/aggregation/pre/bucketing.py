@@ -5,9 +5,19 @@ Shuffle the rows, cut them into buckets of ``size``, and hand the rule the bucke
 averaging shrinks the honest rows' heterogeneity that Byzantine rows hide in. The shuffle is
 drawn from (seed, round), so a resumed run buckets exactly as before. A bucket's weight is
 its members' total; a rule that discards a bucket discards all of its members.
+
+Each Byzantine row can spoil one bucket, so the parts after bucketing must still tolerate f
+among the buckets. A round with few rows (failures, validation's refusals) gets smaller
+buckets, down to one row each, rather than fewer buckets than those parts need: with
+``size`` fixed, 20 clients, f = 4 and centred clipping (2f + 1 = 9 rows) lose every round
+once validation refuses three of them. The pipeline tells the step what follows it
+(``follow``); the health floor (``Pipeline.min_rows``) stays right because buckets of one
+row are the rows themselves.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from pydantic import Field
@@ -34,8 +44,26 @@ def bucket_matrix(order: list[int], size: int, n: int) -> torch.Tensor:
 class Bucketing(Part[BucketingParams]):
     name = "bucketing"
 
+    def __init__(self, params: BucketingParams) -> None:
+        super().__init__(params)
+        self._after: tuple[tuple[int, int], ...] = ()  # (a, b): a part after needs a f + b
+
+    def follow(self, tolerances: Sequence[tuple[int, int]]) -> None:
+        """The tolerances (n >= a f + b) of the parts that take this step's buckets."""
+        self._after = tuple(tolerances)
+
+    def size_for(self, n: int, f: int) -> int:
+        """The bucket size for ``n`` rows: ``size``, or less so that the parts after this
+        one get at least the a f + b buckets they need (never below one row a bucket)."""
+        need = max((a * f + b for a, b in self._after), default=1)
+        size = self.params.size
+        while size > 1 and -(-n // size) < need:  # ceil(n / size) buckets, the last partial
+            size -= 1
+        return size
+
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Rows:
-        n, size = rows.count, self.params.size
+        n = rows.count
+        size = self.size_for(n, f)
         if size == 1:
             return rows
         generator = torch_rng(context.seed, "aggregation.bucketing", context.round_index)
