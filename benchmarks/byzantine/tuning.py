@@ -82,7 +82,16 @@ CANDIDATES: dict[str, list[str]] = {
         "health.cooldown_rounds=1",
     ],
 }
-_SHIPPED_LINE = "{name='persistent_flags'}, {name='winsorise', params={consensus=0.5}}"
+_COOLDOWN_1 = "health.cooldown_rounds=1"
+
+
+def _shipped(flags: str = "{}", winsorise: str | None = "consensus=0.5", *extra: str) -> list[str]:
+    """The shipped line (persistent_flags with ``flags`` > winsorise with ``winsorise``,
+    None: no winsorise) and its cool-down of 1, with ``extra`` overrides before that."""
+    after = "" if winsorise is None else f"{{name='winsorise', params={{{winsorise}}}}}"
+    return [*_persistent(flags, after=after), *extra, _COOLDOWN_1]
+
+
 # Heterogeneity (the held-out report's Dirichlet 0.3 and 0.1 failures): the shipped line
 # taken apart, and plain FedAvg behind the same validation as the baseline to beat.
 CANDIDATES |= {
@@ -94,110 +103,47 @@ CANDIDATES |= {
     ],
     "shipped, no feedback": [
         _NO_MOMENTUM_FLAGS,
-        f"aggregation.pre=[{_SHIPPED_LINE}]",
+        "aggregation.pre=[{name='persistent_flags'}, {name='winsorise', params={consensus=0.5}}]",
         "aggregation.health_feedback=false",
-        "health.cooldown_rounds=1",
+        _COOLDOWN_1,
     ],
-    "shipped, no winsorise": [*_persistent(), "health.cooldown_rounds=1"],
-    "shipped, consensus=0.3": [
-        *_persistent(after="{name='winsorise', params={consensus=0.3}}"),
-        "health.cooldown_rounds=1",
-    ],
+    "shipped, no winsorise": _shipped(winsorise=None),
+    "shipped, consensus=0.3": _shipped(winsorise="consensus=0.3"),
     # Bucketing (Karimireddy et al. 2022) behind the flags, which judge clients, not buckets.
     "shipped, bucketing before winsorise": [
         *_persistent(after="{name='bucketing'}, {name='winsorise', params={consensus=0.5}}"),
-        "health.cooldown_rounds=1",
+        _COOLDOWN_1,
     ],
     "shipped, bucketing after winsorise": [
         *_persistent(after="{name='winsorise', params={consensus=0.5}}, {name='bucketing'}"),
-        "health.cooldown_rounds=1",
+        _COOLDOWN_1,
     ],
     # The shortfall counted in spreads of the round's alignments (a robust z-score).
-    "relative flags d=1 t=3": [
-        *_persistent(
-            "{relative=true, drift=1.0, threshold=3.0}",
-            after="{name='winsorise', params={consensus=0.5}}",
-        ),
-        "health.cooldown_rounds=1",
-    ],
-    "relative flags d=2 t=8": [
-        *_persistent(
-            "{relative=true, drift=2.0, threshold=8.0}",
-            after="{name='winsorise', params={consensus=0.5}}",
-        ),
-        "health.cooldown_rounds=1",
-    ],
-    "relative flags d=1.5 t=5": [
-        *_persistent(
-            "{relative=true, drift=1.5, threshold=5.0}",
-            after="{name='winsorise', params={consensus=0.5}}",
-        ),
-        "health.cooldown_rounds=1",
-    ],
-    "relative flags d=1.25 t=4": [
-        *_persistent(
-            "{relative=true, drift=1.25, threshold=4.0}",
-            after="{name='winsorise', params={consensus=0.5}}",
-        ),
-        "health.cooldown_rounds=1",
-    ],
-    "relative flags d=1 t=5": [
-        *_persistent(
-            "{relative=true, drift=1.0, threshold=5.0}",
-            after="{name='winsorise', params={consensus=0.5}}",
-        ),
-        "health.cooldown_rounds=1",
-    ],
-    "relative flags d=1.5 t=5, no winsorise": [
-        *_persistent("{relative=true, drift=1.5, threshold=5.0}"),
-        "health.cooldown_rounds=1",
-    ],
-    "relative flags d=1 t=3, no winsorise": [
-        *_persistent("{relative=true, drift=1.0, threshold=3.0}"),
-        "health.cooldown_rounds=1",
-    ],
-    "shipped, tau_scale=2": [
-        *_persistent(after="{name='winsorise', params={consensus=0.5}}"),
-        "aggregation.params={tau_scale=2.0}",
-        "health.cooldown_rounds=1",
-    ],
-    "shipped, widen=1.5 (gate first)": [
-        *_persistent(after="{name='winsorise', params={consensus=0.5, widen=1.5}}"),
-        "health.cooldown_rounds=1",
-    ],
-    "shipped, widen=2 (gate first)": [
-        *_persistent(after="{name='winsorise', params={consensus=0.5, widen=2.0}}"),
-        "health.cooldown_rounds=1",
-    ],
-    "shipped, one-sided winsorise": [
-        *_persistent(after="{name='winsorise', params={consensus=0.5, one_sided=true}}"),
-        "health.cooldown_rounds=1",
-    ],
-    "relative flags d=1 t=5, one-sided winsorise": [
-        *_persistent(
-            "{relative=true, drift=1.0, threshold=5.0}",
-            after="{name='winsorise', params={consensus=0.5, one_sided=true}}",
-        ),
-        "health.cooldown_rounds=1",
-    ],
+    **{
+        f"relative flags d={drift} t={threshold}": _shipped(
+            f"{{relative=true, drift={float(drift)}, threshold={float(threshold)}}}"
+        )
+        for drift, threshold in ((1, 3), (2, 8), (1.5, 5), (1.25, 4), (1, 5))
+    },
+    "relative flags d=1.5 t=5, no winsorise": _shipped(
+        "{relative=true, drift=1.5, threshold=5.0}", None
+    ),
+    "relative flags d=1 t=3, no winsorise": _shipped(
+        "{relative=true, drift=1.0, threshold=3.0}", None
+    ),
+    "shipped, tau_scale=2": _shipped("{}", "consensus=0.5", "aggregation.params={tau_scale=2.0}"),
+    "shipped, widen=1.5 (gate first)": _shipped(winsorise="consensus=0.5, widen=1.5"),
+    "shipped, widen=2 (gate first)": _shipped(winsorise="consensus=0.5, widen=2.0"),
+    "shipped, one-sided winsorise": _shipped(winsorise="consensus=0.5, one_sided=true"),
+    "relative flags d=1 t=5, one-sided winsorise": _shipped(
+        "{relative=true, drift=1.0, threshold=5.0}", "consensus=0.5, one_sided=true"
+    ),
     # Clamp only the coordinates honest clients barely move (a trigger's weights).
-    "shipped, quiet=0.5": [
-        *_persistent(after="{name='winsorise', params={consensus=0.5, quiet=0.5}}"),
-        "health.cooldown_rounds=1",
-    ],
-    "shipped, quiet=0.25": [
-        *_persistent(after="{name='winsorise', params={consensus=0.5, quiet=0.25}}"),
-        "health.cooldown_rounds=1",
-    ],
+    "shipped, quiet=0.5": _shipped(winsorise="consensus=0.5, quiet=0.5"),
+    "shipped, quiet=0.25": _shipped(winsorise="consensus=0.5, quiet=0.25"),
     # Flag only rows pointing clearly away from the others this round.
-    "shipped, max_cosine=-0.1": [
-        *_persistent("{max_cosine=-0.1}", after="{name='winsorise', params={consensus=0.5}}"),
-        "health.cooldown_rounds=1",
-    ],
-    "shipped, max_cosine=-0.2": [
-        *_persistent("{max_cosine=-0.2}", after="{name='winsorise', params={consensus=0.5}}"),
-        "health.cooldown_rounds=1",
-    ],
+    "shipped, max_cosine=-0.1": _shipped("{max_cosine=-0.1}"),
+    "shipped, max_cosine=-0.2": _shipped("{max_cosine=-0.2}"),
     "centered_clipping alone": [
         _NO_MOMENTUM_FLAGS,
         "aggregation.pre=[]",

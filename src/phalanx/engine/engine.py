@@ -155,9 +155,9 @@ class Engine:
             record.injected = self._round_faults(state.round)
         evaluation = self._evaluation(state, new_params)
         if evaluation is not None and not self.defer_evaluation:
-            record.metrics = await evaluation
+            record.metrics, evaluation = await evaluation, None
         new_state, record = self._finish(state, col, new_params, carried, wall_start)
-        if evaluation is not None and self.defer_evaluation:
+        if evaluation is not None:  # deferred: the lifecycle settles it
             self._deferred[record.round] = evaluation
         return new_state, record
 

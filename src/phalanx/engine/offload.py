@@ -78,15 +78,14 @@ class Offloader:
         works on; None: unknown, always off the loop) is below ``inline_bytes``."""
         if self.inline(size):
             return fn(*args, **kwargs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._cpu, functools.partial(fn, *args, **kwargs))
+        return await self.start(fn, *args, **kwargs)
 
     def start(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
         """``fn(*args, **kwargs)`` submitted to the CPU thread now, not when the caller next
         yields to the loop: a future to await later, while the caller goes on (the engine's
         deferred evaluation). Disabled or closed, it runs here and the future is done."""
         loop = asyncio.get_running_loop()
-        if not self.enabled or self._closed:
+        if self.inline(None):  # disabled or closed
             done: asyncio.Future[T] = loop.create_future()
             try:
                 done.set_result(fn(*args, **kwargs))
