@@ -10,7 +10,7 @@ import pytest
 import torch
 from tests.twin import MANIFEST, one_round, twin_config
 
-from phalanx.core.messages import ClientUpdate, Envelope, ModelRef, TaskKey
+from phalanx.core.messages import ClientUpdate, Envelope, ModelRef, TaskConfig, TaskKey, TrainTask
 from phalanx.core.tensors import payload_digest
 from phalanx.engine.engine import Engine
 from phalanx.engine.retry import RetryPolicy
@@ -184,3 +184,29 @@ def test_a_round_from_a_superseded_state_is_refused_not_silently_mixed() -> None
             await engine.run_round(second)
 
     asyncio.run(rounds())
+
+
+def test_the_twin_answers_a_key_once_and_forgets_rounds_before_the_last_two() -> None:
+    """A key submitted again after its answer gets no second event; what the twin keeps to
+    know that stays bounded over a long run (a set of every answered key made a benchmark's
+    garbage collections grow with the rounds run)."""
+    twin = ScriptedRuntime(MANIFEST, 4, script=lambda key: Reply(after_s=1.0))
+    config = twin_config(
+        4, "selection.clients_per_round=4", "selection.over_selection=1.0", "quorum.min_updates=4"
+    )
+    engine = Engine(config, twin, membership=twin.membership, models=twin.models)
+
+    async def rounds() -> list[int]:
+        state = engine.initial_state(torch.zeros(3), MANIFEST)
+        answered = []
+        for _ in range(5):
+            state, record = await engine.run_round(state)
+            answered.append(len(record.accepted))
+            again = twin.submitted[-1][1]  # answered this round: submitted once more
+            config = TaskConfig(local_epochs=1, batch_size=1, lr=0.1, ttl_s=1e6)
+            twin.submit(TrainTask(Envelope(), again, ModelRef(0, "unused"), config))
+            assert await twin.next_event(twin.clock.now() + 10.0) is None
+        return answered
+
+    assert asyncio.run(rounds()) == [4] * 5
+    assert set(twin._delivered) == {3, 4}  # the bound is the point

@@ -96,9 +96,11 @@ class ScriptedRuntime:
         self._queue: list[tuple[float, int, TaskKey | _Item]] = []
         self._seq = itertools.count()
         self._pending: dict[TaskKey, TrainTask] = {}
-        # Keys answered, as plain tuples (which the garbage collector stops tracking): a
-        # benchmark's long run keeps many, and the twin's heap must not bill the engine.
-        self._delivered: set[tuple[int, ClientId, int]] = set()
+        # Keys answered, by round, as (client, attempt) tuples. Only the newest round's and
+        # the one before are kept: the engine never submits a key of an older round, and a
+        # set growing by every task of every round made a long benchmark's garbage
+        # collections (which walk the young tracked objects) bill the engine for the twin.
+        self._delivered: dict[int, set[tuple[ClientId, int]]] = {}
         self._replies: dict[TaskKey, Reply] = {}
         self._closed = False
         # What a test asserts on (a benchmark empties them between rounds).
@@ -200,12 +202,22 @@ class ScriptedRuntime:
             key, prepared = item.key, item.event
         if key is None or key not in self._pending:
             return None  # a duplicate, or cancelled
-        answered = (key.round, key.client, key.attempt)
-        if answered in self._delivered:
+        answered = self._answered(key.round)
+        if (key.client, key.attempt) in answered:
             return None  # submitted again after its answer: still one event per key
         task = self._pending.pop(key)
-        self._delivered.add(answered)
+        answered.add((key.client, key.attempt))
         return prepared or self._answer(task)
+
+    def _answered(self, round_index: int) -> set[tuple[ClientId, int]]:
+        """The keys of ``round_index`` answered so far; a newer round forgets all but the
+        round before it."""
+        answered = self._delivered.get(round_index)
+        if answered is None:
+            answered = self._delivered[round_index] = set()
+            for old in [r for r in self._delivered if r < round_index - 1]:
+                del self._delivered[old]
+        return answered
 
     def _apply(self, item: _Item, when: float) -> None:
         if item.change is None:
