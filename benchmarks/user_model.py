@@ -23,26 +23,29 @@ batch 16, lr 0.05), weighted FedAvg and a test-set evaluation after every round.
   trained and the trained updates the engine then threw away (cancelled, late).
 
 Each contender runs in its own subprocess with ``OMP_NUM_THREADS=MKL_NUM_THREADS=1`` and
-``torch.set_num_threads(1)`` (workers get one thread each); contenders are interleaved
-``--repeats`` times and each number is the median. *whole-process s* is the parent's wall time
-around the child (interpreter start, imports, data, training, exit); *training-only s* is the
-child's own clock from the first round to the last, evaluation (one pass over the test set
-per round, on both sides) included; phalanx's worker processes are forked before it starts
-(``WorkerTrainer.prepare``, which first settles the long-lived heap: one full garbage
-collection and ``gc.freeze``, about 0.2 s), as the plain loop builds its model before its
-own. Both children import ``torch._dynamo`` (what the first ``torch.optim`` optimiser would
-otherwise import, about 1 s) before their clocks start: phalanx does so when it builds its
-trainer, the plain loop explicitly, so training-only time excludes that import for both and
-whole-process time includes it for both. *training CPU s* is the CPU time over the same
-span (phalanx's forks of its workers included) of every process the contender used
-(phalanx's workers included): the work done, whatever else the machine runs. Two workers can
-beat the plain loop by at most twice its CPU time over phalanx's, and only on a machine
-where nothing else wants the two cores. *in train() CPU s* is the part of it spent inside
-the user's ``train`` itself (its thread's CPU time per call, summed over every call in
-every process through a counter in shared memory that forked workers inherit); the rest,
-*outside CPU s*, is what each side spends around it: for the plain loop
-``load_state_dict``, the averaging and the evaluation; for phalanx also the reloads, the
-hand-offs, validation and the engine. The same wrapper times both sides.
+``torch.set_num_threads(1)`` (workers get one thread each). Each of ``--repeats`` repeats
+runs the plain loop between every two phalanx contenders and at both ends; a phalanx run's
+*plain / this* is against the mean of the two plain runs beside it, and the table gives the
+median of those paired ratios and their range; every other number is the median over the
+repeats. *whole-process s* is the parent's wall time around the child (interpreter start,
+imports, data, training, exit); *training-only s* is the child's own clock from the first
+round to the last, evaluation (one pass over the test set per round, on both sides)
+included; phalanx's worker processes are forked before it starts (``WorkerTrainer.prepare``,
+which first settles the long-lived heap: one full garbage collection and ``gc.freeze``,
+about 0.2 s), as the plain loop builds its model before its own. Both children import
+``torch._dynamo`` (what the first ``torch.optim`` optimiser would otherwise import, about 1
+s) before their clocks start: phalanx does so when it builds its trainer, the plain loop
+explicitly, so training-only time excludes that import for both and whole-process time
+includes it for both. *training CPU s* is the CPU time over the same span (phalanx's forks
+of its workers included) of every process the contender used (phalanx's workers included):
+the work done, whatever else the machine runs. Two workers can beat the plain loop by at
+most twice its CPU time over phalanx's, and only on a machine where nothing else wants the
+two cores. *in train() CPU s* is the part of it spent inside the user's ``train`` itself
+(its thread's CPU time per call, summed over every call in every process through a counter
+in shared memory that forked workers inherit); the rest, *outside CPU s*, is what each side
+spends around it: for the plain loop ``load_state_dict``, the averaging and the evaluation;
+for phalanx also the reloads, the hand-offs, validation and the engine. The same wrapper
+times both sides.
 """
 
 from __future__ import annotations
@@ -251,6 +254,7 @@ class Runs:
     thrown: list[int] = field(default_factory=list)
     same_clients: list[bool] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    paired: list[float] = field(default_factory=list)  # plain / this, against flanking plains
 
 
 def run_child(
@@ -275,29 +279,58 @@ def run_child(
 def measure(
     names: list[str], work: Work, repeats: int, timeout_s: float, schedule: Path
 ) -> dict[str, Runs]:
-    """Every contender ``repeats`` times, interleaved; first, untimed, the schedule (the
-    clients phalanx accepts each round) that the plain loop then trains."""
+    """Every contender ``repeats`` times; first, untimed, the schedule (the clients phalanx
+    accepts each round) that the plain loop then trains.
+
+    A repeat runs the plain loop between every two phalanx contenders and at both ends
+    (plain, A, plain, B, ..., plain), so each phalanx run has a plain run just before and
+    just after it: its ratio is against their mean (``Runs.paired``), which cancels a
+    machine that drifts slower or faster over a minute. Ratios of medians taken over a whole
+    repeat do not: on this VM the same child varies by 15-25% from one minute to the next.
+    """
     _, report = run_child(SCHEDULE_FROM, work, timeout_s)
     reference = report["schedule"]
     schedule.write_text(json.dumps(reference))
     runs = {name: Runs() for name in names}
-    for _ in range(repeats):  # interleaved: a noisy minute hurts every contender alike
-        for name in names:
-            try:
-                wall, report = run_child(name, work, timeout_s, schedule)
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
-                runs[name].errors.append(str(exc))
-                continue
-            r = runs[name]
-            r.whole.append(wall)
-            r.train.append(report["train_s"])
-            r.cpu.append(report["cpu_s"])
-            r.fn_cpu.append(report["fn_cpu_s"])
-            r.accuracy.append(report["accuracy"])
-            r.trained.append(report["trained"])
-            r.thrown.append(report.get("thrown_away", 0))
-            r.same_clients.append(report.get("schedule", reference) == reference)
+    contenders = [name for name in names if name != "plain"]
+    for _ in range(repeats):
+        order = ["plain"] if "plain" in names else []
+        for name in contenders:
+            order += [name, "plain"] if "plain" in names else [name]
+        plain_s: list[float | None] = []  # this repeat's plain runs, in order
+        mine: dict[str, float | None] = {}
+        for name in order:
+            train_s = _run_into(runs[name], name, work, timeout_s, schedule, reference)
+            if name == "plain":
+                plain_s.append(train_s)
+            else:
+                mine[name] = train_s
+        for i, name in enumerate(contenders):
+            flank = [s for s in plain_s[i : i + 2] if s is not None]
+            own = mine.get(name)
+            if flank and own:
+                runs[name].paired.append(statistics.mean(flank) / own)
     return runs
+
+
+def _run_into(
+    r: Runs, name: str, work: Work, timeout_s: float, schedule: Path, reference: Any
+) -> float | None:
+    """One run of ``name`` added to ``r``; its training-only seconds (None if it failed)."""
+    try:
+        wall, report = run_child(name, work, timeout_s, schedule)
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+        r.errors.append(str(exc))
+        return None
+    r.whole.append(wall)
+    r.train.append(report["train_s"])
+    r.cpu.append(report["cpu_s"])
+    r.fn_cpu.append(report["fn_cpu_s"])
+    r.accuracy.append(report["accuracy"])
+    r.trained.append(report["trained"])
+    r.thrown.append(report.get("thrown_away", 0))
+    r.same_clients.append(report.get("schedule", reference) == reference)
+    return float(report["train_s"])
 
 
 def _median(values: list[float] | list[int]) -> float | None:
@@ -310,30 +343,31 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def table(runs: dict[str, Runs]) -> tuple[list[str], list[str]]:
     """(markdown table lines, verdict lines)."""
-    base = runs.get("plain")
-    base_train = _median(base.train) if base else None
     lines = [
         "| contender | whole-process s | training-only s | plain / this (training) "
-        "| training CPU s | in train() CPU s | outside CPU s | accuracy | updates trained "
-        "| trained, thrown away | same clients |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| ratio range | training CPU s | in train() CPU s | outside CPU s | accuracy "
+        "| updates trained | trained, thrown away | same clients |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in runs.items():
-        train_s = _median(r.train)
-        ratio = base_train / train_s if base_train and train_s else None
+        ratio, spread = (1.0, "—") if name == "plain" else (_median(r.paired), _range(r.paired))
         trained = _median(r.trained) if name != "plain" else None
         thrown = max(r.thrown) if r.thrown and name != "plain" else None
         label = CONTENDERS[name] + (f" (* {r.errors[0]})" if r.errors else "")
         same = _yes(all(r.same_clients)) if name in SAME_WORK and r.same_clients else "—"
         outside = [cpu - fn for cpu, fn in zip(r.cpu, r.fn_cpu, strict=True)]
         lines.append(
-            f"| {label} | {_fmt(_median(r.whole), '.2f')} | {_fmt(train_s, '.3f')} "
-            f"| {_fmt(ratio, '.2f')}x | {_fmt(_median(r.cpu), '.2f')} "
+            f"| {label} | {_fmt(_median(r.whole), '.2f')} | {_fmt(_median(r.train), '.3f')} "
+            f"| {_fmt(ratio, '.2f')}x | {spread} | {_fmt(_median(r.cpu), '.2f')} "
             f"| {_fmt(_median(r.fn_cpu), '.2f')} | {_fmt(_median(outside), '.2f')} "
             f"| {_fmt(_median(r.accuracy), '.3f')} "
             f"| {_fmt(trained, '.0f')} | {_fmt(thrown, '.0f')} | {same} |"
         )
-    return lines, verdicts(runs, base_train)
+    return lines, verdicts(runs)
+
+
+def _range(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}x" if values else "—"
 
 
 SAME_WORK = ("phalanx-0", "phalanx-1", "phalanx-2")  # faults change whom a round accepts
@@ -343,10 +377,9 @@ def _yes(ok: bool) -> str:
     return "yes" if ok else "NO"
 
 
-def verdicts(runs: dict[str, Runs], base_train: float | None) -> list[str]:
+def verdicts(runs: dict[str, Runs]) -> list[str]:
     def ratio(name: str) -> float | None:
-        train_s = _median(runs[name].train) if name in runs else None
-        return base_train / train_s if base_train and train_s else None
+        return _median(runs[name].paired) if name in runs else None
 
     def verdict(ok: bool | None) -> str:
         return {True: "PASS", False: "FAIL", None: "N/A"}[ok]
@@ -358,9 +391,11 @@ def verdicts(runs: dict[str, Runs], base_train: float | None) -> list[str]:
     return [
         f"- same work: the plain loop trains the clients phalanx accepted, every round: "
         f"{verdict(all(same) if same else None)}",
-        f"- 2 workers: plain / phalanx = {_fmt(two, '.2f')}x, target >= 1.6x: "
+        f"- 2 workers: plain / phalanx (median of flanked pairs) = {_fmt(two, '.2f')}x, "
+        f"target >= 1.6x: "
         f"{verdict(None if two is None else two >= 1.6)}",
-        f"- 1 worker: plain / phalanx = {_fmt(one, '.2f')}x, target >= 1.0x (never slower): "
+        f"- 1 worker: plain / phalanx (median of flanked pairs) = {_fmt(one, '.2f')}x, "
+        f"target >= 1.0x (never slower): "
         f"{verdict(None if one is None else one >= 1.0)}",
         f"- 20% faults: trained updates thrown away = {_fmt(thrown, '.0f')}, target 0: "
         f"{verdict(None if thrown is None else thrown == 0)}",
@@ -390,7 +425,8 @@ def main() -> None:
     where = (
         f"_{work.clients} clients, {work.per_round} per round, {work.rounds} rounds, "
         f"{work.epochs} local epochs; Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, medians of {args.repeats} interleaved runs; load average "
+        f"{os.cpu_count()} CPUs, medians of {args.repeats} repeats (each phalanx run between "
+        f"two plain runs); load average "
         f"(1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after._"
     )
     text = "\n".join([*lines, "", *checks, "", where, ""])
