@@ -152,6 +152,14 @@ CANDIDATES |= {
         *_persistent(after="{name='dnc'}"),
         _COOLDOWN_1,
     ],
+    # DnC's suspects clamped per coordinate to the others' range instead of dropped.
+    **{
+        f"shipped, dnc clamp trim={trim} for winsorise": [
+            *_persistent(after=f"{{name='dnc', params={{clamp=true, trim={trim}}}}}"),
+            _COOLDOWN_1,
+        ]
+        for trim in (2, 4)
+    },
     "dnc alone (no flags, no feedback)": [
         _NO_MOMENTUM_FLAGS,
         "aggregation.pre=[{name='dnc'}]",

@@ -378,3 +378,17 @@ def test_dnc_drops_filter_times_f_but_leaves_the_rule_the_rows_it_needs() -> Non
     # In a pipeline: median with f = 2 needs 5 of the 6 rows, so one goes.
     result = run("median", DNC_ROWS, pre=(dnc(),), f=2)
     assert len(result.discarded) == 1
+
+
+def test_dnc_clamp_keeps_every_row_and_pulls_the_suspects_into_the_others_range() -> None:
+    clamp = StepConfig(name="dnc", params={"clamp": True, "trim": 0})
+    result = run("fedavg", DNC_ROWS, pre=(clamp,), f=2)
+    # Rows 4 and 5 are the suspects: their third coordinate (3) is clamped to the others'
+    # range [0, 0]; row 5's 0.1 lies within [-1, 1] and stays.
+    assert result.discarded == ()
+    assert torch.allclose(result.vector, torch.tensor([0.1 / 6, 0.0, 0.0, 0.3]), atol=1e-6)
+    # With trim = 1 the others' range loses one extreme at each end: [-1, 1] -> [0, 0] on
+    # the first two coordinates, so row 5's 0.1 is clamped too.
+    trimmed = StepConfig(name="dnc", params={"clamp": True, "trim": 1})
+    result = run("fedavg", DNC_ROWS, pre=(trimmed,), f=2)
+    assert torch.allclose(result.vector, torch.tensor([0.0, 0.0, 0.0, 0.3]), atol=1e-6)

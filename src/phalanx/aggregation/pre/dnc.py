@@ -21,7 +21,10 @@ The step never drops more than would leave the parts after it fewer rows than th
 to tolerate f (``follow``, as bucketing): a round whose validation refused some updates
 drops fewer. Dropped rows are reported as discarded, not flagged: a row that lies far out
 this round is what an honest client holding rare data is now and then, and judging clients
-over rounds is ``persistent_flags``'s.
+over rounds is ``persistent_flags``'s. With ``clamp``, nothing is dropped: each suspect is
+clamped, per coordinate, to the range of the other rows (less their ``trim`` extremes at
+each end), so it keeps whatever the others also do (not from the paper; measured in
+docs/byzantine_tuning.md).
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ from phalanx.core.named import Params
 
 class DncParams(Params):
     filter: float = Field(1.0, gt=0, le=2, description="rows dropped, as a multiple of f (c)")
+    # Why: dropping f rows every round drops honest rows every round, and on non-IID data
+    # those are the rows that hold a rare class. Clamped instead, a suspect keeps every
+    # coordinate within the others' range and loses only what lies beyond it -- a trigger's
+    # weights, which the others leave near zero.
+    clamp: bool = Field(
+        False, description="clamp the suspects per coordinate to the others' range; no drop"
+    )
+    trim: int | None = Field(
+        None,
+        ge=0,
+        description="with clamp: the others' range without this many extremes at each end; null: f",
+    )
 
 
 def spectral_scores(gram: torch.Tensor) -> torch.Tensor:
@@ -74,6 +89,8 @@ class Dnc(Part[DncParams]):
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Rows:
         n = rows.count
         self.require_tolerance(n, f)
+        if self.params.clamp:
+            return self._clamped(rows, f)
         drop = self.drop_count(n, f)
         if drop == 0:
             return rows
@@ -85,3 +102,21 @@ class Dnc(Part[DncParams]):
         matrix[torch.arange(len(kept)), kept] = 1.0
         owners = tuple(rows.owners[i] for i in kept)
         return rows.remix(matrix, rows.weights[kept], owners)
+
+    def _clamped(self, rows: Rows, f: int) -> Rows:
+        """The ``filter`` x f suspects clamped, per coordinate, to the range of the other
+        rows less their ``trim`` extremes at each end (a colluder the filter missed)."""
+        n = rows.count
+        count = min(math.ceil(self.params.filter * f), n - 1)
+        if count == 0:
+            return rows
+        trim = f if self.params.trim is None else self.params.trim
+        suspects = torch.sort(-spectral_scores(rows.gram()), stable=True).indices[:count]
+        others = torch.ones(n, dtype=torch.bool)
+        others[suspects] = False
+        x = rows.materialise().clone()
+        ordered = torch.sort(x[others], dim=0).values
+        trim = min(trim, (ordered.shape[0] - 1) // 2)
+        low, high = ordered[trim], ordered[ordered.shape[0] - 1 - trim]
+        x[suspects] = torch.minimum(torch.maximum(x[suspects], low), high)
+        return rows.replaced(x)
