@@ -34,7 +34,9 @@ from rich.table import Table
 from benchmarks.byzantine.grid import ATTACKS, CLEAN, DEFAULT, Cell, run_cell
 from benchmarks.common.measure import REPO_ROOT
 
-TUNING_SEEDS = (42, 7)  # chosen on, never reported on
+# 5, 6 and 18 since the fourth tuning: they reproduce the held-out Dirichlet 0.1 failures
+# (docs/byzantine_tuning.md).
+TUNING_SEEDS = (42, 7, 5, 6, 18)  # chosen on, never reported on
 
 # Every candidate sets its whole aggregation line, so it does not move with the shipped one.
 _MOMENTUM_FLAGS = ["aggregation.params={flag_alignment=0.0}", "aggregation.pre=[]"]
@@ -144,6 +146,25 @@ CANDIDATES |= {
     # Flag only rows pointing clearly away from the others this round.
     "shipped, max_cosine=-0.1": _shipped("{max_cosine=-0.1}"),
     "shipped, max_cosine=-0.2": _shipped("{max_cosine=-0.2}"),
+    # Fourth tuning: DnC's spectral filter (Shejwalkar and Houmansadr 2021) in place of
+    # winsorising, which clips honest tails on non-IID data.
+    "shipped, dnc for winsorise": [
+        *_persistent(after="{name='dnc'}"),
+        _COOLDOWN_1,
+    ],
+    # DnC's suspects clamped per coordinate to the others' range instead of dropped.
+    **{
+        f"shipped, dnc clamp trim={trim} for winsorise": [
+            *_persistent(after=f"{{name='dnc', params={{clamp=true, trim={trim}}}}}"),
+            _COOLDOWN_1,
+        ]
+        for trim in (2, 4)
+    },
+    "dnc alone (no flags, no feedback)": [
+        _NO_MOMENTUM_FLAGS,
+        "aggregation.pre=[{name='dnc'}]",
+        "aggregation.health_feedback=false",
+    ],
     "centered_clipping alone": [
         _NO_MOMENTUM_FLAGS,
         "aggregation.pre=[]",

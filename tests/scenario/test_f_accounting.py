@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from phalanx.aggregation.base import SENDER_FAULTS, round_f
+from phalanx.aggregation.base import SENDER_FAULTS, refused_relative, round_f
 from phalanx.simulation import Simulation
 from phalanx.types import RejectReason
 from tests.scenario.conftest import BASE, tiny_config
@@ -63,3 +63,43 @@ def test_rejections_an_honest_client_or_the_colluders_can_cause_do_not_count(
 ) -> None:
     assert reason not in SENDER_FAULTS
     assert round_f(2, [(7, reason)]) == 2
+
+
+# Eight clients, all asked; persistent_flags set to flag the f = 2 least aligned rows every
+# round (no drift, a threshold of almost 0, any cosine): a step that flags some row whatever
+# the round holds.
+_FLAG_EVERY_ROUND = {"drift": 0.0, "threshold": 1e-9, "max_cosine": 1.0}
+FLAGGING: dict[str, Any] = {
+    **BASE,
+    "rounds": 3,
+    "selection": {"clients_per_round": 8, "over_selection": 1.0},
+    "aggregation": {
+        "name": "centered_clipping",
+        "f": 2,
+        "pre": [{"name": "persistent_flags", "params": _FLAG_EVERY_ROUND}],
+    },
+}
+
+
+def flagging_run(fraction: float) -> list[dict[str, Any]]:
+    byzantine = {"fraction": fraction, "attack": "scaling"}
+    tree = {**FLAGGING, "faults": {"enabled": True, "byzantine": byzantine}}
+    return Simulation(tiny_config(tree=tree)).run().history
+
+
+def test_clients_refused_on_the_relative_norm_come_off_the_rows_flags_may_take() -> None:
+    # Without attackers the step flags two honest clients a round; with the two scaling
+    # attackers refused on the relative norm bound, the rows left are honest and f less
+    # the refused leaves nothing to flag (f itself stays 2 for the rule).
+    clean = flagging_run(0.0)
+    assert [len(record["flagged"]) for record in clean[1:]] == [2, 2]
+    attacked = flagging_run(0.25)
+    for record in attacked:
+        assert record["rejections"] == {"norm_relative": 2} and record["committed"]
+        assert record["flagged"] == [] and "effective_f" not in record
+
+
+def test_refused_relative_counts_distinct_clients_refused_on_the_relative_norm() -> None:
+    relative, nan = RejectReason.NORM_RELATIVE, RejectReason.NON_FINITE
+    assert refused_relative([(1, relative), (1, relative), (2, relative), (3, nan)]) == 2
+    assert refused_relative([(1, None), (2, RejectReason.CHECKSUM)]) == 0

@@ -1,6 +1,7 @@
-"""FLAME's filter and FoolsGold's weights (backdoors), persistent flags (CUSUM over
-rounds), and the round's f: ``effective_f``, a context's f in place of the configured one,
-and the fewest rows a pipeline needs. Tiny literal rows, results worked out by hand."""
+"""FLAME's filter, FoolsGold's weights and DnC's spectral filter (backdoors), persistent
+flags (CUSUM over rounds), and the round's f: ``effective_f``, a context's f in place of
+the configured one, and the fewest rows a pipeline needs. Tiny literal rows, results
+worked out by hand."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from phalanx.aggregation import Aggregate, Pipeline, RoundContext, build_aggregator
 from phalanx.aggregation.base import effective_f
+from phalanx.aggregation.pre.dnc import Dnc, DncParams, spectral_scores
 from phalanx.aggregation.pre.flame import cosine_distances, majority_cluster
 from phalanx.aggregation.pre.foolsgold import CLIENTS_KEY as FG_CLIENTS
 from phalanx.aggregation.pre.foolsgold import HISTORY_KEY as FG_HISTORY
@@ -333,3 +335,60 @@ def test_foolsgold_centres_each_round_before_summing() -> None:
     )
     # Centred: (1, -1), (-1, 1), (0, 0): rows 0 and 1 opposite (cosine -1), row 2 zero.
     assert result.state[FG_HISTORY].tolist() == [[1.0, -1.0], [-1.0, 1.0], [0.0, 0.0]]
+
+
+# --- DnC's spectral filter ------------------------------------------------------------------
+
+
+def dnc(filter_: float = 1.0) -> StepConfig:
+    return StepConfig(name="dnc", params={"filter": filter_})
+
+
+# Four honest rows spread in their own directions, two colluders pushing one way together.
+DNC_ROWS = [
+    [1.0, 0.0, 0.0, 0.3],
+    [0.0, 1.0, 0.0, 0.3],
+    [-1.0, 0.0, 0.0, 0.3],
+    [0.0, -1.0, 0.0, 0.3],
+    [0.0, 0.0, 3.0, 0.3],
+    [0.1, 0.0, 3.0, 0.3],
+]
+
+
+def test_spectral_scores_are_squared_projections_on_the_top_principal_axis() -> None:
+    x = torch.tensor(DNC_ROWS, dtype=torch.float64)
+    centred = x - x.mean(dim=0)
+    axis = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    assert torch.allclose(spectral_scores(x @ x.T), (centred @ axis).square(), atol=1e-9)
+
+
+def test_dnc_drops_the_colluders_furthest_out_along_the_main_axis() -> None:
+    result = run("fedavg", DNC_ROWS, pre=(dnc(),), f=2)
+    assert result.discarded == (4, 5) and result.flagged == ()
+    assert torch.allclose(result.vector, torch.tensor([0.0, 0.0, 0.0, 0.3]), atol=1e-6)
+
+
+def test_dnc_drops_filter_times_f_but_leaves_the_rule_the_rows_it_needs() -> None:
+    step = Dnc(DncParams(filter=1.5))
+    step.follow([(2, 1)])  # centred clipping behind it: 2f + 1 rows
+    assert step.drop_count(20, 4) == 6
+    assert step.drop_count(12, 4) == 3  # 12 - 9
+    assert step.drop_count(9, 4) == 0
+    assert Dnc(DncParams()).drop_count(5, 0) == 0
+    # In a pipeline: median with f = 2 needs 5 of the 6 rows, so one goes.
+    result = run("median", DNC_ROWS, pre=(dnc(),), f=2)
+    assert len(result.discarded) == 1
+
+
+def test_dnc_clamp_keeps_every_row_and_pulls_the_suspects_into_the_others_range() -> None:
+    clamp = StepConfig(name="dnc", params={"clamp": True, "trim": 0})
+    result = run("fedavg", DNC_ROWS, pre=(clamp,), f=2)
+    # Rows 4 and 5 are the suspects: their third coordinate (3) is clamped to the others'
+    # range [0, 0]; row 5's 0.1 lies within [-1, 1] and stays.
+    assert result.discarded == ()
+    assert torch.allclose(result.vector, torch.tensor([0.1 / 6, 0.0, 0.0, 0.3]), atol=1e-6)
+    # With trim = 1 the others' range loses one extreme at each end: [-1, 1] -> [0, 0] on
+    # the first two coordinates, so row 5's 0.1 is clamped too.
+    trimmed = StepConfig(name="dnc", params={"clamp": True, "trim": 1})
+    result = run("fedavg", DNC_ROWS, pre=(trimmed,), f=2)
+    assert torch.allclose(result.vector, torch.tensor([0.0, 0.0, 0.0, 0.3]), atol=1e-6)

@@ -135,6 +135,7 @@ def test_the_registries_hold_every_rule_and_step() -> None:
     assert sorted(STEPS) == [
         "bucketing",
         "clipping",
+        "dnc",
         "flame",
         "foolsgold",
         "nnm",
@@ -156,7 +157,7 @@ def test_an_unknown_step_lists_the_valid_ones() -> None:
 
     assert str(error.value) == (
         "unknown pre-aggregation step 'nmm'; "
-        "valid: bucketing, clipping, flame, foolsgold, nnm, persistent_flags, winsorise"
+        "valid: bucketing, clipping, dnc, flame, foolsgold, nnm, persistent_flags, winsorise"
     )
 
 

@@ -37,8 +37,8 @@ def scripted(values: list[int]) -> Callable[[int], int]:
 
 
 def test_a_drawn_tuning_seed_is_redrawn() -> None:
-    seeds = draw_seeds(2, below=scripted([*TUNING_SEEDS, 5, *TUNING_SEEDS, 5, 9]))
-    assert seeds == (5, 9)
+    seeds = draw_seeds(2, below=scripted([*TUNING_SEEDS, 11, *TUNING_SEEDS, 11, 13]))
+    assert seeds == (11, 13)
 
 
 @given(st.lists(st.sampled_from([*TUNING_SEEDS, 1, 2, 3]), min_size=40, max_size=40))
@@ -67,7 +67,7 @@ def test_given_tuning_seeds_are_refused_unless_allowed_and_then_labelled() -> No
     allowed = given_seeds([99, 42], allow_tuning=True)
     assert (allowed.source, allowed.held_out) == (GIVEN_TUNING, False)
     assert "not held out" in GIVEN_TUNING
-    assert given_seeds([99, 5], allow_tuning=False).source == GIVEN
+    assert given_seeds([99, 11], allow_tuning=False).source == GIVEN
     with pytest.raises(ConfigError, match="given twice"):
         given_seeds([99, 99], allow_tuning=False)
 

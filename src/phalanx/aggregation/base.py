@@ -32,13 +32,17 @@ class RoundContext:
     client over rounds (``persistent_flags``); empty when the caller does not say. ``f``,
     when set, is this round's f in place of the aggregator's configured one: the engine
     passes ``effective_f`` so that updates validation already rejected are not counted
-    twice."""
+    twice. ``refused`` counts the clients whose update validation refused this round on
+    the relative-norm bound, which f keeps counting (``SENDER_FAULTS``): parts that judge
+    clients (``persistent_flags``) take them off the rows they may flag, so that a round
+    whose attackers were all refused flags no honest client in their place."""
 
     seed: int = 0
     round_index: int = 0
     state: Mapping[str, torch.Tensor] = field(default_factory=dict)
     clients: tuple[int, ...] = ()
     f: int | None = None
+    refused: int = 0
 
 
 # Rejections that prove the sender itself faulty: what it sealed (the checksum matched) is
@@ -78,6 +82,12 @@ def round_f(assumed: int, rejections: Iterable[tuple[ClientId, RejectReason | No
     ``SENDER_FAULTS`` reason."""
     faulty = {client for client, reason in rejections if reason in SENDER_FAULTS}
     return effective_f(assumed, rejected=len(faulty))
+
+
+def refused_relative(rejections: Iterable[tuple[ClientId, RejectReason | None]]) -> int:
+    """``RoundContext.refused`` for a round whose validation refused ``rejections``: the
+    distinct clients refused on the relative-norm bound."""
+    return len({client for client, reason in rejections if reason is RejectReason.NORM_RELATIVE})
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from phalanx.aggregation.median import Median
 from phalanx.aggregation.pipeline import Pipeline, Rule, Step
 from phalanx.aggregation.pre.bucketing import Bucketing, BucketingParams
 from phalanx.aggregation.pre.clipping import Clipping, ClippingParams
+from phalanx.aggregation.pre.dnc import Dnc, DncParams
 from phalanx.aggregation.pre.flame import Flame, FlameParams
 from phalanx.aggregation.pre.foolsgold import FoolsGold, FoolsGoldParams
 from phalanx.aggregation.pre.nnm import NNM
@@ -64,6 +65,8 @@ for _name, _rule, _params, _text in (
 for _name, _step, _params, _text in (
     ("bucketing", Bucketing, BucketingParams, "means of random buckets of updates"),
     ("clipping", Clipping, ClippingParams, "scale updates down to a static or adaptive norm"),
+    ("dnc", Dnc, DncParams,
+     "drop the f updates furthest out along the main axis of spread (DnC; backdoors)"),
     ("flame", Flame, FlameParams,
      "admit the majority cosine cluster, clip to the median norm, noise (backdoors)"),
     ("foolsgold", FoolsGold, FoolsGoldParams,

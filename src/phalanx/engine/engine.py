@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from phalanx.aggregation import Aggregator, RoundContext, StreamingAggregator, build_aggregator
-from phalanx.aggregation.base import round_f
+from phalanx.aggregation.base import refused_relative, round_f
 from phalanx.config import RunConfig
 from phalanx.core.messages import Envelope
 from phalanx.core.models import ModelBook
@@ -171,9 +171,12 @@ class Engine:
             )
         else:
             await self._collector.collect(col, probes)
-        f = round_f(self._config.aggregation.f, ((e.client, e.reason) for e in record.events))
+        events = [(e.client, e.reason) for e in record.events]
+        f = round_f(self._config.aggregation.f, events)
         record.effective_f = f if f < self._config.aggregation.f else None
-        context = RoundContext(self._config.seed, state.round, state.tensors, f=f)
+        context = RoundContext(
+            self._config.seed, state.round, state.tensors, f=f, refused=refused_relative(events)
+        )
         new_params, carried = await self._gate_and_aggregate(col, required, context)
         if self._round_faults is not None:
             record.injected = self._round_faults(state.round)

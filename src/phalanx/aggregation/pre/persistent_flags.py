@@ -12,7 +12,12 @@ own. Per client, ``S <- max(0, S + shortfall - drift)``: a client no worse than 
 population drifts back to 0, a persistent outlier accumulates. A row is flagged when its
 client's S passes ``threshold`` and its alignment this round is below ``max_cosine`` (it
 points away from the others now), at most the f with the largest S: health feedback can
-never be asked to sideline more clients a round than the rule tolerates.
+never be asked to sideline more clients a round than the rule tolerates. Clients whose
+update validation refused this round on the relative-norm bound (``RoundContext.refused``)
+come off that count: f keeps counting them for the rule, but the Byzantine rows left to
+flag are at most f less those refused, and when every attacker of a round is refused (the
+scaling attack) the rows left are honest, so whatever the step would flag in their place
+is a false flag (found in the fourth tuning, docs/byzantine_tuning.md).
 
 With ``relative``, the shortfall is counted in units of the round's spread of alignments
 (1.4826 x their median absolute deviation, at least ``min_spread``): a robust z-score.
@@ -123,6 +128,6 @@ class PersistentFlags(Part[PersistentFlagsParams]):
             table.update(zip(clients, scores.tolist(), strict=True))
             rows.shared.state.update(table_state(table))
         suspects = (scores > p.threshold) & (alignment < p.max_cosine)
-        order = torch.sort(-scores, stable=True).indices[: max(f, 0)]
+        order = torch.sort(-scores, stable=True).indices[: max(f - context.refused, 0)]
         rows.flag(order[suspects[order]])
         return rows
