@@ -240,7 +240,10 @@ CONTENDERS = {  # name -> label
     "phalanx-1": "phalanx, 1 worker",
     "phalanx-2": "phalanx, 2 workers",
     "phalanx-2-0.2": "phalanx, 2 workers, 20% faults",
+    "plain-pair": "two plain loops at once (what 2 cores give)",
 }
+# Contenders that do this many times the plain loop's work: their ratio is scaled by it.
+WORK_MULTIPLE = {"plain-pair": 2}
 
 
 @dataclass
@@ -260,20 +263,50 @@ class Runs:
 def run_child(
     name: str, work: Work, timeout_s: float, schedule: Path | None = None
 ) -> tuple[float, dict[str, Any]]:
-    argv = [sys.executable, "-m", "benchmarks.user_model", "--child", name]
+    """One contender's run in its own process (``plain-pair``: two plain loops started
+    together, reported as one: the slower one's time, both CPU times added)."""
+    copies = WORK_MULTIPLE.get(name, 1)
+    child = "plain" if name == "plain-pair" else name
+    argv = [sys.executable, "-m", "benchmarks.user_model", "--child", child]
     argv += [f"--{k.replace('_', '-')}={v}" for k, v in vars(work).items()]
     if schedule is not None:
         argv.append(f"--schedule={schedule}")
     env = {**os.environ, **CHILD_ENV}
     start = time.perf_counter()
-    done = subprocess.run(
-        argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
-    )
+    procs = [
+        subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(copies)
+    ]
+    reports = [_report(proc, timeout_s) for proc in procs]
     wall = time.perf_counter() - start
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-        raise RuntimeError(f"exit {done.returncode}: {tail[:200]}")
-    return wall, json.loads(done.stdout.strip().splitlines()[-1])
+    if copies == 1:
+        return wall, reports[0]
+    combined = dict(reports[0])
+    combined["train_s"] = max(r["train_s"] for r in reports)
+    for key in ("cpu_s", "fn_cpu_s"):
+        combined[key] = sum(r[key] for r in reports)
+    return wall, combined
+
+
+def _report(proc: subprocess.Popen[str], timeout_s: float) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        tail = (err.strip().splitlines() or ["(no stderr)"])[-1]
+        raise RuntimeError(f"exit {proc.returncode}: {tail[:200]}")
+    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return report
 
 
 def measure(
@@ -309,7 +342,7 @@ def measure(
             flank = [s for s in plain_s[i : i + 2] if s is not None]
             own = mine.get(name)
             if flank and own:
-                runs[name].paired.append(statistics.mean(flank) / own)
+                runs[name].paired.append(WORK_MULTIPLE.get(name, 1) * statistics.mean(flank) / own)
     return runs
 
 
@@ -351,8 +384,9 @@ def table(runs: dict[str, Runs]) -> tuple[list[str], list[str]]:
     ]
     for name, r in runs.items():
         ratio, spread = (1.0, "—") if name == "plain" else (_median(r.paired), _range(r.paired))
-        trained = _median(r.trained) if name != "plain" else None
-        thrown = max(r.thrown) if r.thrown and name != "plain" else None
+        plain = name.startswith("plain")
+        trained = _median(r.trained) if not plain else None
+        thrown = max(r.thrown) if r.thrown and not plain else None
         label = CONTENDERS[name] + (f" (* {r.errors[0]})" if r.errors else "")
         same = _yes(all(r.same_clients)) if name in SAME_WORK and r.same_clients else "—"
         outside = [cpu - fn for cpu, fn in zip(r.cpu, r.fn_cpu, strict=True)]
@@ -399,6 +433,8 @@ def verdicts(runs: dict[str, Runs]) -> list[str]:
         f"{verdict(None if one is None else one >= 1.0)}",
         f"- 20% faults: trained updates thrown away = {_fmt(thrown, '.0f')}, target 0: "
         f"{verdict(None if thrown is None else thrown == 0)}",
+        f"- for scale, not a target: two plain loops at once do twice the work "
+        f"{_fmt(ratio('plain-pair'), '.2f')}x as fast as one (the most 2 cores give it here)",
     ]
 
 
