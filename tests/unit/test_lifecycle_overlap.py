@@ -177,39 +177,3 @@ def test_an_evaluator_never_touches_the_module_it_was_built_from(
     metrics = sim._evaluate(sim.initial_params)
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert seen and all(module is not sim.model for module in seen)
-
-
-def test_a_deferred_evaluation_starts_once_the_next_round_has_sent_its_tasks() -> None:
-    """Held until the next round's first event, it does not take the interpreter from that
-    round's dispatch; a round settled with none running starts it at once; metrics land."""
-    from tests.twin import MANIFEST, twin_config
-
-    from phalanx.engine.engine import Engine
-    from phalanx.testing import Reply, ScriptedRuntime
-
-    twin = ScriptedRuntime(MANIFEST, 4, script=lambda key: Reply(after_s=1.0 + key.client))
-    started: list[list[int]] = []  # rounds of the tasks submitted when each evaluation began
-
-    def evaluate(params: torch.Tensor) -> dict[str, float]:
-        started.append(sorted({key.round for _, key in twin.submitted}))
-        return {"accuracy": float(params.sum())}
-
-    config = twin_config(4, "selection.clients_per_round=2", "quorum.min_updates=2")
-    engine = Engine(config, twin, membership=twin.membership, models=twin.models, evaluate=evaluate)
-    engine.defer_evaluation = True
-
-    async def two_rounds() -> tuple[RoundRecord, RoundRecord]:
-        state = engine.initial_state(torch.zeros(MANIFEST.dim), MANIFEST)
-        state, first = await engine.run_round(state)
-        assert engine.pending(first) and started == []  # held, not started
-        behind = asyncio.create_task(engine.settle(state, first))
-        state, second = await engine.run_round(state)
-        assert started == [[0, 1]]  # round 1's tasks were out when round 0's began
-        await behind
-        await engine.settle(state, second)  # no round runs: started at once
-        return first, second
-
-    first, second = asyncio.run(two_rounds())
-    assert len(started) == 2
-    assert "accuracy" in first.metrics and "accuracy" in second.metrics
-    engine.close()

@@ -12,7 +12,7 @@ import bisect
 import heapq
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 import torch
@@ -95,10 +95,6 @@ class Collection:
     # Asked clients that are healthy now: what a replacement must skip in the healthy set.
     # Built at the round's first replacement (most rounds have few or none), then kept.
     asked_healthy: SortedList | None = None
-    # Called once, when the round's first event has been handled: the runtime has sent the
-    # round's first wave by then (the engine starts the previous round's deferred
-    # evaluation here, so that it does not compete with the dispatch).
-    on_first_event: Callable[[], None] | None = None
 
     @property
     def in_play(self) -> int:
@@ -161,9 +157,6 @@ class Collector:
             offloaded = handle(col, await next_event(until=self._next_timer(col)), goal)
             if offloaded is not None:
                 await offloaded
-            if col.on_first_event is not None:
-                col.on_first_event()
-                col.on_first_event = None
             if time.monotonic() - self._yielded_at >= YIELD_EVERY_S:
                 await self._yield_now()
         self._drop_outliers(col, goal)

@@ -40,8 +40,6 @@ from phalanx.errors import AggregationError
 log = logging.getLogger("phalanx.engine")
 
 Evaluate = Callable[[torch.Tensor], dict[str, float]]
-# A deferred evaluation not started yet: the evaluator, its parameters, where it lands.
-Held = tuple[Evaluate, torch.Tensor, "asyncio.Future[dict[str, float]]"]
 # An observer of committed rounds (progress, on_round): called by the run lifecycle after the
 # round is durable, with the state after it and its record.
 RoundHook = Callable[[ServerState, RoundRecord], None]
@@ -89,14 +87,8 @@ class Engine:
         # With ``defer_evaluation`` a round returns before its evaluation lands; the run
         # lifecycle ``settle``s it, so the next round can train meanwhile (its evaluator
         # must then not share a module with training: the built-in ones keep their own).
-        # The evaluation is held until the next round has sent its first wave (its first
-        # event), so the evaluator's thread does not take the interpreter from the
-        # dispatch while clients wait for their tasks; ``settle`` starts it at once when no
-        # round is running.
         self.defer_evaluation = False
         self._deferred: dict[int, asyncio.Future[dict[str, float]]] = {}
-        self._held: list[Held] = []
-        self._in_round = False
 
     def close(self) -> None:
         """Release the engine's executor threads (idempotent)."""
@@ -114,21 +106,6 @@ class Engine:
 
     async def run_round(self, state: ServerState) -> tuple[ServerState, RoundRecord]:
         """Run round ``state.round``; return the state after it and what happened."""
-        waiting, self._held = self._held, []  # the previous round's, started by this one
-        self._in_round = True
-        try:
-            result = await self._run_round(state, functools.partial(self._start, waiting))
-        except BaseException:
-            self._held[:0] = waiting  # not started: ``settle`` starts them if still wanted
-            raise
-        finally:
-            self._in_round = False
-        self._start(waiting)  # a round that handled no event never reached the hook
-        return result
-
-    async def _run_round(
-        self, state: ServerState, on_first_event: Callable[[], None]
-    ) -> tuple[ServerState, RoundRecord]:
         wall_start = time.perf_counter()
         clock = self._runtime.clock
         record = RoundRecord(
@@ -154,7 +131,6 @@ class Engine:
                 budget_bytes=self._config.aggregation.memory_budget_bytes,
                 prior_norms=state.extra.get("accepted_norms"),
             ),
-            on_first_event=on_first_event,
         )  # fmt: skip
         probes = sample_ranked(
             probation, self._config.health.max_probes_per_round,
@@ -182,33 +158,22 @@ class Engine:
             record.injected = self._round_faults(state.round)
         evaluation = self._evaluation(state, new_params)
         if evaluation is not None and not self.defer_evaluation:
-            evaluate, params = evaluation
-            record.metrics, evaluation = await self.offload.start(evaluate, params), None
+            record.metrics, evaluation = await evaluation, None
         new_state, record = self._finish(state, col, new_params, carried, wall_start)
-        if evaluation is not None:  # deferred: held for the next round, settled by the lifecycle
-            held: asyncio.Future[dict[str, float]] = asyncio.get_running_loop().create_future()
-            self._held.append((*evaluation, held))
-            self._deferred[record.round] = held
+        if evaluation is not None:  # deferred: the lifecycle settles it
+            self._deferred[record.round] = evaluation
         return new_state, record
 
     def _evaluation(
         self, state: ServerState, new_params: torch.Tensor | None
-    ) -> tuple[Evaluate, torch.Tensor] | None:
-        """The round's evaluator and the parameters it scores, when the cadence asks for
-        one. It runs on the executor's thread: thread-local torch state (grad mode) is that
-        thread's, so an evaluator sets its own (the built-in ones run under
-        ``torch.no_grad``)."""
+    ) -> asyncio.Future[dict[str, float]] | None:
+        """The round's model evaluated, when the cadence says so, started now on the
+        executor's thread: thread-local torch state (grad mode) is that thread's, so an
+        evaluator sets its own (the built-in ones run under ``torch.no_grad``)."""
         if self._evaluate is None or (state.round + 1) % self._config.eval_every != 0:
             return None
-        return self._evaluate, new_params if new_params is not None else state.params
-
-    def _start(self, held: list[Held]) -> None:
-        """Start (and forget) every evaluation in ``held`` on the executor's thread; each
-        lands in its future."""
-        evaluations, held[:] = list(held), []
-        for evaluate, params, future in evaluations:
-            started = self.offload.start(evaluate, params)
-            started.add_done_callback(functools.partial(_pass_on, future))
+        params = new_params if new_params is not None else state.params
+        return self.offload.start(self._evaluate, params)
 
     def pending(self, record: RoundRecord) -> bool:
         """Whether ``record``'s evaluation was deferred and ``settle`` has yet to wait for it."""
@@ -217,13 +182,10 @@ class Engine:
     async def settle(self, state: ServerState, record: RoundRecord) -> ServerState:
         """``state`` (the one ``run_round`` returned with ``record``) once the round's
         deferred evaluation has landed: its metrics in ``record`` and in the state's
-        ``last_record``. A round without one is returned as it is. Called while no round
-        runs, it starts a held evaluation at once; while one runs, that round starts it."""
+        ``last_record``. A round without one is returned as it is."""
         evaluation = self._deferred.pop(record.round, None)
         if evaluation is None:
             return state
-        if not self._in_round:
-            self._start(self._held)
         record.metrics = await evaluation
         return state.with_changes(last_record=record.to_json())
 
@@ -339,21 +301,3 @@ class Engine:
         )
         col.index.close_round()
         return new_state, record
-
-
-def _pass_on(
-    future: asyncio.Future[dict[str, float]], started: asyncio.Future[dict[str, float]]
-) -> None:
-    """Hand ``started``'s outcome to ``future`` (what ``settle`` awaits), unless that was
-    cancelled meanwhile (a run that stopped); an error is retrieved either way."""
-    if started.cancelled():
-        if not future.done():
-            future.cancel()
-        return
-    error = started.exception()
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(started.result())
