@@ -10,7 +10,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, NoReturn, Protocol, TypeVar, runtime_checkable
 
@@ -170,6 +170,23 @@ class Part(Generic[P]):
         """Fail, with the numbers, when n rows cannot tolerate f Byzantine ones."""
         if self.tolerance is not None:
             require(self.name, n=n, f=f, f_times=self.tolerance[0], plus=self.tolerance[1])
+
+
+class FollowedPart(Part[P]):
+    """A step that adapts to the parts after it: the pipeline tells it their tolerances
+    (``follow``), so it never leaves them fewer rows than they need for f."""
+
+    def __init__(self, params: P) -> None:
+        super().__init__(params)
+        self._after: tuple[tuple[int, int], ...] = ()  # (a, b): a part after needs a f + b
+
+    def follow(self, tolerances: Sequence[tuple[int, int]]) -> None:
+        """The tolerances (n >= a f + b) of the parts that take this step's rows."""
+        self._after = tuple(tolerances)
+
+    def rows_needed(self, f: int) -> int:
+        """The most rows any part after this one needs for ``f`` (1 when none does)."""
+        return max((a * f + b for a, b in self._after), default=1)
 
 
 def require(rule: str, *, n: int, f: int, f_times: int = 2, plus: int = 1) -> None:

@@ -17,12 +17,10 @@ row are the rows themselves.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from pydantic import Field
 
-from phalanx.aggregation.base import Part, RoundContext
+from phalanx.aggregation.base import FollowedPart, RoundContext
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 from phalanx.core.rng import torch_rng
@@ -41,21 +39,13 @@ def bucket_matrix(order: list[int], size: int, n: int) -> torch.Tensor:
     return matrix
 
 
-class Bucketing(Part[BucketingParams]):
+class Bucketing(FollowedPart[BucketingParams]):
     name = "bucketing"
-
-    def __init__(self, params: BucketingParams) -> None:
-        super().__init__(params)
-        self._after: tuple[tuple[int, int], ...] = ()  # (a, b): a part after needs a f + b
-
-    def follow(self, tolerances: Sequence[tuple[int, int]]) -> None:
-        """The tolerances (n >= a f + b) of the parts that take this step's buckets."""
-        self._after = tuple(tolerances)
 
     def size_for(self, n: int, f: int) -> int:
         """The bucket size for ``n`` rows: ``size``, or less so that the parts after this
         one get at least the a f + b buckets they need (never below one row a bucket)."""
-        need = max((a * f + b for a, b in self._after), default=1)
+        need = self.rows_needed(f)
         size = self.params.size
         while size > 1 and -(-n // size) < need:  # ceil(n / size) buckets, the last partial
             size -= 1

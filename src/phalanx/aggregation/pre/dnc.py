@@ -30,12 +30,11 @@ docs/byzantine_tuning.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from pydantic import Field
 
-from phalanx.aggregation.base import Part, RoundContext
+from phalanx.aggregation.base import FollowedPart, RoundContext
 from phalanx.aggregation.rows import Rows
 from phalanx.core.named import Params
 
@@ -68,22 +67,14 @@ def spectral_scores(gram: torch.Tensor) -> torch.Tensor:
     return scores
 
 
-class Dnc(Part[DncParams]):
+class Dnc(FollowedPart[DncParams]):
     name = "dnc"
     tolerance = (2, 1)
-
-    def __init__(self, params: DncParams) -> None:
-        super().__init__(params)
-        self._after: tuple[tuple[int, int], ...] = ()  # (a, b): a part after needs a f + b
-
-    def follow(self, tolerances: Sequence[tuple[int, int]]) -> None:
-        """The tolerances (n >= a f + b) of the parts that take this step's rows."""
-        self._after = tuple(tolerances)
 
     def drop_count(self, n: int, f: int) -> int:
         """Rows to drop of ``n``: ``filter`` x f, fewer when the parts after this one would
         otherwise get fewer than the a f + b rows they need."""
-        need = max((a * f + b for a, b in self._after), default=1)
+        need = self.rows_needed(f)
         return max(0, min(math.ceil(self.params.filter * f), n - need))
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Rows:
