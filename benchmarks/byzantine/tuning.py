@@ -50,6 +50,16 @@ def _persistent(params: str = "{}", *, before: str = "", after: str = "") -> lis
     return [_NO_MOMENTUM_FLAGS, f"aggregation.pre=[{pre}]", "aggregation.health_feedback=true"]
 
 
+def _no_feedback(pre: str, *extra: str) -> list[str]:
+    """Centred clipping without momentum flags behind the steps ``pre``, feedback off."""
+    return [
+        _NO_MOMENTUM_FLAGS,
+        f"aggregation.pre=[{pre}]",
+        "aggregation.health_feedback=false",
+        *extra,
+    ]
+
+
 # The health monitor's cool-down too: robust.toml's is 1 since the backdoor tuning, and the
 # candidates before it ran with the engine's default of 3.
 _COOLDOWN_3 = "health.cooldown_rounds=3"
@@ -61,11 +71,7 @@ CANDIDATES: dict[str, list[str]] = {
     "persistent_flags t=2": _persistent("{threshold=2.0}"),
     "persistent_flags t=0.5": _persistent("{threshold=0.5}"),
     "persistent_flags drift=0.1": _persistent("{drift=0.1}"),
-    "nnm > centered_clipping": [
-        _NO_MOMENTUM_FLAGS,
-        "aggregation.pre=[{name='nnm'}]",
-        "aggregation.health_feedback=false",
-    ],
+    "nnm > centered_clipping": _no_feedback("{name='nnm'}"),
     # Backdoor defences (issue 13), each with persistent_flags in front of centred clipping.
     "flame > persistent_flags": _persistent(before="{name='flame'}"),
     "foolsgold > persistent_flags": _persistent(before="{name='foolsgold'}"),
@@ -91,6 +97,11 @@ def _shipped(flags: str = "{}", winsorise: str | None = "consensus=0.5", *extra:
     """The shipped line (persistent_flags with ``flags`` > winsorise with ``winsorise``,
     None: no winsorise) and its cool-down of 1, with ``extra`` overrides before that."""
     after = "" if winsorise is None else f"{{name='winsorise', params={{{winsorise}}}}}"
+    return _flags_then(after, flags, *extra)
+
+
+def _flags_then(after: str, flags: str = "{}", *extra: str) -> list[str]:
+    """persistent_flags with ``flags``, the steps ``after`` it, and the cool-down of 1."""
     return [*_persistent(flags, after=after), *extra, _COOLDOWN_1]
 
 
@@ -103,23 +114,18 @@ CANDIDATES |= {
         "aggregation.pre=[]",
         "aggregation.health_feedback=false",
     ],
-    "shipped, no feedback": [
-        _NO_MOMENTUM_FLAGS,
-        "aggregation.pre=[{name='persistent_flags'}, {name='winsorise', params={consensus=0.5}}]",
-        "aggregation.health_feedback=false",
-        _COOLDOWN_1,
-    ],
+    "shipped, no feedback": _no_feedback(
+        "{name='persistent_flags'}, {name='winsorise', params={consensus=0.5}}", _COOLDOWN_1
+    ),
     "shipped, no winsorise": _shipped(winsorise=None),
     "shipped, consensus=0.3": _shipped(winsorise="consensus=0.3"),
     # Bucketing (Karimireddy et al. 2022) behind the flags, which judge clients, not buckets.
-    "shipped, bucketing before winsorise": [
-        *_persistent(after="{name='bucketing'}, {name='winsorise', params={consensus=0.5}}"),
-        _COOLDOWN_1,
-    ],
-    "shipped, bucketing after winsorise": [
-        *_persistent(after="{name='winsorise', params={consensus=0.5}}, {name='bucketing'}"),
-        _COOLDOWN_1,
-    ],
+    "shipped, bucketing before winsorise": _flags_then(
+        "{name='bucketing'}, {name='winsorise', params={consensus=0.5}}"
+    ),
+    "shipped, bucketing after winsorise": _flags_then(
+        "{name='winsorise', params={consensus=0.5}}, {name='bucketing'}"
+    ),
     # The shortfall counted in spreads of the round's alignments (a robust z-score).
     **{
         f"relative flags d={drift} t={threshold}": _shipped(
@@ -148,28 +154,16 @@ CANDIDATES |= {
     "shipped, max_cosine=-0.2": _shipped("{max_cosine=-0.2}"),
     # Fourth tuning: DnC's spectral filter (Shejwalkar and Houmansadr 2021) in place of
     # winsorising, which clips honest tails on non-IID data.
-    "shipped, dnc for winsorise": [
-        *_persistent(after="{name='dnc'}"),
-        _COOLDOWN_1,
-    ],
+    "shipped, dnc for winsorise": _flags_then("{name='dnc'}"),
     # DnC's suspects clamped per coordinate to the others' range instead of dropped.
     **{
-        f"shipped, dnc clamp trim={trim} for winsorise": [
-            *_persistent(after=f"{{name='dnc', params={{clamp=true, trim={trim}}}}}"),
-            _COOLDOWN_1,
-        ]
+        f"shipped, dnc clamp trim={trim} for winsorise": _flags_then(
+            f"{{name='dnc', params={{clamp=true, trim={trim}}}}}"
+        )
         for trim in (2, 4)
     },
-    "dnc alone (no flags, no feedback)": [
-        _NO_MOMENTUM_FLAGS,
-        "aggregation.pre=[{name='dnc'}]",
-        "aggregation.health_feedback=false",
-    ],
-    "centered_clipping alone": [
-        _NO_MOMENTUM_FLAGS,
-        "aggregation.pre=[]",
-        "aggregation.health_feedback=false",
-    ],
+    "dnc alone (no flags, no feedback)": _no_feedback("{name='dnc'}"),
+    "centered_clipping alone": _no_feedback(""),
 }
 CANDIDATES = {name: [_COOLDOWN_3, *overrides] for name, overrides in CANDIDATES.items()}
 # The candidate src/phalanx/scenarios/robust.toml ships (a test holds the two together).

@@ -64,18 +64,21 @@ def closest_to_median_mean(x: torch.Tensor, keep: int) -> torch.Tensor:
     return torch.gather(x, 0, nearest).mean(dim=0)
 
 
-def _order_statistics(rows: np.ndarray, trim: int) -> tuple[np.ndarray, ...]:
-    """Per coordinate: the ``trim``-th smallest and largest values, the median, and how far
-    the ``trim`` extremes at each end lie beyond those two in total."""
+def _order_statistics(rows: np.ndarray, trim: int, *, tails: bool) -> tuple[np.ndarray, ...]:
+    """Per coordinate: the ``trim``-th smallest and largest values, the median, and (with
+    ``tails``; else empty) how far the ``trim`` extremes at each end lie beyond those two
+    in total."""
     m, d = rows.shape
-    low, high, median, above, below = (np.empty(d, dtype=rows.dtype) for _ in range(5))
+    low, high, median = (np.empty(d, dtype=rows.dtype) for _ in range(3))
+    above, below = (np.empty(d if tails else 0, dtype=rows.dtype) for _ in range(2))
     for start in range(0, d, BLOCK):
         part = slice(start, min(start + BLOCK, d))
         ordered = np.sort(rows[:, part].T, axis=1)  # one row per coordinate, as _per_block
         low[part], high[part] = ordered[:, trim], ordered[:, m - 1 - trim]
         median[part] = (ordered[:, (m - 1) // 2] + ordered[:, m // 2]) * np.float32(0.5)
-        above[part] = ordered[:, m - trim :].sum(axis=1) - trim * high[part]
-        below[part] = trim * low[part] - ordered[:, :trim].sum(axis=1)
+        if tails:
+            above[part] = ordered[:, m - trim :].sum(axis=1) - trim * high[part]
+            below[part] = trim * low[part] - ordered[:, :trim].sum(axis=1)
     return low, high, median, above, below
 
 
@@ -101,7 +104,7 @@ def winsorised(
     rows = x.detach().contiguous().numpy()
     if rows.shape[1] == 0:
         return torch.from_numpy(rows.copy())
-    low, high, median, above, below = _order_statistics(rows, trim)
+    low, high, median, above, below = _order_statistics(rows, trim, tails=one_sided)
     spread = high - low  # the gates judge the bounds as they are, before widening
     spared = np.zeros(rows.shape[1], dtype=bool)
     if consensus is not None:

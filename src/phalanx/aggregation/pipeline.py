@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from phalanx.aggregation.base import Aggregate, RoundContext, check_inputs
+from phalanx.aggregation.base import Aggregate, FollowedPart, RoundContext, check_inputs
 from phalanx.aggregation.rows import Rows
 from phalanx.core.rng import torch_rng
 from phalanx.errors import AggregationError
@@ -43,9 +43,8 @@ class Pipeline:
         self.name = " > ".join([*(step.name for step in self.steps), rule.name])
         parts: tuple[object, ...] = (*self.steps, rule)
         for index, step in enumerate(self.steps):  # a step that must leave enough rows
-            follow = getattr(step, "follow", None)
-            if callable(follow):
-                follow([t for part in parts[index + 1 :] if (t := _tolerance(part))])
+            if isinstance(step, FollowedPart):
+                step.follow([t for part in parts[index + 1 :] if (t := _tolerance(part))])
 
     def aggregate(
         self, updates: torch.Tensor, weights: torch.Tensor, context: RoundContext | None = None
