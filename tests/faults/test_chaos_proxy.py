@@ -150,8 +150,8 @@ def test_a_reset_connection_ends_without_an_asyncio_error_log(
     client = connect(proxy.port)
     try:
         wait_for(lambda: len(proxy.connections()) == 1, "a live connection")
-        # A connection is live as soon as it is accepted, and resettable once its upstream
-        # link is open: until then a reset finds nothing to reset.
+        # A reset reaches a connection whose upstream link is still opening too; retried
+        # only in case the connection's task has not started yet.
         wait_for(lambda: proxy.reset() == 1, "a reset of the live connection")
         wait_for(lambda: not proxy.connections(), "the connection gone")
     finally:

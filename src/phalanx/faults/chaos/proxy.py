@@ -146,9 +146,14 @@ class ChaosProxy:
     # --- inside the loop -------------------------------------------------------------------
 
     def _reset_now(self, connection: int | None) -> int:
-        chosen = [i for i in self._links if connection is None or i == connection]
+        """Every accepted connection is reset, its upstream link open or still opening (its
+        task's cancellation aborts the client's socket there): a reset right after a client
+        connected used to find nothing while the link was being opened."""
+        chosen = [i for i in self._tasks if connection is None or i == connection]
         for ident in chosen:
-            self._links[ident].abort()
+            link = self._links.get(ident)
+            if link is not None:
+                link.abort()
             self._tasks[ident].cancel()
         self._control.event("reset", len(chosen))
         return len(chosen)
