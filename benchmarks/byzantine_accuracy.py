@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, console: Console) -> None:
-    path = args.results or args.out / f"byzantine_{args.dataset}.json"
+    # The acceptance preset keeps its cells beside its report, apart from the full grid's.
+    stem = f"byzantine_{args.dataset}" + ("_acceptance" if args.acceptance else "")
+    path = args.results or args.out / f"{stem}.json"
     seeds, done = load(path, args)
     console.print(f"seeds {', '.join(map(str, seeds.seeds))}: {seeds.source}")
     plan = Plan(
@@ -161,7 +163,6 @@ def run(args: argparse.Namespace, console: Console) -> None:
             save(path, args, seeds, done)
     keys = {c.key() for c in wanted}
     meta = {**settings(args), "seeds": list(seeds.seeds), "seed_source": seeds.source}
-    stem = f"byzantine_{args.dataset}" + ("_acceptance" if args.acceptance else "")
     render(
         {k: v for k, v in done.items() if k in keys}, meta, stem=stem, out=args.out, console=console
     )
