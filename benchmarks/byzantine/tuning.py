@@ -163,11 +163,22 @@ CANDIDATES |= {
         for trim in (2, 4)
     },
     "dnc alone (no flags, no feedback)": _no_feedback("{name='dnc'}"),
+    # Fifth tuning: a row's alignment taken with the sum of the other rows, where the
+    # round's common direction adds up, instead of its median cosine with each of them.
+    "shipped, sum alignment": _shipped("{reference='sum'}"),
+    "shipped, sum alignment d=0.2": _shipped("{reference='sum', drift=0.2}"),
+    "shipped, sum alignment d=0.2 t=2": _shipped("{reference='sum', drift=0.2, threshold=2.0}"),
+    # The other rows as unit vectors, colluders sending one update counted once.
+    "shipped, crowd alignment": _shipped("{reference='crowd'}"),
+    **{
+        f"shipped, crowd alignment d={drift}": _shipped(f"{{reference='crowd', drift={drift}}}")
+        for drift in (0.2, 0.3, 0.4)
+    },
     "centered_clipping alone": _no_feedback(""),
 }
 CANDIDATES = {name: [_COOLDOWN_3, *overrides] for name, overrides in CANDIDATES.items()}
 # The candidate src/phalanx/scenarios/robust.toml ships (a test holds the two together).
-SHIPPED = "persistent_flags > winsorise consensus=0.5, cooldown 1"
+SHIPPED = "shipped, crowd alignment d=0.3"
 
 # (partition, Byzantine fraction, attack): the clean runs measure what flags and defences
 # cost honest clients; the 30% attacks are the cases the first default lost; the backdoor at
@@ -207,7 +218,15 @@ HETEROGENEITY: list[tuple[str, float, str]] = [
     ("dirichlet0.5", 0.3, "min_max"),
     ("dirichlet0.5", 0.2, "backdoor"),
 ]
-SETS = {"main": SCENARIOS, "check": CHECKS, "heterogeneity": HETEROGENEITY}
+# ``--set sign_flip``: the heterogeneity cells and sign flipping at 20% on Dirichlet 0.5, the
+# attack behind four of the second held-out report's failures.
+SIGN_FLIP = [*HETEROGENEITY, ("dirichlet0.5", 0.2, "sign_flip")]
+SETS = {
+    "main": SCENARIOS,
+    "check": CHECKS,
+    "heterogeneity": HETEROGENEITY,
+    "sign_flip": SIGN_FLIP,
+}
 
 
 def run(candidate: str, scenario: tuple[str, float, str], seed: int) -> dict[str, Any]:

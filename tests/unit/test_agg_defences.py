@@ -21,9 +21,11 @@ from phalanx.aggregation.pre.foolsgold import count_sketch, foolsgold_weights
 from phalanx.aggregation.pre.persistent_flags import (
     CLIENTS_KEY,
     SCORES_KEY,
+    crowd_alignment,
     cusum,
     median_alignment,
     spread,
+    sum_alignment,
 )
 from phalanx.config import AggregationConfig, StepConfig
 from phalanx.core.rng import torch_rng
@@ -130,6 +132,82 @@ def test_median_alignment_and_one_cusum_step() -> None:
     assert median_alignment(x @ x.T).tolist() == [0.0, 0.0, 0.0, 0.0, -1.0]
     step = cusum(torch.tensor([0.0, 0.5, 2.0]), torch.tensor([0.02, -1.0, 1.0]), 0.05)
     assert torch.allclose(step, torch.tensor([0.0, 0.0, 2.95]))
+
+
+def test_sum_alignment_is_each_rows_cosine_with_the_sum_of_the_others() -> None:
+    x = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x[6] = 0.0  # a zero row has no direction: 0, and it adds nothing to the others' sums
+    expected = [
+        0.0
+        if i == 6
+        else float(torch.nn.functional.cosine_similarity(x[i], x.sum(0) - x[i], dim=0))
+        for i in range(7)
+    ]
+    assert sum_alignment(x @ x.T).tolist() == pytest.approx(expected)
+    assert sum_alignment(x[:1] @ x[:1].T).tolist() == [0.0]  # a lone row
+
+
+def test_sum_alignment_sees_a_common_direction_that_median_cosines_miss() -> None:
+    # Thirty rows: a small common direction under large parts of their own (orthogonal), and
+    # one row pushing the other way. Pairwise, every cosine is about +-0.01; against the sum
+    # of the others the common part adds up and the row pushing back stands out by more.
+    own = torch.eye(31, dtype=torch.float64)[:30] * 10.0
+    common = torch.zeros(31, dtype=torch.float64)
+    common[30] = 1.0
+    x = own + common
+    x[29] = own[29] - common
+    by_rows, by_sum = median_alignment(x @ x.T), sum_alignment(x @ x.T)
+    gap_rows = float(by_rows[:29].min() - by_rows[29])
+    gap_sum = float(by_sum[:29].min() - by_sum[29])
+    assert gap_rows == pytest.approx(0.0198, abs=1e-3)
+    assert gap_sum > 4 * gap_rows
+    step = StepConfig(name="persistent_flags", params={"reference": "sum", "threshold": 0.01})
+    context = RoundContext(state={}, clients=tuple(range(100, 130)))
+    assert run("median", x.tolist(), pre=(step,), f=1, context=context).flagged == (29,)
+
+
+def test_crowd_alignment_counts_rows_of_one_direction_once_whatever_their_norms() -> None:
+    x = torch.randn(8, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x[7] = 3 * x[6]  # the same direction as row 6: a crowd of two, each weighing one half
+    units = x / x.norm(dim=1, keepdim=True)
+    weights = 1 / ((units @ units.T) >= 0.9).sum(dim=1)
+    expected = []
+    for i in range(8):
+        reference = sum(weights[j] * units[j] for j in range(8) if j != i)
+        expected.append(float(units[i] @ reference / reference.norm()))
+    assert weights.tolist()[6:] == [0.5, 0.5]
+    assert crowd_alignment(x @ x.T, 0.9).tolist() == pytest.approx(expected)
+
+
+def test_a_crowd_of_large_colluders_does_not_steer_the_crowd_reference() -> None:
+    # Seven honest rows sharing a direction (plus their own parts) and three colluders at
+    # -5 times it: the plain sum points the colluders' way, so the honest rows look like the
+    # outliers; counted once and as unit vectors, the colluders are the ones pushing back.
+    honest = torch.eye(10, dtype=torch.float64)[:7] * 2.0 + torch.ones(10, dtype=torch.float64)
+    colluders = -5 * honest.mean(dim=0).expand(3, 10)
+    x = torch.cat([honest, colluders])
+    gram = x @ x.T
+    assert float(sum_alignment(gram)[:7].max()) < 0 < float(sum_alignment(gram)[7:].min())
+    crowd = crowd_alignment(gram, 0.9)
+    assert float(crowd[7:].max()) < 0 < float(crowd[:7].min())
+
+
+def test_crowd_alignment_ignores_norms_and_follows_the_rows_order() -> None:
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(9, 5, dtype=torch.float64, generator=generator)
+    scales = torch.rand(9, 1, dtype=torch.float64, generator=generator) * 100 + 0.01
+    order = torch.randperm(9, generator=generator)
+    base = crowd_alignment(x @ x.T, 0.9)
+    scaled = x * scales
+    assert torch.allclose(crowd_alignment(scaled @ scaled.T, 0.9), base)
+    shuffled = x[order]
+    assert torch.allclose(crowd_alignment(shuffled @ shuffled.T, 0.9), base[order])
+
+
+def test_crowd_alignment_of_zero_and_lone_rows_is_zero() -> None:
+    x = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    assert crowd_alignment(x @ x.T, 0.9)[1] == 0.0
+    assert crowd_alignment(x[:1] @ x[:1].T, 0.9).tolist() == [0.0]
 
 
 def flag_round(state: dict[str, torch.Tensor], rows: list[list[float]] = FLAG_ROWS) -> Aggregate:

@@ -6,18 +6,31 @@ Biometrika 1954).
 Why: one round's low alignment is what an honest client on unusual (non-IID) data shows
 now and then, and a reference the attackers can steer (the server momentum, at 30%) makes
 the honest clients look like the outliers. Here the reference is the population itself:
-row i's alignment is the median cosine between it and the other rows (from the round's Gram
-matrix), honest as long as f < n/2; its shortfall is the round's median alignment minus its
-own. Per client, ``S <- max(0, S + shortfall - drift)``: a client no worse than the
-population drifts back to 0, a persistent outlier accumulates. A row is flagged when its
-client's S passes ``threshold`` and its alignment this round is below ``max_cosine`` (it
-points away from the others now), at most the f with the largest S: health feedback can
-never be asked to sideline more clients a round than the rule tolerates. Clients whose
-update validation refused this round on the relative-norm bound (``RoundContext.refused``)
-come off that count: f keeps counting them for the rule, but the Byzantine rows left to
-flag are at most f less those refused, and when every attacker of a round is refused (the
-scaling attack) the rows left are honest, so whatever the step would flag in their place
-is a false flag (found in the fourth tuning, docs/byzantine_tuning.md).
+row i's alignment is taken against the other rows (from the round's Gram matrix;
+``reference`` below says how), honest as long as f < n/2; its shortfall is the round's
+median alignment minus its own. Per client, ``S <- max(0, S + shortfall - drift)``: a
+client no worse than the population drifts back to 0, a persistent outlier accumulates. A
+row is flagged when its client's S passes ``threshold`` and its alignment this round is
+below ``max_cosine`` (it points away from the others now), at most the f with the largest
+S: health feedback can never be asked to sideline more clients a round than the rule
+tolerates. Clients whose update validation refused this round on the relative-norm bound
+(``RoundContext.refused``) come off that count: f keeps counting them for the rule, but
+the Byzantine rows left to flag are at most f less those refused, and when every attacker
+of a round is refused (the scaling attack) the rows left are honest, so whatever the step
+would flag in their place is a false flag (found in the fourth tuning,
+docs/byzantine_tuning.md).
+
+What a row's alignment is (``reference``): ``rows``, its median cosine with the other rows
+(the first default); ``sum``, its cosine with their sum; ``crowd`` (the shipped default,
+fifth tuning in docs/byzantine_tuning.md), its cosine with the sum of their directions,
+rows within ``crowd_cosine`` of each other counted once. Why: an update is mostly its
+client's own part and little of the round's common direction, so pairwise cosines are all
+near 0 and a sign flipper looks like any honest client for the first dozen rounds, while
+in a sum the own parts cancel and the common direction adds up. A plain sum can be
+steered (IPM at 30%, six rows at -5 times the honest mean, outweighs fourteen honest ones);
+as unit vectors no row weighs more than another, and colluders sending one update count
+as one row. Colluders who send distinct updates still count one each: against them the
+reference holds while the honest rows' common direction outweighs their number.
 
 With ``relative``, the shortfall is counted in units of the round's spread of alignments
 (1.4826 x their median absolute deviation, at least ``min_spread``): a robust z-score.
@@ -34,6 +47,8 @@ The step does not change the rows. The per-client statistics ride in the aggrega
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -63,6 +78,15 @@ class PersistentFlagsParams(Params):
     min_spread: float = Field(
         0.05, gt=0, description="with relative: the smallest spread a shortfall is divided by"
     )
+    reference: Literal["rows", "sum", "crowd"] = Field(
+        "rows",
+        description="a row's alignment: its median cosine with the other rows (rows), its "
+        "cosine with their sum (sum), or with the sum of their directions, rows within "
+        "crowd_cosine of each other counted once (crowd)",
+    )
+    crowd_cosine: float = Field(
+        0.9, gt=0, le=1, description="with crowd: rows at least this close count as one"
+    )
 
 
 def median_alignment(gram: torch.Tensor) -> torch.Tensor:
@@ -73,6 +97,57 @@ def median_alignment(gram: torch.Tensor) -> torch.Tensor:
     cosines = 1 - cosine_distances(gram)
     cosines.fill_diagonal_(float("nan"))
     return cosines.nanmedian(dim=1).values
+
+
+def sum_alignment(gram: torch.Tensor) -> torch.Tensor:
+    """Per row, the cosine between it and the sum of the other rows; 0 for a lone row or a
+    zero row.
+
+    Why beside ``median_alignment``: a round's updates share a small common direction under
+    a large part of their own (on the digits MLP at Dirichlet 0.5, honest rows' median
+    pairwise cosine is 0.0-0.05, as low as a sign flipper's for the first 15 rounds). Summed,
+    the other rows' own parts cancel and the common direction adds up, so a row's cosine with
+    the sum sees which way it pushes the model: on the same runs, sign flippers sit at -0.4
+    to -0.6 from round 8, honest rows at -0.3 to 0.7."""
+    n = gram.shape[0]
+    if n < 2:
+        return torch.zeros(n, dtype=torch.float64)
+    row_sums = gram.sum(dim=1)
+    own = gram.diagonal()
+    with_others = row_sums - own
+    others_sq = (gram.sum() - 2 * row_sums + own).clamp(min=0)
+    scale = (own * others_sq).sqrt()
+    return torch.where(scale > 0, with_others / scale.clamp(min=1e-300), torch.zeros_like(scale))
+
+
+def crowd_alignment(gram: torch.Tensor, crowd_cosine: float) -> torch.Tensor:
+    """Per row, the cosine between it and the sum of the other rows' directions (unit
+    vectors), each weighted by one over the number of rows within ``crowd_cosine`` of it,
+    itself included; 0 for a lone row or a zero row.
+
+    Why not ``sum_alignment`` alone: a sum can be steered. Six IPM rows at 30% (each -5 times
+    the honest mean) outweigh fourteen honest rows whose common part is small, and the sum
+    then points their way. As unit vectors no row weighs more than another, and colluders
+    sending one update (IPM, ALIE, min-max, mimic) are one crowd that counts as one row:
+    the reference follows the honest majority's common direction, and a row pushing against
+    it (a sign flipper, a colluder) stands out."""
+    n = gram.shape[0]
+    if n < 2:
+        return torch.zeros(n, dtype=torch.float64)
+    norms = gram.diagonal().clamp(min=0).sqrt()
+    alive = norms > 0
+    safe = torch.where(alive, norms, torch.ones_like(norms))
+    cosines = gram / safe[:, None] / safe[None, :]
+    cosines = cosines * (alive[:, None] & alive[None, :])
+    crowd = (cosines >= crowd_cosine).sum(dim=1).clamp(min=1)
+    weights = alive.to(gram.dtype) / crowd
+    pulls = cosines @ weights  # sum over j of w_j cos(i, j), j = i included
+    own = weights * cosines.diagonal()
+    with_others = pulls - own
+    reference_sq = (weights @ cosines @ weights - 2 * weights * pulls + weights * own).clamp(min=0)
+    scale = reference_sq.sqrt()
+    usable = alive & (scale > 0)
+    return torch.where(usable, with_others / scale.clamp(min=1e-300), torch.zeros_like(scale))
 
 
 def spread(alignment: torch.Tensor, floor: float) -> float:
@@ -116,7 +191,13 @@ class PersistentFlags(Part[PersistentFlagsParams]):
 
     def __call__(self, rows: Rows, f: int, context: RoundContext) -> Rows:
         p = self.params
-        alignment = median_alignment(rows.gram())
+        gram = rows.gram()
+        if p.reference == "rows":
+            alignment = median_alignment(gram)
+        elif p.reference == "sum":
+            alignment = sum_alignment(gram)
+        else:
+            alignment = crowd_alignment(gram, p.crowd_cosine)
         shortfall = alignment.median() - alignment
         if p.relative:
             shortfall = shortfall / spread(alignment, p.min_spread)
