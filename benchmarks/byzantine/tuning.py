@@ -167,7 +167,6 @@ CANDIDATES |= {
     # round's common direction adds up, instead of its median cosine with each of them.
     "shipped, sum alignment": _shipped("{reference='sum'}"),
     "shipped, sum alignment d=0.2": _shipped("{reference='sum', drift=0.2}"),
-    "shipped, sum alignment d=0.2 t=2": _shipped("{reference='sum', drift=0.2, threshold=2.0}"),
     # The other rows as unit vectors, colluders sending one update counted once.
     "shipped, crowd alignment": _shipped("{reference='crowd'}"),
     **{
