@@ -173,6 +173,16 @@ CANDIDATES |= {
         f"shipped, crowd alignment d={drift}": _shipped(f"{{reference='crowd', drift={drift}}}")
         for drift in (0.2, 0.3, 0.4)
     },
+    # Faster flags, kept off honest rare-class rows by pointing clearly away this round.
+    "shipped, crowd alignment d=0.2 max_cosine=-0.2": _shipped(
+        "{reference='crowd', drift=0.2, max_cosine=-0.2}"
+    ),
+    "shipped, crowd alignment d=0.1 max_cosine=-0.3": _shipped(
+        "{reference='crowd', drift=0.1, max_cosine=-0.3}"
+    ),
+    "shipped, crowd alignment d=0.3 t=0.5": _shipped(
+        "{reference='crowd', drift=0.3, threshold=0.5}"
+    ),
     "centered_clipping alone": _no_feedback(""),
 }
 CANDIDATES = {name: [_COOLDOWN_3, *overrides] for name, overrides in CANDIDATES.items()}
