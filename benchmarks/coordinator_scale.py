@@ -18,8 +18,10 @@ inside the runtime's own methods (the twin's bookkeeping and update making), i.e
 engine's share; *round ms* is the whole round. *engine CPU ms* is the round's process CPU
 time minus the CPU time (``thread_time``) inside the runtime's methods: a busy machine
 inflates wall time far more than CPU time. Medians over the measured rounds, and the
-fastest round (on a shared machine, the least disturbed one); ``--repeat R`` runs each cell
-R times, baseline and new interleaved, and pools their rounds. The twin's own lists of what
+fastest round (on a shared machine, the least disturbed one); ``--repeat R`` runs every
+cell once per repeat (baseline and new, and every k, side by side within a repeat) and
+pools each cell's rounds; below the table, each k's engine time over the smallest k's, per
+N, repeat by repeat (the ratio the k = 10,000 target is read from). The twin's own lists of what
 was sent are emptied between rounds (the garbage collector would walk them on the engine's
 time). An engine since ``engine.heap`` freezes the heap it set up on its own, once per
 process; ``--gc-freeze`` makes every child call ``gc.freeze()`` after its warm-up, so a
@@ -336,6 +338,31 @@ def best_ms(result: Any, field: str) -> str:
     return f"{1000 * min(r[field] for r in result['rounds']):.1f}"
 
 
+def new_pair(with_baseline: bool) -> dict[str, Any]:
+    return {"baseline": {"rounds": []} if with_baseline else "skipped", "current": {"rounds": []}}
+
+
+def paired_k_ratios(medians: dict[tuple[int, int], list[float]]) -> list[str]:
+    """Per N, each k's engine time over the smallest k's, repeat by repeat: the two children
+    of a repeat ran minutes apart at most, so their ratio is what a machine whose speed
+    drifts from minute to minute leaves least to chance (the ratio of the pooled medians
+    in the table can pair a fast spell with a slow one)."""
+    lines = []
+    for n in sorted({n for n, _ in medians}):
+        widths = sorted(k for m, k in medians if m == n)
+        base = medians[n, widths[0]]
+        for k in widths[1:]:
+            ratios = [big / small for big, small in zip(medians[n, k], base, strict=False)]
+            if not ratios:
+                continue
+            listed = ", ".join(f"{r:.1f}" for r in ratios)
+            lines.append(
+                f"- N = {n:,}: k = {k:,} over k = {widths[0]:,}, this tree's engine time, "
+                f"repeat by repeat: {listed}x (median {statistics.median(ratios):.1f}x)"
+            )
+    return lines
+
+
 def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
     lines = [
         "| k per round | N registered | today engine ms | new engine ms | ratio | "
@@ -373,7 +400,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per cell, baseline and new interleaved"
+        "--repeat", type=int, default=1, help="runs per cell; a repeat runs every cell once"
     )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--baseline-timeout", type=float, default=120.0)
@@ -383,22 +410,26 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args()
     results: dict[tuple[int, int], dict[str, Any]] = {}
+    medians: dict[tuple[int, int], list[float]] = {}  # this tree's, one per child, in order
     with tempfile.TemporaryDirectory(prefix="phalanx-baseline-") as tmp:
         baseline_src = None if args.skip_baseline else extract_baseline(Path(tmp), args.baseline)
-        for k in args.k:
-            for n in args.n:
-                if n < 2 * k:
-                    continue  # not enough clients for k per round with failures
-                pair: dict[str, Any] = {"baseline": "skipped", "current": {"rounds": []}}
-                if baseline_src is not None:
-                    pair["baseline"] = {"rounds": []}
-                for _ in range(args.repeat):  # interleaved: a busy spell hits both alike
+        # Repeats outermost: each repeat runs every cell once, so the cells of one repeat
+        # (baseline beside new, and k beside k) share the machine's minute.
+        for _ in range(args.repeat):
+            for k in args.k:
+                for n in args.n:
+                    if n < 2 * k:
+                        continue  # not enough clients for k per round with failures
+                    pair = results.setdefault((n, k), new_pair(baseline_src is not None))
                     if baseline_src is not None:
                         pool(pair, "baseline", run_child("baseline", n, k, args, baseline_src))
-                    pool(pair, "current", run_child("current", n, k, args, ROOT / "src"))
-                results[n, k] = pair
-                print(f"N={n:,} k={k:,}: {pair}", file=sys.stderr, flush=True)
-    text = table(results)
+                    result = run_child("current", n, k, args, ROOT / "src")
+                    pool(pair, "current", result)
+                    if not isinstance(result, str):
+                        engine = statistics.median(r["engine_s"] for r in result["rounds"])
+                        medians.setdefault((n, k), []).append(engine)
+                    print(f"N={n:,} k={k:,}: {result}", file=sys.stderr, flush=True)
+    text = table(results) + "\n\n" + "\n".join(paired_k_ratios(medians))
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
