@@ -3,12 +3,16 @@ selection by rank that matches sampling the sorted set."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sortedcontainers import SortedList
 
+from phalanx.config import HealthConfig
 from phalanx.core.state import ClientHealth
+from phalanx.engine.health import HealthMonitor
 from phalanx.engine.health_index import HealthIndex
 from phalanx.engine.membership import MemberChange, Roster
 from phalanx.engine.selection import (
@@ -44,6 +48,28 @@ def test_a_cooldown_ends_at_its_round_and_a_stale_wakeup_is_ignored() -> None:
     assert list(index.probation) == [2] and index.table[3].state is HealthState.SIDELINED
     index.open_round(9)
     assert list(index.probation) == [2, 3]
+
+
+def test_a_probe_that_draws_a_flag_is_sidelined_for_twice_as_long() -> None:
+    # Regression: the round's opening health of a client woken to probation was its
+    # sidelined record from before the wake-up, so a flag on its probe kept the cool-down
+    # that had just ended and the client was probed (and aggregated) every round after.
+    monitor = HealthMonitor(HealthConfig(cooldown_rounds=1))
+    index = index_of({0: ClientHealth(), 2: SIDELINED})  # sidelined until round 5, cooldown 3
+    index.open_round(5)
+    assert index.opening(2) == replace(SIDELINED, state=HealthState.PROBATION)
+    index.set(2, monitor.success(index.table[2]))  # the probe's update was accepted
+    monitor.apply_flags(index, [2], 5, floor=0, set_health=index.set)
+    flagged = index.table[2]
+    assert flagged.state is HealthState.SIDELINED
+    assert (flagged.cooldown, flagged.sidelined_until) == (6, 12)
+    for round_index in range(6, 12):
+        index.close_round()
+        index.open_round(round_index)
+        assert 2 not in index.probation
+    index.close_round()
+    index.open_round(12)
+    assert list(index.probation) == [2]
 
 
 def test_joins_and_leaves_reach_the_sets_and_a_returning_client_keeps_its_record() -> None:

@@ -69,8 +69,14 @@ class HealthIndex:
         return table is self.table
 
     def open_round(self, round_index: int) -> None:
-        """Sidelined clients whose cool-down has ended move to probation."""
-        self._opening = {}
+        """Sidelined clients whose cool-down has ended move to probation.
+
+        The round opens *after* those moves: ``opening`` must give a woken client as on
+        probation, not as sidelined. A flag judges a client against its opening health
+        (``HealthMonitor.flag``); taken from before the wake-up, a probe that drew a flag
+        counted as one more failure while sidelined, which keeps the cool-down that had
+        just ended, so the client was woken and probed again the next round, and the next:
+        a Byzantine client flagged on every probe took part in every round."""
         self.table.current_round = round_index
         while self._wakeups and self._wakeups[0][0] <= round_index:
             until, client = heapq.heappop(self._wakeups)
@@ -80,6 +86,7 @@ class HealthIndex:
             if health.sidelined_until != until:
                 continue  # stale: sidelined again, a later entry stands
             self.set(client, replace(health, state=HealthState.PROBATION))
+        self._opening = {}
 
     def close_round(self) -> None:
         self.table.current_round += 1
