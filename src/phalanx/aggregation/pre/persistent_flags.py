@@ -99,6 +99,17 @@ def median_alignment(gram: torch.Tensor) -> torch.Tensor:
     return cosines.nanmedian(dim=1).values
 
 
+def _with_weighted_others(gram: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per row i, the cosine between it and ``sum_{j != i} weights_j x_j``, from the rows'
+    Gram matrix; 0 where either side is zero."""
+    pulls = gram @ weights
+    own = gram.diagonal()
+    with_others = pulls - weights * own
+    others_sq = (weights @ pulls - 2 * weights * pulls + weights.square() * own).clamp(min=0)
+    scale = (own.clamp(min=0) * others_sq).sqrt()
+    return torch.where(scale > 0, with_others / scale.clamp(min=1e-300), torch.zeros_like(scale))
+
+
 def sum_alignment(gram: torch.Tensor) -> torch.Tensor:
     """Per row, the cosine between it and the sum of the other rows; 0 for a lone row or a
     zero row.
@@ -112,12 +123,7 @@ def sum_alignment(gram: torch.Tensor) -> torch.Tensor:
     n = gram.shape[0]
     if n < 2:
         return torch.zeros(n, dtype=torch.float64)
-    row_sums = gram.sum(dim=1)
-    own = gram.diagonal()
-    with_others = row_sums - own
-    others_sq = (gram.sum() - 2 * row_sums + own).clamp(min=0)
-    scale = (own * others_sq).sqrt()
-    return torch.where(scale > 0, with_others / scale.clamp(min=1e-300), torch.zeros_like(scale))
+    return _with_weighted_others(gram, torch.ones(n, dtype=gram.dtype))
 
 
 def crowd_alignment(gram: torch.Tensor, crowd_cosine: float) -> torch.Tensor:
@@ -134,20 +140,10 @@ def crowd_alignment(gram: torch.Tensor, crowd_cosine: float) -> torch.Tensor:
     n = gram.shape[0]
     if n < 2:
         return torch.zeros(n, dtype=torch.float64)
-    norms = gram.diagonal().clamp(min=0).sqrt()
-    alive = norms > 0
-    safe = torch.where(alive, norms, torch.ones_like(norms))
-    cosines = gram / safe[:, None] / safe[None, :]
-    cosines = cosines * (alive[:, None] & alive[None, :])
-    crowd = (cosines >= crowd_cosine).sum(dim=1).clamp(min=1)
-    weights = alive.to(gram.dtype) / crowd
-    pulls = cosines @ weights  # sum over j of w_j cos(i, j), j = i included
-    own = weights * cosines.diagonal()
-    with_others = pulls - own
-    reference_sq = (weights @ cosines @ weights - 2 * weights * pulls + weights * own).clamp(min=0)
-    scale = reference_sq.sqrt()
-    usable = alive & (scale > 0)
-    return torch.where(usable, with_others / scale.clamp(min=1e-300), torch.zeros_like(scale))
+    cosines = 1 - cosine_distances(gram)  # the unit vectors' Gram matrix; a zero row's is 0
+    crowd = (cosines >= crowd_cosine).sum(dim=1)  # itself included: never 0
+    weights = (gram.diagonal() > 0).to(gram.dtype) / crowd  # a zero row adds nothing
+    return _with_weighted_others(cosines, weights)
 
 
 def spread(alignment: torch.Tensor, floor: float) -> float:
