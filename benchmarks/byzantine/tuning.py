@@ -183,6 +183,45 @@ CANDIDATES |= {
     "shipped, crowd alignment d=0.3 t=0.5": _shipped(
         "{reference='crowd', drift=0.3, threshold=0.5}"
     ),
+    # Sixth tuning (after the probation fix): the drift again, a ceiling on S so that a
+    # probe is judged on its own shortfall, and a shorter cap on the doubling cool-down.
+    **{
+        f"shipped, crowd alignment d={drift} ceiling={ceiling}": _shipped(
+            f"{{reference='crowd', drift={drift}, ceiling={ceiling}}}"
+        )
+        for drift in (0.2, 0.3, 0.35)
+        for ceiling in (1.0, 1.5)
+    },
+    "shipped, crowd alignment d=0.35": _shipped("{reference='crowd', drift=0.35}"),
+    # A colluder judged against the rows outside its crowd, not lifted by its own crowd.
+    **{
+        f"shipped, crowd apart d={drift}": _shipped(
+            f"{{reference='crowd', leave_out_crowd=true, drift={drift}}}"
+        )
+        for drift in (0.3, 0.35, 0.4)
+    },
+    **{
+        f"shipped, crowd apart d={drift} ceiling=1.0": _shipped(
+            f"{{reference='crowd', leave_out_crowd=true, drift={drift}, ceiling=1.0}}"
+        )
+        for drift in (0.35, 0.4)
+    },
+    # The shortfall in spreads of the round's crowd alignments: a wider honest spread (more
+    # heterogeneous data) tolerates more.
+    **{
+        f"shipped, crowd relative d={drift} t={threshold}": _shipped(
+            f"{{reference='crowd', relative=true, drift={drift}, threshold={threshold}}}"
+        )
+        for drift, threshold in ((0.75, 2.0), (1.0, 2.0), (1.0, 3.0), (1.25, 3.0))
+    },
+    **{
+        f"shipped, crowd alignment d=0.3 max cooldown {rounds}": _shipped(
+            "{reference='crowd', drift=0.3}",
+            "consensus=0.5",
+            f"health.max_cooldown_rounds={rounds}",
+        )
+        for rounds in (4,)
+    },
     "centered_clipping alone": _no_feedback(""),
 }
 CANDIDATES = {name: [_COOLDOWN_3, *overrides] for name, overrides in CANDIDATES.items()}

@@ -179,6 +179,24 @@ def test_crowd_alignment_counts_rows_of_one_direction_once_whatever_their_norms(
     assert crowd_alignment(x @ x.T, 0.9).tolist() == pytest.approx(expected)
 
 
+def test_leaving_out_the_crowd_judges_each_colluder_against_the_rows_outside_it() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 6, dtype=torch.float64, generator=generator)
+    x[6:] = x[6] * torch.tensor([[1.0], [2.0], [0.5]], dtype=torch.float64)  # a crowd of 3
+    units = x / x.norm(dim=1, keepdim=True)
+    cosines = units @ units.T
+    weights = 1 / (cosines >= 0.9).sum(dim=1)
+    expected = []
+    for i in range(9):
+        reference = sum(weights[j] * units[j] for j in range(9) if cosines[i, j] < 0.9)
+        expected.append(float(units[i] @ reference / reference.norm()))
+    apart = crowd_alignment(x @ x.T, 0.9, leave_out_crowd=True)
+    assert apart.tolist() == pytest.approx(expected)
+    counted_once = crowd_alignment(x @ x.T, 0.9)
+    assert apart[:6].tolist() == pytest.approx(counted_once[:6].tolist())  # crowds of one
+    assert (apart[6:] < counted_once[6:]).all()  # no longer lifted by their own crowd
+
+
 def test_a_crowd_of_large_colluders_does_not_steer_the_crowd_reference() -> None:
     # Seven honest rows sharing a direction (plus their own parts) and three colluders at
     # -5 times it: the plain sum points the colluders' way, so the honest rows look like the
@@ -237,6 +255,32 @@ def test_a_client_that_falls_short_once_recovers_and_leaves_the_table() -> None:
     for _ in range(18):
         state = dict(flag_round(state, aligned).state)
     assert state[CLIENTS_KEY].tolist() == [] and state[SCORES_KEY].tolist() == []
+
+
+def test_a_ceiling_keeps_s_at_most_that_high_so_a_probe_is_judged_on_its_own_shortfall() -> None:
+    params = {"drift": 0.05, "threshold": 1.0, "ceiling": 1.0}
+    step = StepConfig(name="persistent_flags", params=params)
+    state: dict[str, torch.Tensor] = {}
+    # S before the cap 0.95, 1.9, 1.95 (1.0 + 0.95); kept 0.95, 1.0, 1.0.
+    for flagged, kept in (((), 0.95), ((4,), 1.0), ((4,), 1.0)):
+        result = run("median", FLAG_ROWS, pre=(step,), f=1,
+                     context=RoundContext(state=state, clients=CLIENTS))  # fmt: skip
+        assert result.flagged == flagged
+        assert result.state[SCORES_KEY].tolist() == pytest.approx([kept])
+        state = dict(result.state)
+    # Back from a cool-down, a probe that points away (alignment below max_cosine) but falls
+    # short of the population by less than the drift is not flagged: five unit rows 72 degrees
+    # apart all have the median cosine -0.81, so every shortfall is 0. Uncapped, S would be
+    # 2.8 and flag it whatever it sent. One that falls short by more again is flagged.
+    pentagon = [[math.cos(a), math.sin(a)] for a in (2 * math.pi * i / 5 for i in range(5))]
+    for rows, expected in ((pentagon, ()), (FLAG_ROWS, (4,))):
+        probe = run("median", rows, pre=(step,), f=1,
+                    context=RoundContext(state=state, clients=CLIENTS))  # fmt: skip
+        assert probe.flagged == expected
+    uncapped = StepConfig(name="persistent_flags", params={"drift": 0.05, "threshold": 1.0})
+    stale = {CLIENTS_KEY: torch.tensor([14]), SCORES_KEY: torch.tensor([2.85], dtype=torch.float64)}
+    context = RoundContext(state=stale, clients=CLIENTS)
+    assert run("median", pentagon, pre=(uncapped,), f=1, context=context).flagged == (4,)
 
 
 def test_spread_is_the_scaled_median_absolute_deviation_with_a_floor() -> None:

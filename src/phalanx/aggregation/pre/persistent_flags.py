@@ -41,6 +41,14 @@ spread it accumulates only when it stands out of a heterogeneous population as f
 colluding attacker stands out of a homogeneous one. ``drift`` and ``threshold`` are then in
 spreads.
 
+With ``ceiling``, S is kept at most that high between rounds (the flags of the round are
+judged before the cap). Why: a flagged client is sidelined, sends nothing, and its S stays
+where the flag left it; uncapped, an S that piled up far past ``threshold`` flags the
+client's probe whatever the probe's update is, and each flagged probe doubles the
+cool-down. Capped at ``threshold``, a probe is flagged only when it falls short of the
+population by more than ``drift`` again: an attacker still pushing away is, an honest
+client whose shortfall was a spell is not.
+
 The step does not change the rows. The per-client statistics ride in the aggregator state
 (client ids and S, only those above 0), carried to the next committed round; it needs
 ``RoundContext.clients`` for that, and without ids judges each round alone.
@@ -87,6 +95,15 @@ class PersistentFlagsParams(Params):
     crowd_cosine: float = Field(
         0.9, gt=0, le=1, description="with crowd: rows at least this close count as one"
     )
+    leave_out_crowd: bool = Field(
+        False, description="with crowd: leave a row's crowd, not only itself, out of its reference"
+    )
+    ceiling: float | None = Field(
+        None,
+        gt=0,
+        description="the most S keeps between rounds (flags are judged before the cap); "
+        "null: no cap",
+    )
 
 
 def median_alignment(gram: torch.Tensor) -> torch.Tensor:
@@ -126,7 +143,9 @@ def sum_alignment(gram: torch.Tensor) -> torch.Tensor:
     return _with_weighted_others(gram, torch.ones(n, dtype=gram.dtype))
 
 
-def crowd_alignment(gram: torch.Tensor, crowd_cosine: float) -> torch.Tensor:
+def crowd_alignment(
+    gram: torch.Tensor, crowd_cosine: float, *, leave_out_crowd: bool = False
+) -> torch.Tensor:
     """Per row, the cosine between it and the sum of the other rows' directions (unit
     vectors), each weighted by one over the number of rows within ``crowd_cosine`` of it,
     itself included; 0 for a lone row or a zero row.
@@ -136,14 +155,37 @@ def crowd_alignment(gram: torch.Tensor, crowd_cosine: float) -> torch.Tensor:
     then points their way. As unit vectors no row weighs more than another, and colluders
     sending one update (IPM, ALIE, min-max, mimic) are one crowd that counts as one row:
     the reference follows the honest majority's common direction, and a row pushing against
-    it (a sign flipper, a colluder) stands out."""
+    it (a sign flipper, a colluder) stands out.
+
+    With ``leave_out_crowd``, a row's reference leaves out its own crowd (the rows within
+    ``crowd_cosine`` of it), not only itself. Why: counted once, a crowd of c colluders still
+    puts (c - 1) / c of a unit vector along its own direction into each member's reference,
+    and on a model whose honest rows share little that lifts the colluders' alignment toward
+    the honest rows'. Honest rows are crowds of one, so theirs is unchanged."""
     n = gram.shape[0]
     if n < 2:
         return torch.zeros(n, dtype=torch.float64)
     cosines = 1 - cosine_distances(gram)  # the unit vectors' Gram matrix; a zero row's is 0
     crowd = (cosines >= crowd_cosine).sum(dim=1)  # itself included: never 0
     weights = (gram.diagonal() > 0).to(gram.dtype) / crowd  # a zero row adds nothing
-    return _with_weighted_others(cosines, weights)
+    alignment = _with_weighted_others(cosines, weights)
+    crowded = (crowd > 1).nonzero().flatten()
+    if leave_out_crowd and len(crowded):
+        alignment[crowded] = _apart_from_crowd(cosines, weights, crowded, crowd_cosine)
+    return alignment
+
+
+def _apart_from_crowd(
+    cosines: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, crowd_cosine: float
+) -> torch.Tensor:
+    """For each of ``rows``, the cosine between it and ``sum_j weights_j u_j`` over the rows j
+    outside its crowd (``cosines`` is the unit vectors' Gram matrix); 0 where that sum or the
+    row is zero. Only crowded rows come here, so the cost is rows x n^2, not n^3."""
+    apart = (cosines[rows] < crowd_cosine).to(cosines.dtype) * weights  # rows x n
+    towards = (apart * cosines[rows]).sum(dim=1)
+    reference_sq = ((apart @ cosines) * apart).sum(dim=1).clamp(min=0)
+    scale = (cosines[rows, rows].clamp(min=0) * reference_sq).sqrt()
+    return torch.where(scale > 0, towards / scale.clamp(min=1e-300), torch.zeros_like(scale))
 
 
 def spread(alignment: torch.Tensor, floor: float) -> float:
@@ -193,7 +235,7 @@ class PersistentFlags(Part[PersistentFlagsParams]):
         elif p.reference == "sum":
             alignment = sum_alignment(gram)
         else:
-            alignment = crowd_alignment(gram, p.crowd_cosine)
+            alignment = crowd_alignment(gram, p.crowd_cosine, leave_out_crowd=p.leave_out_crowd)
         shortfall = alignment.median() - alignment
         if p.relative:
             shortfall = shortfall / spread(alignment, p.min_spread)
@@ -202,7 +244,8 @@ class PersistentFlags(Part[PersistentFlagsParams]):
         start = [table.get(c, 0.0) for c in clients] if clients else [0.0] * rows.count
         scores = cusum(torch.tensor(start, dtype=torch.float64), shortfall, p.drift)
         if clients is not None:
-            table.update(zip(clients, scores.tolist(), strict=True))
+            kept = scores if p.ceiling is None else scores.clamp(max=p.ceiling)
+            table.update(zip(clients, kept.tolist(), strict=True))
             rows.shared.state.update(table_state(table))
         suspects = (scores > p.threshold) & (alignment < p.max_cosine)
         order = torch.sort(-scores, stable=True).indices[: max(f - context.refused, 0)]
