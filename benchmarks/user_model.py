@@ -21,6 +21,10 @@ batch 16, lr 0.05), weighted FedAvg and a test-set evaluation after every round.
   the schedule's clients (the *same clients* column).
 - ``phalanx, 2 workers, 20% faults``: crash/hang/corrupt at 20%; its row counts the updates
   trained and the trained updates the engine then threw away (cancelled, late).
+- ``two plain loops at once`` and ``plain loop beside a busy neighbour``, for scale: what
+  two cores give two trainers, and what a single trainer loses when the other core runs
+  anything at all (a process spinning small torch ops, as a coordinator's bookkeeping does;
+  its CPU is not counted). One worker is never alone: the coordinator works beside it.
 
 Each contender runs in its own subprocess with ``OMP_NUM_THREADS=MKL_NUM_THREADS=1`` and
 ``torch.set_num_threads(1)`` (workers get one thread each). Each of ``--repeats`` repeats
@@ -241,7 +245,17 @@ CONTENDERS = {  # name -> label
     "phalanx-2": "phalanx, 2 workers",
     "phalanx-2-0.2": "phalanx, 2 workers, 20% faults",
     "plain-pair": "two plain loops at once (what 2 cores give)",
+    "plain-busy": "plain loop beside a busy neighbour",
 }
+PLAIN_RUNS = ("plain-pair", "plain-busy")  # contenders that run the plain loop itself
+# The neighbour of ``plain-busy``: small torch ops on one thread, bounded in time.
+_BUSY = (
+    "import sys, time, torch\n"
+    "torch.set_num_threads(1)\n"
+    "x, deadline = torch.randn(4810), time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < deadline:\n"
+    "    (x - 0.5 * x).norm()\n"
+)
 # Contenders that do this many times the plain loop's work: their ratio is scaled by it.
 WORK_MULTIPLE = {"plain-pair": 2}
 
@@ -264,14 +278,31 @@ def run_child(
     name: str, work: Work, timeout_s: float, schedule: Path | None = None
 ) -> tuple[float, dict[str, Any]]:
     """One contender's run in its own process (``plain-pair``: two plain loops started
-    together, reported as one: the slower one's time, both CPU times added)."""
+    together, reported as one: the slower one's time, both CPU times added; ``plain-busy``:
+    the plain loop with the ``_BUSY`` neighbour running from before its start to its end)."""
     copies = WORK_MULTIPLE.get(name, 1)
-    child = "plain" if name == "plain-pair" else name
+    child = "plain" if name in PLAIN_RUNS else name
     argv = [sys.executable, "-m", "benchmarks.user_model", "--child", child]
     argv += [f"--{k.replace('_', '-')}={v}" for k, v in vars(work).items()]
     if schedule is not None:
         argv.append(f"--schedule={schedule}")
     env = {**os.environ, **CHILD_ENV}
+    neighbour = (
+        subprocess.Popen([sys.executable, "-c", _BUSY, str(timeout_s)], env=env)
+        if name == "plain-busy"
+        else None
+    )
+    try:
+        return _run_copies(argv, env, copies, timeout_s)
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
+
+
+def _run_copies(
+    argv: list[str], env: dict[str, str], copies: int, timeout_s: float
+) -> tuple[float, dict[str, Any]]:
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -435,6 +466,9 @@ def verdicts(runs: dict[str, Runs]) -> list[str]:
         f"{verdict(None if thrown is None else thrown == 0)}",
         f"- for scale, not a target: two plain loops at once do twice the work "
         f"{_fmt(ratio('plain-pair'), '.2f')}x as fast as one (the most 2 cores give it here)",
+        f"- for scale, not a target: the plain loop beside a busy neighbour runs "
+        f"{_fmt(ratio('plain-busy'), '.2f')}x as fast as alone (what work on the other core "
+        f"costs a single trainer here)",
     ]
 
 
