@@ -29,7 +29,7 @@ from phalanx.aggregation.pre.persistent_flags import (
 )
 from phalanx.config import AggregationConfig, StepConfig
 from phalanx.core.rng import torch_rng
-from phalanx.errors import AggregationError
+from phalanx.errors import AggregationError, ConfigError
 
 
 def run(
@@ -195,6 +195,12 @@ def test_leaving_out_the_crowd_judges_each_colluder_against_the_rows_outside_it(
     counted_once = crowd_alignment(x @ x.T, 0.9)
     assert apart[:6].tolist() == pytest.approx(counted_once[:6].tolist())  # crowds of one
     assert (apart[6:] < counted_once[6:]).all()  # no longer lifted by their own crowd
+
+
+def test_leaving_out_the_crowd_without_the_crowd_reference_is_refused() -> None:
+    step = StepConfig(name="persistent_flags", params={"leave_out_crowd": True})
+    with pytest.raises(ConfigError, match="leave_out_crowd needs reference = 'crowd'"):
+        build_aggregator(AggregationConfig(name="median", f=1, pre=(step,)))
 
 
 def test_a_crowd_of_large_colluders_does_not_steer_the_crowd_reference() -> None:

@@ -47,7 +47,8 @@ where the flag left it; uncapped, an S that piled up far past ``threshold`` flag
 client's probe whatever the probe's update is, and each flagged probe doubles the
 cool-down. Capped at ``threshold``, a probe is flagged only when it falls short of the
 population by more than ``drift`` again: an attacker still pushing away is, an honest
-client whose shortfall was a spell is not.
+client whose shortfall was a spell is not. Off by default: in the sixth tuning
+(docs/byzantine_tuning.md) it cut honest losses but let sign flippers back as much.
 
 The step does not change the rows. The per-client statistics ride in the aggregator state
 (client ids and S, only those above 0), carried to the next committed round; it needs
@@ -59,7 +60,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from phalanx.aggregation.base import Part, RoundContext
 from phalanx.aggregation.pre.flame import cosine_distances
@@ -104,6 +105,14 @@ class PersistentFlagsParams(Params):
         description="the most S keeps between rounds (flags are judged before the cap); "
         "null: no cap",
     )
+
+    @model_validator(mode="after")
+    def _crowd_options_need_the_crowd(self) -> PersistentFlagsParams:
+        if self.leave_out_crowd and self.reference != "crowd":
+            raise ValueError(
+                f"leave_out_crowd needs reference = 'crowd' (got reference = '{self.reference}')"
+            )
+        return self
 
 
 def median_alignment(gram: torch.Tensor) -> torch.Tensor:
