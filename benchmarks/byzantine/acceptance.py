@@ -125,8 +125,14 @@ def _honest_rounds_lost(runs: Runs, limit: float) -> Check:
         return Check(name, NOT_RUN, "no run of the default")
     share, (partition, setting, attack, _) = max(shares, key=lambda item: item[0])
     where = f"{partition}, " + ("clean" if setting is None else f"{setting.label}, {attack}")
+    # Judged on the worst run; the mean over runs is the rate a looser reading would take.
+    mean = statistics.mean(s for s, _ in shares)
+    above = sum(1 for s, _ in shares if s > limit + 1e-12)
     return _verdict(
-        name, share <= limit + 1e-12, f"worst {100 * share:.2f}% ({where}; {len(shares)} runs)"
+        name,
+        share <= limit + 1e-12,
+        f"worst {100 * share:.2f}% ({where}; {len(shares)} runs, {above} above "
+        f"{limit:.0%}; mean over the runs {100 * mean:.2f}%)",
     )
 
 

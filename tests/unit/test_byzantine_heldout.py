@@ -200,6 +200,22 @@ def test_clean_cost_honest_loss_and_backdoor_checks_fail_on_their_numbers(
     assert verdict == acceptance.FAIL and text.startswith(detail) and len(failed) == 1, text
 
 
+def test_the_honest_loss_check_counts_the_runs_above_the_limit_and_gives_their_mean() -> None:
+    def change(c: Cell) -> dict[str, Any]:
+        return {"honest_rounds_lost_share": 0.03} if c.attack == "alie" else {}
+
+    verdict, text, _ = status(change, "Honest client-rounds")
+    runs = int(text.split("; ")[1].split(" runs")[0])
+    above = int(text.split(" runs, ")[1].split(" above")[0])
+    mean = float(text.split("mean over the runs ")[1].rstrip("%)"))
+    alie_runs = above  # every other run of the default loses 0.5%, under the 1% limit
+    assert verdict == acceptance.FAIL and text.startswith("worst 3.00%")
+    assert 0 < above < runs
+    assert mean == pytest.approx(
+        100 * (0.03 * alie_runs + 0.005 * (runs - alie_runs)) / runs, abs=0.01
+    )
+
+
 def test_checks_without_their_cells_say_not_run() -> None:
     assert {c.status for c in acceptance.checks({})} == {acceptance.NOT_RUN}
     cells = acceptance_grid(plan(partitions=["iid"]))
