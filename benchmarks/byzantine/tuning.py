@@ -11,6 +11,7 @@ here choose the default and must never be the seeds a report is drawn on
     .venv/bin/python -m benchmarks.byzantine.tuning --candidates momentum_flags persistent_flags
     .venv/bin/python -m benchmarks.byzantine.tuning --check --candidates persistent_flags
     .venv/bin/python -m benchmarks.byzantine.tuning --set heterogeneity --jobs 2 --candidates fedavg
+    .venv/bin/python -m benchmarks.byzantine.tuning --set sign_flip --summary --candidates A B
 
 Prints one table per candidate (accuracy, backdoor success, discarded rounds, honest flags,
 share of honest client-rounds lost to flag sidelining) and keeps finished runs in a JSON file, so an
@@ -319,6 +320,41 @@ def table(
     return out
 
 
+def summary(
+    candidates: list[str],
+    runs: dict[str, dict[str, Any]],
+    seeds: list[int],
+    scenarios: list[tuple[str, float, str]],
+) -> list[str]:
+    """One markdown table for all ``candidates`` (what docs/byzantine_tuning.md shows): per
+    scenario the mean accuracy % over the seeds that ran ("-" for none), the backdoor's
+    success per seed, and the largest share of honest client-rounds any of a candidate's
+    runs lost to flags."""
+    names = [f"{p.replace('dirichlet', 'D')} {f:.0%} {a}" for p, f, a in scenarios]
+    lines = [
+        "| candidate | " + " | ".join(names) + " | backdoor success % | honest lost (worst run) |",
+        "|---" * (len(names) + 3) + "|",
+    ]
+    for candidate in candidates:
+        cells, backdoor, lost = [], "", 0.0
+        for scenario in scenarios:
+            found = [
+                runs[k]["outcome"] for s in seeds if (k := key(candidate, scenario, s)) in runs
+            ]
+            if not found:
+                cells.append("-")
+                continue
+            cells.append(f"{100 * statistics.mean(o['accuracy'] for o in found):.1f}")
+            lost = max(lost, *(o["honest_rounds_lost_share"] for o in found))
+            rates = [o["backdoor_asr"] for o in found if o["backdoor_asr"] is not None]
+            if rates and scenario[2] == "backdoor":
+                backdoor = " / ".join(f"{100 * r:.1f}" for r in rates)
+        lines.append(
+            f"| {candidate} | " + " | ".join(cells) + f" | {backdoor} | {100 * lost:.2f}% |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
@@ -327,6 +363,9 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="run CHECKS, not SCENARIOS")
     parser.add_argument("--set", choices=list(SETS), default=None, help="scenarios to run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (processes)")
+    parser.add_argument(
+        "--summary", action="store_true", help="one markdown table of means, not a table each"
+    )
     args = parser.parse_args()
     scenarios = SETS[args.set or ("check" if args.check else "main")]
     torch.set_num_threads(1)
@@ -345,6 +384,9 @@ def main() -> None:
         for job, result in zip(todo, pool.map(run, *zip(*todo, strict=True)), strict=True):
             runs[key(*job)] = result
             args.results.write_text(json.dumps(runs, indent=1) + "\n")
+    if args.summary:
+        print("\n".join(summary(args.candidates, runs, args.seeds, scenarios)))
+        return
     for candidate in args.candidates:
         console.print(table(candidate, runs, args.seeds, scenarios))
 

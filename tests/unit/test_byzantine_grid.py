@@ -115,3 +115,23 @@ def test_every_tuning_candidate_builds_a_valid_config_on_every_scenario() -> Non
     fedavg, _, _ = cell_config(cell, CANDIDATES["fedavg"])
     assert fedavg.aggregation.name == "fedavg" and fedavg.aggregation.pre == ()
     assert not fedavg.aggregation.health_feedback and fedavg.validation == shipped.validation
+
+
+def test_the_tuning_summary_gives_means_backdoor_success_per_seed_and_the_worst_loss() -> None:
+    from benchmarks.byzantine.tuning import key, summary
+
+    clean, backdoor = ("iid", 0.0, CLEAN), ("dirichlet0.5", 0.2, "backdoor")
+
+    def outcome(accuracy: float, asr: float | None, lost: float) -> dict[str, Any]:
+        return {"accuracy": accuracy, "backdoor_asr": asr, "honest_rounds_lost_share": lost}
+
+    runs = {
+        key("a", clean, 1): {"outcome": outcome(0.90, None, 0.01)},
+        key("a", clean, 2): {"outcome": outcome(0.80, None, 0.0)},
+        key("a", backdoor, 1): {"outcome": outcome(0.70, 0.25, 0.03)},
+    }
+    header, rule, row = summary(["a"], runs, [1, 2], [clean, backdoor])
+    assert header.startswith("| candidate | iid 0% clean | D0.5 20% backdoor |")
+    assert rule.count("|---") == 5
+    # clean: mean of 90 and 80; the backdoor cell ran on seed 1 only; worst loss 3%
+    assert row == "| a | 85.0 | 70.0 | 25.0 | 3.00% |"
