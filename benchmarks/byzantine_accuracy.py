@@ -11,7 +11,8 @@ The seeds are drawn at run time (``--draw-seeds`` of them) and are never the see
 default was tuned on (``benchmarks/byzantine/tuning.py``); pinned ``--seeds`` are refused if
 one of them is, unless ``--allow-tuning-seeds`` (the report then says so). Cells run in
 ``--workers`` processes, one torch thread each. Finished cells are kept in the JSON file
-with the seeds, so an interrupted run resumes on the same seeds (``--fresh`` starts over).
+with the seeds, so an interrupted run resumes on the same seeds (``--fresh`` starts over;
+``--more-seeds N`` draws N more held-out seeds for the stored run and runs only their cells).
 The base scenario is the shipped ``robust`` one; ``--set`` overrides it (e.g. rounds=50).
 """
 
@@ -54,6 +55,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=int, nargs="+", help="pin the seeds (reproduction)")
     parser.add_argument("--draw-seeds", type=int, default=3, help="how many seeds to draw")
+    parser.add_argument(
+        "--more-seeds",
+        type=int,
+        default=0,
+        help="draw this many more held-out seeds for the stored run and run only their cells",
+    )
     parser.add_argument("--allow-tuning-seeds", action="store_true")
     parser.add_argument(
         "--aggregators", nargs="+", default=list(AGGREGATORS), choices=list(AGGREGATORS)
@@ -83,6 +90,8 @@ def load(path: Path, args: argparse.Namespace) -> tuple[Seeds, dict[str, Any]]:
         else given_seeds(args.seeds, allow_tuning=args.allow_tuning_seeds)
     )
     if stored is None:
+        if args.more_seeds:
+            raise ConfigError(f"--more-seeds adds to a stored run, and {path} holds none")
         return pinned or Seeds(draw_seeds(args.draw_seeds), DRAWN), {}
     if "settings" not in stored:
         raise ConfigError(
@@ -100,7 +109,21 @@ def load(path: Path, args: argparse.Namespace) -> tuple[Seeds, dict[str, Any]]:
             f"{path} holds seeds {list(seeds.seeds)}, not the --seeds given; "
             "pass --fresh or --results"
         )
-    return seeds, stored["cells"]
+    return more_seeds(seeds, args.more_seeds), stored["cells"]
+
+
+def more_seeds(seeds: Seeds, count: int) -> Seeds:
+    """``seeds`` and ``count`` more drawn at run time (none of them a tuning seed or one
+    already there). Why: a report's means over three seeds move by a point or more from one
+    draw to the next, the size of the acceptance thresholds; more seeds narrow that without
+    throwing away the cells already run."""
+    if count == 0:
+        return seeds
+    if count < 0:
+        raise ConfigError(f"--more-seeds must be at least 0; got {count}")
+    drawn = draw_seeds(count, forbidden=seeds.seeds)
+    source = seeds.source if seeds.source == DRAWN else f"{seeds.source}, {count} more {DRAWN}"
+    return Seeds((*seeds.seeds, *drawn), source)
 
 
 def save(path: Path, args: argparse.Namespace, seeds: Seeds, done: dict[str, Any]) -> None:

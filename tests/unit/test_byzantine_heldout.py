@@ -82,6 +82,25 @@ def test_the_command_will_not_resume_on_a_file_without_seeds(tmp_path: Path) -> 
     assert main(["--out", str(tmp_path)]) == 2
 
 
+def test_more_seeds_keeps_the_stored_ones_and_draws_held_out_new_ones() -> None:
+    from benchmarks.byzantine.seeds import DRAWN, Seeds
+    from benchmarks.byzantine_accuracy import more_seeds
+
+    drawn = Seeds((11, 12), DRAWN)
+    assert more_seeds(drawn, 0) is drawn
+    more = more_seeds(drawn, 3)
+    assert more.seeds[:2] == (11, 12) and len(set(more.seeds)) == 5 and more.held_out
+    assert more.source == DRAWN
+    assert more_seeds(Seeds((11,), GIVEN), 1).source == f"{GIVEN}, 1 more {DRAWN}"
+    with pytest.raises(ConfigError, match="at least 0"):
+        more_seeds(drawn, -1)
+
+
+def test_more_seeds_without_a_stored_run_is_refused(tmp_path: Path) -> None:
+    assert main(["--more-seeds", "2", "--out", str(tmp_path)]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
 def plan(**kw: Any) -> Plan:
     fields: dict[str, Any] = {"dataset": "digits", "partitions": PARTITIONS,
                               "fractions": [0.1, 0.2, 0.3], "aggregators": list(AGGREGATORS),
