@@ -270,11 +270,20 @@ HETEROGENEITY: list[tuple[str, float, str]] = [
 # ``--set sign_flip``: the heterogeneity cells and sign flipping at 20% on Dirichlet 0.5, the
 # attack behind four of the second held-out report's failures.
 SIGN_FLIP = [*HETEROGENEITY, ("dirichlet0.5", 0.2, "sign_flip")]
+# ``--set mimic``: every colluder copying one honest update, where the held-out report's
+# honest clients lost the most rounds outside clean Dirichlet 0.1 (the sixth tuning).
+MIMIC: list[tuple[str, float, str]] = [
+    ("dirichlet0.5", 0.2, "mimic"),
+    ("dirichlet0.3", 0.2, "mimic"),
+    ("dirichlet0.1", 0.2, "mimic"),
+    ("dirichlet0.5", 0.3, "mimic"),
+]
 SETS = {
     "main": SCENARIOS,
     "check": CHECKS,
     "heterogeneity": HETEROGENEITY,
     "sign_flip": SIGN_FLIP,
+    "mimic": MIMIC,
 }
 
 
