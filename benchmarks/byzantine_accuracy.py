@@ -12,7 +12,8 @@ default was tuned on (``benchmarks/byzantine/tuning.py``); pinned ``--seeds`` ar
 one of them is, unless ``--allow-tuning-seeds`` (the report then says so). Cells run in
 ``--workers`` processes, one torch thread each. Finished cells are kept in the JSON file
 with the seeds, so an interrupted run resumes on the same seeds (``--fresh`` starts over;
-``--more-seeds N`` draws N more held-out seeds for the stored run and runs only their cells).
+``--more-seeds N`` draws N more held-out seeds for the stored run and runs only their cells;
+the seeds are stored before the first cell runs, so an interrupted run resumes without it).
 The base scenario is the shipped ``robust`` one; ``--set`` overrides it (e.g. rounds=50).
 """
 
@@ -59,7 +60,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--more-seeds",
         type=int,
         default=0,
-        help="draw this many more held-out seeds for the stored run and run only their cells",
+        help="draw this many more held-out seeds for the stored run and run only their cells "
+        "(each time it is given: resume an interrupted run without it)",
     )
     parser.add_argument("--allow-tuning-seeds", action="store_true")
     parser.add_argument(
