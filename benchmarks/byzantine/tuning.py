@@ -215,14 +215,9 @@ CANDIDATES |= {
         )
         for drift, threshold in ((0.75, 2.0), (1.0, 2.0), (1.0, 3.0), (1.25, 3.0))
     },
-    **{
-        f"shipped, crowd alignment d=0.3 max cooldown {rounds}": _shipped(
-            "{reference='crowd', drift=0.3}",
-            "consensus=0.5",
-            f"health.max_cooldown_rounds={rounds}",
-        )
-        for rounds in (4,)
-    },
+    "shipped, crowd alignment d=0.3 max cooldown 4": _shipped(
+        "{reference='crowd', drift=0.3}", "consensus=0.5", "health.max_cooldown_rounds=4"
+    ),
     "centered_clipping alone": _no_feedback(""),
 }
 CANDIDATES = {name: [_COOLDOWN_3, *overrides] for name, overrides in CANDIDATES.items()}

@@ -234,9 +234,13 @@ def test_crowd_alignment_of_zero_and_lone_rows_is_zero() -> None:
     assert crowd_alignment(x[:1] @ x[:1].T, 0.9).tolist() == [0.0]
 
 
-def flag_round(state: dict[str, torch.Tensor], rows: list[list[float]] = FLAG_ROWS) -> Aggregate:
+def flag_round(
+    state: dict[str, torch.Tensor],
+    rows: list[list[float]] = FLAG_ROWS,
+    step: StepConfig = PERSISTENT,
+) -> Aggregate:
     context = RoundContext(state=state, clients=CLIENTS)
-    return run("median", rows, pre=(PERSISTENT,), f=1, context=context)
+    return run("median", rows, pre=(step,), f=1, context=context)
 
 
 def test_a_client_is_flagged_only_once_its_shortfall_persists() -> None:
@@ -269,8 +273,7 @@ def test_a_ceiling_keeps_s_at_most_that_high_so_a_probe_is_judged_on_its_own_sho
     state: dict[str, torch.Tensor] = {}
     # S before the cap 0.95, 1.9, 1.95 (1.0 + 0.95); kept 0.95, 1.0, 1.0.
     for flagged, kept in (((), 0.95), ((4,), 1.0), ((4,), 1.0)):
-        result = run("median", FLAG_ROWS, pre=(step,), f=1,
-                     context=RoundContext(state=state, clients=CLIENTS))  # fmt: skip
+        result = flag_round(state, FLAG_ROWS, step)
         assert result.flagged == flagged
         assert result.state[SCORES_KEY].tolist() == pytest.approx([kept])
         state = dict(result.state)
@@ -280,13 +283,9 @@ def test_a_ceiling_keeps_s_at_most_that_high_so_a_probe_is_judged_on_its_own_sho
     # 2.8 and flag it whatever it sent. One that falls short by more again is flagged.
     pentagon = [[math.cos(a), math.sin(a)] for a in (2 * math.pi * i / 5 for i in range(5))]
     for rows, expected in ((pentagon, ()), (FLAG_ROWS, (4,))):
-        probe = run("median", rows, pre=(step,), f=1,
-                    context=RoundContext(state=state, clients=CLIENTS))  # fmt: skip
-        assert probe.flagged == expected
-    uncapped = StepConfig(name="persistent_flags", params={"drift": 0.05, "threshold": 1.0})
+        assert flag_round(state, rows, step).flagged == expected
     stale = {CLIENTS_KEY: torch.tensor([14]), SCORES_KEY: torch.tensor([2.85], dtype=torch.float64)}
-    context = RoundContext(state=stale, clients=CLIENTS)
-    assert run("median", pentagon, pre=(uncapped,), f=1, context=context).flagged == (4,)
+    assert flag_round(stale, pentagon).flagged == (4,)  # PERSISTENT: the same, uncapped
 
 
 def test_spread_is_the_scaled_median_absolute_deviation_with_a_floor() -> None:
@@ -301,9 +300,7 @@ def relative_round(
     state: dict[str, torch.Tensor], rows: list[list[float]], min_spread: float = 0.5
 ) -> Aggregate:
     params = {"relative": True, "min_spread": min_spread, "drift": 1.0, "threshold": 1.5}
-    step = StepConfig(name="persistent_flags", params=params)
-    context = RoundContext(state=state, clients=CLIENTS)
-    return run("median", rows, pre=(step,), f=1, context=context)
+    return flag_round(state, rows, StepConfig(name="persistent_flags", params=params))
 
 
 def test_relative_flags_count_the_shortfall_in_spreads_of_the_population() -> None:

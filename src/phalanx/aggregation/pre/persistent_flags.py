@@ -178,8 +178,10 @@ def crowd_alignment(
     crowd = (cosines >= crowd_cosine).sum(dim=1)  # itself included: never 0
     weights = (gram.diagonal() > 0).to(gram.dtype) / crowd  # a zero row adds nothing
     alignment = _with_weighted_others(cosines, weights)
+    if not leave_out_crowd:
+        return alignment
     crowded = (crowd > 1).nonzero().flatten()
-    if leave_out_crowd and len(crowded):
+    if len(crowded):
         alignment[crowded] = _apart_from_crowd(cosines, weights, crowded, crowd_cosine)
     return alignment
 
