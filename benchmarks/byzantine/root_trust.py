@@ -153,7 +153,6 @@ def with_root(workload: DigitsWorkload, seed: int) -> tuple[list[ClientData], Cl
 
 
 def run(candidate: str, scenario: tuple[str, float, str], seed: int) -> dict[str, Any]:
-    from phalanx.observability.flags import flag_outcomes
     from phalanx.simulation import Simulation
 
     torch.set_num_threads(1)
@@ -161,8 +160,13 @@ def run(candidate: str, scenario: tuple[str, float, str], seed: int) -> dict[str
     part, fraction, attack = scenario
     config, _, _ = cell_config(Cell("digits", part, fraction, attack, DEFAULT, seed), [])
     tree = config.model_dump(mode="json")
-    if attack != CLEAN:  # the 20-client benchmark's attackers, never the trusted client
-        bad = byzantine_clients(config.faults.byzantine, CLIENTS, seed)
+    # The 20-client benchmark's attackers, never the trusted client.
+    bad = (
+        frozenset()
+        if attack == CLEAN
+        else byzantine_clients(config.faults.byzantine, CLIENTS, seed)
+    )
+    if bad:
         tree["faults"]["byzantine"] |= {"clients": sorted(bad), "fraction": 0.0}
     rule = CANDIDATES[candidate]
     if rule is not None:
@@ -176,8 +180,7 @@ def run(candidate: str, scenario: tuple[str, float, str], seed: int) -> dict[str
     make_model = functools.partial(image_mlp, config.workload.hidden)
     result = Simulation(config, model=make_model, clients=clients, test=test).run()
     metrics = result.history[-1].get("metrics", {})
-    byzantine = set(tree["faults"]["byzantine"].get("clients") or ())
-    others = byzantine | {TRUSTED}  # not the honest clients judged
+    others = bad | {TRUSTED}  # not the honest clients judged
     discarded = (c for record in result.history for c in record.get("discarded", []))
     accepted = (c for record in result.history for c in record["accepted"])
     honest_ignored = sum(1 for c in discarded if c not in others) / max(
@@ -186,7 +189,6 @@ def run(candidate: str, scenario: tuple[str, float, str], seed: int) -> dict[str
     return {
         "accuracy": float(metrics.get("accuracy", math.nan)),
         "backdoor": metrics.get("backdoor_asr"),
-        "honest_lost": flag_outcomes(result.history)["honest_rounds_lost_share"] or 0.0,
         "honest_ignored": honest_ignored,
     }
 
