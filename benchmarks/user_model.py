@@ -25,6 +25,10 @@ batch 16, lr 0.05), weighted FedAvg and a test-set evaluation after every round.
   two cores give two trainers, and what a single trainer loses when the other core runs
   anything at all (a process spinning small torch ops, as a coordinator's bookkeeping does;
   its CPU is not counted). One worker is never alone: the coordinator works beside it.
+- ``phalanx, 1 worker, coordinator on the worker's core``, for scale: the one-worker run
+  with every process of it on one CPU (``sched_setaffinity``, inherited by the worker), so
+  the coordinator's work interrupts the worker instead of running beside it: its *in
+  train() CPU s* against the free run's says what work on the other core costs the worker.
 
 Each contender runs in its own subprocess with ``OMP_NUM_THREADS=MKL_NUM_THREADS=1`` and
 ``torch.set_num_threads(1)`` (workers get one thread each). Each of ``--repeats`` repeats
@@ -225,6 +229,9 @@ def child_main(name: str, work: Work, schedule: Path | None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    if name.endswith(ONE_CORE):  # this process and every worker it forks share one CPU
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+        name = name.removesuffix(ONE_CORE)
     if name == "plain":
         if schedule is None:
             raise SystemExit("the plain loop needs --schedule (the clients to train)")
@@ -246,7 +253,9 @@ CONTENDERS = {  # name -> label
     "phalanx-2-0.2": "phalanx, 2 workers, 20% faults",
     "plain-pair": "two plain loops at once (what 2 cores give)",
     "plain-busy": "plain loop beside a busy neighbour",
+    "phalanx-1-onecore": "phalanx, 1 worker, coordinator on the worker's core",
 }
+ONE_CORE = "-onecore"  # a contender run with all its processes on one CPU
 PLAIN_RUNS = ("plain-pair", "plain-busy")  # contenders that run the plain loop itself
 # The neighbour of ``plain-busy``: small torch ops on one thread, bounded in time.
 _BUSY = (
@@ -469,6 +478,23 @@ def verdicts(runs: dict[str, Runs]) -> list[str]:
         f"- for scale, not a target: the plain loop beside a busy neighbour runs "
         f"{_fmt(ratio('plain-busy'), '.2f')}x as fast as alone (what work on the other core "
         f"costs a single trainer here)",
+        *_one_core_lines(runs),
+    ]
+
+
+def _one_core_lines(runs: dict[str, Runs]) -> list[str]:
+    """What the coordinator's work on the other core costs one worker: the worker's time in
+    ``train()`` with the coordinator on the other core and on its own, beside the plain
+    loop's (the same calls)."""
+    own = "phalanx-1-onecore"
+    if own not in runs or "plain" not in runs or "phalanx-1" not in runs:
+        return []
+    plain, free, pinned = (_median(runs[n].fn_cpu) for n in ("plain", "phalanx-1", own))
+    return [
+        f"- for scale, not a target: in train() CPU, plain loop {_fmt(plain, '.2f')} s; "
+        f"1 worker with the coordinator on the other core {_fmt(free, '.2f')} s, on the "
+        f"worker's own core {_fmt(pinned, '.2f')} s (the coordinator's CPU then adds to the "
+        f"wall time instead)"
     ]
 
 
