@@ -486,7 +486,7 @@ def _one_core_lines(runs: dict[str, Runs]) -> list[str]:
     """What the coordinator's work on the other core costs one worker: the worker's time in
     ``train()`` with the coordinator on the other core and on its own, beside the plain
     loop's (the same calls)."""
-    own = "phalanx-1-onecore"
+    own = f"phalanx-1{ONE_CORE}"
     if own not in runs or "plain" not in runs or "phalanx-1" not in runs:
         return []
     plain, free, pinned = (_median(runs[n].fn_cpu) for n in ("plain", "phalanx-1", own))
